@@ -1,0 +1,166 @@
+"""The multi-episode BAMDP horizon, implemented once for every task family (DESIGN.md §2).
+
+One task lasts ``H+ = episodes_per_task x episode_length`` steps. When an inner episode ends
+(its time limit, or the task env's own ``terminated``) the agent is put back to a start state
+*in the same task*: ``episode_done`` is ``True`` for that step, ``episode`` advances, and the
+next observation is the start state. TorchRL's ``done`` fires only at the end of the BAMDP (with
+``truncated=True``: a time limit, so value targets bootstrap), so a collector reset always means
+"new task".
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite
+from torchrl.envs import EnvBase
+
+from torchrl_bamdp.envs.task_env import TaskEnv
+
+
+class BAMDPEnv(EnvBase):
+    """Wrap a :class:`~torchrl_bamdp.envs.task_env.TaskEnv` into a multi-episode BAMDP.
+
+    Parameters
+    ----------
+    task_env : TaskEnv
+        The batched task environment (resets to the task given in the reset tensordict).
+    episode_length : int
+        Steps per inner episode (the inner time limit).
+    episodes_per_task : int
+        Inner episodes per task (``k``); the BAMDP lasts ``k * episode_length`` steps unless the
+        task env terminates inner episodes early.
+    seed : int, optional
+        Seed of the task-sampling generator (also settable with :meth:`set_seed`).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.envs import GridNaviEnv
+    >>> env = BAMDPEnv(GridNaviEnv(num_envs=2), episode_length=15, episodes_per_task=4, seed=0)
+    >>> rollout = env.rollout(60, break_when_any_done=False)
+    >>> rollout["next", "episode_done"].sum().item(), rollout["next", "done"].sum().item()
+    (8, 2)
+    """
+
+    def __init__(
+        self,
+        task_env: TaskEnv,
+        episode_length: int,
+        episodes_per_task: int,
+        seed: int | None = None,
+    ) -> None:
+        if not isinstance(task_env, TaskEnv):
+            raise TypeError(
+                f"task_env must be a TaskEnv (resets to the task it is given), got "
+                f"{type(task_env).__name__}"
+            )
+        if episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1 (got {episode_length})")
+        if episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task must be >= 1 (got {episodes_per_task})")
+        super().__init__(device=task_env.device, batch_size=task_env.batch_size)
+        self.task_env = task_env
+        self.episode_length = int(episode_length)
+        self.episodes_per_task = int(episodes_per_task)
+        self.task_generator = torch.Generator()
+        self.task_generator.manual_seed(0 if seed is None else int(seed))
+        n = task_env.batch_size.numel()
+        self._step_in_episode = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._episode = torch.zeros(n, dtype=torch.long, device=self.device)
+        self._task = torch.zeros(n, task_env.task_dim, device=self.device)
+        self._make_specs()
+
+    @property
+    def horizon(self) -> int:
+        """Maximum number of steps of one BAMDP (``H+``)."""
+        return self.episode_length * self.episodes_per_task
+
+    def _make_specs(self) -> None:
+        shape = self.batch_size
+        base = self.task_env
+        obs_spec = base.observation_spec.clone()
+        obs_spec["episode"] = Bounded(
+            0, self.episodes_per_task, shape=(*shape, 1), dtype=torch.long, device=self.device
+        )
+        obs_spec["episode_done"] = Categorical(
+            2, shape=(*shape, 1), dtype=torch.bool, device=self.device
+        )
+        self.observation_spec = obs_spec
+        self.action_spec = base.action_spec.clone()
+        self.reward_spec = base.reward_spec.clone()
+        flag = Categorical(2, shape=(*shape, 1), dtype=torch.bool, device=self.device)
+        self.done_spec = Composite(
+            done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=shape
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        self.task_generator.manual_seed(0 if seed is None else int(seed))
+        self.task_env._set_seed(seed)
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask = None if tensordict is None else tensordict.get("_reset", None)
+        n = self.batch_size.numel()
+        if mask is None:
+            mask = torch.ones(n, dtype=torch.bool, device=self.device)
+        mask = mask.reshape(n).to(self.device)
+        num_new = int(mask.sum())
+        if num_new:
+            self._task[mask] = self.task_env.sample_tasks(num_new, self.task_generator)
+        self._step_in_episode[mask] = 0
+        self._episode[mask] = 0
+        reset_td = TensorDict(
+            {"_reset": mask.reshape(self.batch_size), "task": self._task.reshape(
+                *self.batch_size, -1)},
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        out = self.task_env._reset(reset_td)
+        flags = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
+        out.update(
+            {
+                "episode": self._episode.reshape(*self.batch_size, 1).clone(),
+                "episode_done": flags,
+                "done": flags.clone(),
+                "terminated": flags.clone(),
+                "truncated": flags.clone(),
+            }
+        )
+        return out
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        out = self.task_env._step(tensordict)
+        n = self.batch_size.numel()
+        inner_terminated = out.get("terminated").reshape(n)
+        self._step_in_episode += 1
+        episode_done = inner_terminated | (self._step_in_episode >= self.episode_length)
+        self._episode += episode_done.long()
+        task_done = episode_done & (self._episode >= self.episodes_per_task)
+        restart = episode_done & ~task_done
+        if bool(restart.any()):
+            # Back to a start state in the same task; the next observation is that start state.
+            restart_td = TensorDict(
+                {"_reset": restart.reshape(self.batch_size), "task": self._task.reshape(
+                    *self.batch_size, -1)},
+                batch_size=self.batch_size,
+                device=self.device,
+            )
+            restarted = self.task_env._reset(restart_td)
+            where = restart.reshape(*self.batch_size, 1)
+            for key, value in restarted.items(include_nested=True, leaves_only=True):
+                if key in ("done", "terminated", "truncated") or key not in out.keys(True, True):
+                    continue
+                out.set(key, torch.where(where, value, out.get(key)))
+            self._step_in_episode[restart] = 0
+        shape1 = (*self.batch_size, 1)
+        out.update(
+            {
+                "episode": self._episode.reshape(shape1).clone(),
+                "episode_done": episode_done.reshape(shape1),
+                "done": task_done.reshape(shape1),
+                # Inner terminations are not BAMDP terminations; only a termination of the
+                # last inner episode ends the task without bootstrapping.
+                "terminated": (task_done & inner_terminated).reshape(shape1),
+                "truncated": (task_done & ~inner_terminated).reshape(shape1),
+            }
+        )
+        return out

@@ -1,0 +1,166 @@
+"""GridNavi: the VariBAD gridworld as a batched, pure-torch TorchRL environment.
+
+The reference behaviour (DESIGN.md §3): an ``N x N`` grid (default 5), start at ``(0, 0)``, the
+goal drawn uniformly from the cells other than the four nearest the start, actions
+noop/up/right/down/left (moves off the grid stay put), reward ``+1`` when the new position is the
+goal and ``-0.1`` otherwise. The episode length and the number of episodes per task are owned by
+:class:`~torchrl_bamdp.envs.bamdp.BAMDPEnv`; this class only holds the task and the dynamics.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+
+from torchrl_bamdp.envs.task_env import TaskEnv
+
+# Action index -> (dx, dy). Order fixed by the reference: noop, up, right, down, left.
+GRID_MOVES = ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0))
+ACTION_NAMES = ("noop", "up", "right", "down", "left")
+
+
+def candidate_goal_cells(grid_size: int) -> torch.Tensor:
+    """Return the ``[G, 2]`` long tensor of goal cells: all but the four nearest the start.
+
+    Examples
+    --------
+    >>> candidate_goal_cells(5).shape
+    torch.Size([21, 2])
+    """
+    if grid_size < 3:
+        raise ValueError(f"grid_size must be >= 3 (got {grid_size}): the 4 start cells are excluded")
+    xs, ys = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
+    cells = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
+    near_start = (cells[:, 0] <= 1) & (cells[:, 1] <= 1)
+    return cells[~near_start]
+
+
+class GridNaviEnv(TaskEnv):
+    """Batched GridNavi task environment (no time limit; wrap it in a ``BAMDPEnv``).
+
+    Keys: ``observation`` (the position as two floats), ``task`` (the goal cell as two floats,
+    only for oracles and evaluation), ``action`` (an index in ``0..4``), ``reward``.
+
+    Parameters
+    ----------
+    num_envs : int
+        Number of independent grids stepped together (the env's batch size).
+    grid_size : int
+        Side of the square grid (>= 3).
+    goal_reward, step_penalty : float
+        Reward for being on the goal after a step, and for any other step.
+    device : torch.device or str
+        Where the state lives; every operation is a batched tensor op, so any device works.
+
+    Examples
+    --------
+    >>> env = GridNaviEnv(num_envs=8)
+    >>> td = env.reset()
+    >>> td["observation"].shape, td["task"].shape
+    (torch.Size([8, 2]), torch.Size([8, 2]))
+    >>> td = env.rand_step(td)
+    >>> td["next", "reward"].shape
+    torch.Size([8, 1])
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        grid_size: int = 5,
+        goal_reward: float = 1.0,
+        step_penalty: float = -0.1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1 (got {num_envs})")
+        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        self.num_envs = num_envs
+        self.grid_size = grid_size
+        self.goal_reward = float(goal_reward)
+        self.step_penalty = float(step_penalty)
+        self.candidate_goals = candidate_goal_cells(grid_size).to(self.device)
+        self._moves = torch.tensor(GRID_MOVES, dtype=torch.long, device=self.device)
+        self._position = torch.zeros(num_envs, 2, dtype=torch.long, device=self.device)
+        self._goal = self.candidate_goals[-1].expand(num_envs, 2).clone()
+        self._make_specs()
+
+    # -- specs -------------------------------------------------------------------------------
+    def _make_specs(self) -> None:
+        shape = self.batch_size
+        high = float(self.grid_size - 1)
+        self.observation_spec = Composite(
+            observation=Bounded(0.0, high, shape=(*shape, 2), device=self.device),
+            task=Bounded(0.0, high, shape=(*shape, 2), device=self.device),
+            shape=shape,
+        )
+        self.action_spec = Categorical(len(GRID_MOVES), shape=shape, device=self.device)
+        self.reward_spec = Unbounded(shape=(*shape, 1), device=self.device)
+        self.done_spec = Composite(
+            done=Categorical(2, shape=(*shape, 1), dtype=torch.bool, device=self.device),
+            terminated=Categorical(2, shape=(*shape, 1), dtype=torch.bool, device=self.device),
+            shape=shape,
+        )
+
+    @property
+    def task_dim(self) -> int:
+        return 2
+
+    @property
+    def num_cells(self) -> int:
+        return self.grid_size * self.grid_size
+
+    def cell_index(self, position: torch.Tensor) -> torch.Tensor:
+        """Flat cell index ``x * grid_size + y`` of float or long ``[..., 2]`` positions."""
+        position = position.long()
+        return position[..., 0] * self.grid_size + position[..., 1]
+
+    # -- tasks -------------------------------------------------------------------------------
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Sampling happens on the CPU generator so that a seed gives the same tasks on any device.
+        index = torch.randint(len(self.candidate_goals), (num,), generator=generator)
+        return self.candidate_goals[index.to(self.device)].float()
+
+    # -- dynamics ----------------------------------------------------------------------------
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask, task = self._reset_mask_and_task(tensordict)
+        if mask is None:
+            self._position.zero_()
+            if task is not None:
+                self._goal.copy_(task.long())
+        else:
+            self._position[mask] = 0
+            if task is not None:
+                self._goal[mask] = task[mask].long()
+        done = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
+        return self._output(done=done)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = tensordict.get("action")
+        moves = self._moves[action.long()]
+        self._position = (self._position + moves).clamp_(0, self.grid_size - 1)
+        on_goal = (self._position == self._goal).all(-1, keepdim=True)
+        reward = torch.where(
+            on_goal,
+            torch.full_like(on_goal, self.goal_reward, dtype=torch.float32),
+            torch.full_like(on_goal, self.step_penalty, dtype=torch.float32),
+        )
+        out = self._output(done=torch.zeros_like(on_goal))
+        out.set("reward", reward)
+        return out
+
+    def _output(self, done: torch.Tensor) -> TensorDictBase:
+        return TensorDict(
+            {
+                "observation": self._position.float(),
+                "task": self._goal.float(),
+                "done": done,
+                "terminated": done.clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        # Dynamics are deterministic; task randomness lives in the BAMDP wrapper's generator.
+        return None

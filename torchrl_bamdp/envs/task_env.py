@@ -1,0 +1,66 @@
+"""The contract every task-distribution environment keeps (DESIGN.md §2, "Task").
+
+A :class:`TaskEnv` is a batched TorchRL ``EnvBase`` that holds one task per batch element, has
+no time limit of its own, and is reset *to the task given in the reset tensordict*. That single
+rule is what lets :class:`~torchrl_bamdp.envs.bamdp.BAMDPEnv` implement the multi-episode
+horizon once for every env family: it resets inner episodes with the current task and new
+BAMDPs with freshly sampled ones.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs import EnvBase
+
+
+class TaskEnv(EnvBase, abc.ABC):
+    """Base class of batched task environments.
+
+    Subclasses implement :meth:`sample_tasks`, :attr:`task_dim`, ``_reset`` (honouring the
+    optional ``"_reset"`` mask and ``"task"`` entry, see :meth:`_reset_mask_and_task`) and
+    ``_step``. They write the true task under ``"task"`` in every output.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.envs import GridNaviEnv
+    >>> env = GridNaviEnv(num_envs=4)
+    >>> tasks = env.sample_tasks(4, torch.Generator().manual_seed(0))
+    >>> tasks.shape
+    torch.Size([4, 2])
+    """
+
+    @abc.abstractmethod
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``num`` tasks from the task distribution as a ``[num, task_dim]`` float tensor.
+
+        Parameters
+        ----------
+        num : int
+            Number of tasks.
+        generator : torch.Generator, optional
+            A CPU generator; the same generator state gives the same tasks on any device.
+        """
+
+    @property
+    @abc.abstractmethod
+    def task_dim(self) -> int:
+        """Size of the last dimension of ``"task"``."""
+
+    def _reset_mask_and_task(
+        self, tensordict: TensorDictBase | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Read the partial-reset mask (``[B]`` bool or ``None`` for all) and the task to use."""
+        if tensordict is None:
+            return None, None
+        mask = tensordict.get("_reset", None)
+        if mask is not None:
+            mask = mask.reshape(self.batch_size).to(self.device)
+            if bool(mask.all()):
+                mask = None
+        task = tensordict.get("task", None)
+        if task is not None:
+            task = task.to(self.device)
+        return mask, task

@@ -1,0 +1,151 @@
+"""The VariBAD belief encoder: a GRU over embedded (previous action, reward, observation)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class BeliefEncoder(nn.Module):
+    """Recurrent encoder of q(m | tau_:t): one GRU step per transition (a_t, r_{t+1}, s_{t+1}).
+
+    The same module serves online filtering (:meth:`step`, used by the belief transform during
+    collection) and training over stored trajectories (:meth:`sequence`, used by the ELBO loss);
+    both run the same ``nn.GRU`` so they give the same beliefs.
+
+    Parameters
+    ----------
+    obs_dim : int
+        Size of the observation vector.
+    action_dim : int
+        Number of discrete actions (one-hot embedded) or size of a continuous action.
+    discrete_actions : bool
+        Whether actions are integer indices.
+    latent_dim : int
+        Size of the latent task embedding m.
+    hidden_size : int
+        GRU hidden size.
+    obs_embed, action_embed, reward_embed : int
+        Sizes of the per-input embeddings (ReLU after a linear layer). ``action_embed=0`` leaves
+        the action out, as the original does on GridNavi.
+    reward_dim : int
+        Size of the reward vector (1 for scalar rewards).
+    logvar_min, logvar_max : float
+        Log-variances are clamped to this range so that ``exp`` stays finite in the KL.
+
+    Examples
+    --------
+    >>> enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, latent_dim=5)
+    >>> hidden = enc.initial_hidden(3)
+    >>> mean, logvar, hidden = enc.step(torch.zeros(3, dtype=torch.long), torch.zeros(3, 1),
+    ...                                 torch.zeros(3, 2), hidden)
+    >>> mean.shape, hidden.shape
+    (torch.Size([3, 5]), torch.Size([3, 64]))
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        discrete_actions: bool,
+        latent_dim: int = 5,
+        hidden_size: int = 64,
+        obs_embed: int = 8,
+        action_embed: int = 0,
+        reward_embed: int = 8,
+        reward_dim: int = 1,
+        logvar_min: float = -10.0,
+        logvar_max: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+        self.discrete_actions = discrete_actions
+        self.latent_dim = latent_dim
+        self.hidden_size = hidden_size
+        self.logvar_min = logvar_min
+        self.logvar_max = logvar_max
+        self.obs_encoder = nn.Linear(obs_dim, obs_embed) if obs_embed > 0 else None
+        self.action_encoder = nn.Linear(action_dim, action_embed) if action_embed > 0 else None
+        self.reward_encoder = nn.Linear(reward_dim, reward_embed) if reward_embed > 0 else None
+        gru_in = obs_embed + action_embed + reward_embed
+        if gru_in == 0:
+            raise ValueError("at least one of obs_embed, action_embed, reward_embed must be > 0")
+        self.gru = nn.GRU(gru_in, hidden_size, batch_first=True)
+        self.mean_head = nn.Linear(hidden_size, latent_dim)
+        self.logvar_head = nn.Linear(hidden_size, latent_dim)
+        for name, param in self.gru.named_parameters():
+            if "bias" in name:
+                nn.init.zeros_(param)
+            else:
+                nn.init.orthogonal_(param)
+
+    def initial_hidden(self, *batch: int, device: torch.device | None = None) -> torch.Tensor:
+        """The hidden state at a task start: zeros of shape ``[*batch, hidden_size]``."""
+        return torch.zeros(*batch, self.hidden_size, device=device)
+
+    def prior(self, *batch: int, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+        """The belief at a task start, N(0, I): ``(mean, logvar)`` zeros of ``[*batch, latent]``."""
+        zeros = torch.zeros(*batch, self.latent_dim, device=device)
+        return zeros, zeros.clone()
+
+    def embed(self, action: torch.Tensor, reward: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Embed one or many transitions; inputs share leading dims ``[...]``."""
+        parts = []
+        if self.action_encoder is not None:
+            if self.discrete_actions:
+                action = F.one_hot(action.long(), self.action_dim).float()
+            parts.append(F.relu(self.action_encoder(action.float())))
+        if self.reward_encoder is not None:
+            parts.append(F.relu(self.reward_encoder(reward.float())))
+        if self.obs_encoder is not None:
+            parts.append(F.relu(self.obs_encoder(obs.float())))
+        return torch.cat(parts, dim=-1)
+
+    def _heads(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logvar = self.logvar_head(out).clamp(self.logvar_min, self.logvar_max)
+        return self.mean_head(out), logvar
+
+    def step(
+        self,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        obs: torch.Tensor,
+        hidden: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One belief update for a batch ``[B]``: returns ``(mean, logvar, new_hidden)``."""
+        x = self.embed(action, reward, obs).unsqueeze(1)
+        out, h = self.gru(x, hidden.unsqueeze(0).contiguous())
+        mean, logvar = self._heads(out.squeeze(1))
+        return mean, logvar, h.squeeze(0)
+
+    def sequence(
+        self,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        with_prior: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Beliefs along ``[N, T]`` transitions of trajectories that start at a task start.
+
+        Returns ``(mean, logvar, hidden)`` of shape ``[N, T + 1, ...]`` with the prior at index 0
+        when ``with_prior`` (the default), else ``[N, T, ...]``.
+        """
+        n = actions.shape[0]
+        if hidden is None:
+            hidden = self.initial_hidden(n, device=next_obs.device)
+        x = self.embed(actions, rewards, next_obs)
+        out, _ = self.gru(x, hidden.unsqueeze(0).contiguous())
+        mean, logvar = self._heads(out)
+        if with_prior:
+            prior_mean, prior_logvar = self.prior(n, 1, device=out.device)
+            mean = torch.cat([prior_mean, mean], dim=1)
+            logvar = torch.cat([prior_logvar, logvar], dim=1)
+            out = torch.cat([hidden.unsqueeze(1), out], dim=1)
+        return mean, logvar, out
+
+    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Alias of :meth:`step`."""
+        return self.step(*args)

@@ -1,0 +1,152 @@
+"""VariBAD's learned belief, maintained online as a TorchRL transform (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.data import Composite, Unbounded
+from torchrl.envs.transforms import CatTensors, Compose, Transform
+
+from torchrl_bamdp.modules.encoder import BeliefEncoder
+
+BELIEF_MEAN: tuple[str, str] = ("belief", "mean")
+BELIEF_LOGVAR: tuple[str, str] = ("belief", "logvar")
+BELIEF_HIDDEN: tuple[str, str] = ("belief", "hidden")
+
+
+class VariationalBelief(Transform):
+    """Carry the VariBAD posterior q(m | tau_:t) in the tensordict, one GRU step per env step.
+
+    On reset (a new task) it writes the prior N(0, I) and a zero hidden state; on every step it
+    reads the action taken, the reward and the next observation and writes the updated
+    ``("belief", "mean" | "logvar" | "hidden")`` into the next tensordict. Inner-episode resets
+    are not TorchRL resets, so the belief persists across the inner episodes of a task. The
+    encoder is the very module the ELBO loss trains, so collection always uses the latest weights.
+
+    Parameters
+    ----------
+    encoder : BeliefEncoder
+        The shared encoder.
+    action_key, reward_key, observation_key : NestedKey
+        Where to read a_t (root tensordict), r_{t+1} and s_{t+1} (next tensordict).
+    track_gradients : bool
+        If ``False`` (default) the update runs under ``torch.no_grad()``: collection never builds
+        a graph through time, and PPO trains on the stored belief.
+
+    Examples
+    --------
+    >>> from torchrl.envs import TransformedEnv
+    >>> from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
+    >>> base = BAMDPEnv(GridNaviEnv(num_envs=4), episode_length=15, episodes_per_task=4)
+    >>> encoder = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    >>> env = TransformedEnv(base, VariationalBelief(encoder))
+    >>> td = env.rand_step(env.reset())
+    >>> td["next", "belief", "mean"].shape
+    torch.Size([4, 5])
+    """
+
+    def __init__(
+        self,
+        encoder: BeliefEncoder,
+        action_key: NestedKey = "action",
+        reward_key: NestedKey = "reward",
+        observation_key: NestedKey = "observation",
+        track_gradients: bool = False,
+    ) -> None:
+        super().__init__(
+            in_keys=[action_key, reward_key, observation_key],
+            out_keys=[BELIEF_MEAN, BELIEF_LOGVAR, BELIEF_HIDDEN],
+        )
+        self.encoder = encoder
+        self.action_key = action_key
+        self.reward_key = reward_key
+        self.observation_key = observation_key
+        self.track_gradients = track_gradients
+
+    def _prior(self, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        batch = tensordict_reset.batch_size
+        device = tensordict_reset.device
+        mean, logvar = self.encoder.prior(*batch, device=device)
+        tensordict_reset.set(BELIEF_MEAN, mean)
+        tensordict_reset.set(BELIEF_LOGVAR, logvar)
+        tensordict_reset.set(BELIEF_HIDDEN, self.encoder.initial_hidden(*batch, device=device))
+        return tensordict_reset
+
+    def _reset(
+        self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
+    ) -> TensorDictBase:
+        # A full-batch prior is written; on partial resets EnvBase.reset keeps the belief of the
+        # envs that were not reset (it merges with the "_reset" mask).
+        return self._prior(tensordict_reset)
+
+    def _step(
+        self, tensordict: TensorDictBase, next_tensordict: TensorDictBase
+    ) -> TensorDictBase:
+        hidden = tensordict.get(BELIEF_HIDDEN, None)
+        if hidden is None:
+            raise KeyError(
+                f"{type(self).__name__}: no {BELIEF_HIDDEN} in the input tensordict; step from a "
+                "tensordict returned by env.reset() (or a collector), not a hand-made one."
+            )
+        with torch.set_grad_enabled(self.track_gradients and torch.is_grad_enabled()):
+            mean, logvar, hidden = self.encoder.step(
+                tensordict.get(self.action_key),
+                next_tensordict.get(self.reward_key),
+                next_tensordict.get(self.observation_key),
+                hidden,
+            )
+        next_tensordict.set(BELIEF_MEAN, mean)
+        next_tensordict.set(BELIEF_LOGVAR, logvar)
+        next_tensordict.set(BELIEF_HIDDEN, hidden)
+        return next_tensordict
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        return next_tensordict
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        raise NotImplementedError(
+            f"{type(self).__name__} is an environment transform: it needs (action, next reward, "
+            "next observation) pairs. Use BeliefEncoder.sequence to re-encode stored trajectories."
+        )
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        batch = self.parent.batch_size
+        device = observation_spec.device
+        latent, hidden = self.encoder.latent_dim, self.encoder.hidden_size
+        observation_spec[BELIEF_MEAN] = Unbounded(shape=(*batch, latent), device=device)
+        observation_spec[BELIEF_LOGVAR] = Unbounded(shape=(*batch, latent), device=device)
+        observation_spec[BELIEF_HIDDEN] = Unbounded(shape=(*batch, hidden), device=device)
+        return observation_spec
+
+
+def hyper_state_transform(
+    belief_keys: Sequence[NestedKey] = (BELIEF_MEAN, BELIEF_LOGVAR),
+    observation_key: NestedKey = "observation",
+    out_key: NestedKey = "hyper_state",
+) -> CatTensors:
+    """The transform that concatenates the observation and a belief into ``hyper_state``.
+
+    Examples
+    --------
+    >>> t = hyper_state_transform()
+    >>> t.out_keys
+    ['hyper_state']
+    """
+    return CatTensors(
+        in_keys=[observation_key, *belief_keys], out_key=out_key, del_keys=False, sort=False
+    )
+
+
+def varibad_transforms(encoder: BeliefEncoder) -> Compose:
+    """Belief transform followed by the hyper-state concatenation, ready for ``TransformedEnv``.
+
+    Examples
+    --------
+    >>> enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    >>> len(varibad_transforms(enc))
+    2
+    """
+    return Compose(VariationalBelief(encoder), hyper_state_transform())

@@ -1,7 +1,8 @@
 """Task-distribution environments and the BAMDP horizon."""
 
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
+from torchrl_bamdp.envs.factory import ENV_FAMILIES, make_env
 from torchrl_bamdp.envs.gridworld import GridNaviEnv, candidate_goal_cells
 from torchrl_bamdp.envs.task_env import TaskEnv
 
-__all__ = ["BAMDPEnv", "GridNaviEnv", "TaskEnv", "candidate_goal_cells"]
+__all__ = ["ENV_FAMILIES", "BAMDPEnv", "GridNaviEnv", "TaskEnv", "candidate_goal_cells", "make_env"]

@@ -1,0 +1,5 @@
+"""Hydra configuration files and their validated schema."""
+
+from torchrl_bamdp.configs.schema import Config, ConfigError, config_to_dict, load_config
+
+__all__ = ["Config", "ConfigError", "config_to_dict", "load_config"]

@@ -1,0 +1,379 @@
+"""Typed, validated configuration.
+
+Hydra composes the YAML files in this folder; :func:`load_config` then turns the result into
+these dataclasses and rejects, before anything runs, unknown keys (with the closest valid name),
+wrong types, out-of-range values and inconsistent combinations, naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, out of range or inconsistent."""
+
+
+ENV_NAMES = ("gridworld",)
+ALGO_NAMES = ("varibad",)
+REWARD_DECODERS = ("grid_cells", "mse", "none")
+LOGGER_BACKENDS = ("csv", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+ACTIVATIONS = ("tanh", "relu", "elu")
+DEVICES_PREFIX = ("cpu", "cuda", "mps")
+
+
+@dataclass
+class EnvConfig:
+    """Task family and BAMDP horizon."""
+
+    name: str = "gridworld"
+    num_envs: int = 16
+    episode_length: int = 15
+    episodes_per_task: int = 4
+    grid_size: int = 5
+
+    def validate(self, path: str) -> None:
+        _choice(path, "name", self.name, ENV_NAMES)
+        _at_least(path, "num_envs", self.num_envs, 1)
+        _at_least(path, "episode_length", self.episode_length, 1)
+        _at_least(path, "episodes_per_task", self.episodes_per_task, 1)
+        _at_least(path, "grid_size", self.grid_size, 3)
+
+    @property
+    def horizon(self) -> int:
+        return self.episode_length * self.episodes_per_task
+
+
+@dataclass
+class EncoderConfig:
+    """The GRU belief encoder."""
+
+    latent_dim: int = 5
+    hidden_size: int = 64
+    obs_embed: int = 8
+    action_embed: int = 0
+    reward_embed: int = 8
+
+    def validate(self, path: str) -> None:
+        _at_least(path, "latent_dim", self.latent_dim, 1)
+        _at_least(path, "hidden_size", self.hidden_size, 1)
+        for name in ("obs_embed", "action_embed", "reward_embed"):
+            _at_least(path, name, getattr(self, name), 0)
+        if self.obs_embed + self.action_embed + self.reward_embed == 0:
+            raise ConfigError(f"{path}: obs_embed + action_embed + reward_embed must be > 0")
+
+
+@dataclass
+class DecoderConfig:
+    """Which decoders the ELBO reconstructs with."""
+
+    reward: str = "grid_cells"
+    reward_hidden: list[int] = field(default_factory=list)
+    state: bool = False
+    state_hidden: list[int] = field(default_factory=lambda: [64, 32])
+    task: bool = False
+    task_hidden: list[int] = field(default_factory=lambda: [64, 32])
+
+    def validate(self, path: str) -> None:
+        _choice(path, "reward", self.reward, REWARD_DECODERS)
+        if self.reward == "none" and not self.state and not self.task:
+            raise ConfigError(f"{path}: at least one decoder is needed (reward, state or task)")
+        for name in ("reward_hidden", "state_hidden", "task_hidden"):
+            for width in getattr(self, name):
+                _at_least(path, name, width, 1)
+
+
+@dataclass
+class ELBOConfig:
+    """Encoder/decoder optimisation."""
+
+    lr: float = 1e-3
+    kl_weight: float = 0.01
+    reward_weight: float = 1.0
+    state_weight: float = 1.0
+    task_weight: float = 1.0
+    batch_trajectories: int = 25
+    buffer_trajectories: int = 1000
+    updates_per_iteration: int = 3
+    elbo_subsample: int | None = None
+    decode_subsample: int | None = None
+    max_grad_norm: float | None = None
+
+    def validate(self, path: str) -> None:
+        _positive(path, "lr", self.lr)
+        for name in ("kl_weight", "reward_weight", "state_weight", "task_weight"):
+            _at_least(path, name, getattr(self, name), 0.0)
+        _at_least(path, "batch_trajectories", self.batch_trajectories, 1)
+        _at_least(path, "buffer_trajectories", self.buffer_trajectories, 1)
+        _at_least(path, "updates_per_iteration", self.updates_per_iteration, 0)
+        for name in ("elbo_subsample", "decode_subsample"):
+            if getattr(self, name) is not None:
+                _at_least(path, name, getattr(self, name), 1)
+        if self.max_grad_norm is not None:
+            _positive(path, "max_grad_norm", self.max_grad_norm)
+
+
+@dataclass
+class PPOConfig:
+    """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic."""
+
+    lr: float = 7e-4
+    epochs: int = 2
+    minibatches: int = 4
+    clip_epsilon: float = 0.05
+    gamma: float = 0.95
+    lmbda: float = 0.95
+    entropy_coef: float = 0.01
+    critic_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantage: bool = True
+    hidden: list[int] = field(default_factory=lambda: [32])
+    activation: str = "tanh"
+    encoder_grad: bool = False
+
+    def validate(self, path: str) -> None:
+        _positive(path, "lr", self.lr)
+        _at_least(path, "epochs", self.epochs, 1)
+        _at_least(path, "minibatches", self.minibatches, 1)
+        _in_open_unit(path, "clip_epsilon", self.clip_epsilon)
+        for name in ("gamma", "lmbda"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{path}.{name} must be in [0, 1] (got {value})")
+        _at_least(path, "entropy_coef", self.entropy_coef, 0.0)
+        _at_least(path, "critic_coef", self.critic_coef, 0.0)
+        _positive(path, "max_grad_norm", self.max_grad_norm)
+        _choice(path, "activation", self.activation, ACTIVATIONS)
+        for width in self.hidden:
+            _at_least(path, "hidden", width, 1)
+
+
+@dataclass
+class AlgoConfig:
+    """The algorithm: which belief, and how each part is trained."""
+
+    name: str = "varibad"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoders: DecoderConfig = field(default_factory=DecoderConfig)
+    elbo: ELBOConfig = field(default_factory=ELBOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def validate(self, path: str) -> None:
+        _choice(path, "name", self.name, ALGO_NAMES)
+
+
+@dataclass
+class TrainConfig:
+    """Budget, evaluation and checkpoint cadence."""
+
+    total_frames: int = 2_000_000
+    steps_per_batch: int | None = None
+    eval_interval: int = 20
+    eval_tasks: int = 210
+    eval_episodes: int | None = None
+    eval_deterministic: bool = True
+    checkpoint_interval: int = 20
+    progress_bar: bool = True
+    num_threads: int = 1
+
+    def validate(self, path: str) -> None:
+        _at_least(path, "total_frames", self.total_frames, 1)
+        if self.steps_per_batch is not None:
+            _at_least(path, "steps_per_batch", self.steps_per_batch, 1)
+        _at_least(path, "eval_interval", self.eval_interval, 0)
+        _at_least(path, "eval_tasks", self.eval_tasks, 1)
+        if self.eval_episodes is not None:
+            _at_least(path, "eval_episodes", self.eval_episodes, 1)
+        _at_least(path, "checkpoint_interval", self.checkpoint_interval, 0)
+        _at_least(path, "num_threads", self.num_threads, 1)
+
+
+@dataclass
+class LoggerConfig:
+    """CSV is always written; W&B on top when ``backend=wandb``."""
+
+    backend: str = "csv"
+    project: str = "torchrl_bamdp"
+    mode: str = "offline"
+    group: str | None = None
+
+    def validate(self, path: str) -> None:
+        _choice(path, "backend", self.backend, LOGGER_BACKENDS)
+        _choice(path, "mode", self.mode, WANDB_MODES)
+
+
+@dataclass
+class Config:
+    """The whole run configuration (``bamdp-train`` composes it with Hydra)."""
+
+    seed: int = 0
+    device: str = "cpu"
+    run_dir: str | None = None
+    resume: str | None = None
+    env: EnvConfig = field(default_factory=EnvConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def validate(self, path: str = "config") -> None:
+        _at_least(path, "seed", self.seed, 0)
+        if not self.device.startswith(DEVICES_PREFIX):
+            raise ConfigError(
+                f"{path}.device must start with one of {DEVICES_PREFIX} (got {self.device!r})"
+            )
+        steps = self.train.steps_per_batch or self.env.horizon
+        if steps % self.env.horizon != 0:
+            raise ConfigError(
+                f"train.steps_per_batch ({steps}) must be a multiple of the BAMDP horizon "
+                f"env.episode_length x env.episodes_per_task = {self.env.horizon}, so that every "
+                "batch holds whole tasks and beliefs never mix encoder versions"
+            )
+        if self.algo.name == "varibad" and self.algo.decoders.reward == "grid_cells" and (
+            self.env.name != "gridworld"
+        ):
+            raise ConfigError(
+                "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
+                f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
+            )
+        frames_per_batch = self.frames_per_batch
+        if frames_per_batch % self.algo.ppo.minibatches != 0:
+            raise ConfigError(
+                f"algo.ppo.minibatches ({self.algo.ppo.minibatches}) must divide the batch of "
+                f"env.num_envs x steps_per_batch = {frames_per_batch} frames"
+            )
+        if self.algo.ppo.encoder_grad and self.env.num_envs % self.algo.ppo.minibatches != 0:
+            raise ConfigError(
+                "with algo.ppo.encoder_grad=true PPO minibatches are whole trajectories: "
+                f"algo.ppo.minibatches ({self.algo.ppo.minibatches}) must divide env.num_envs "
+                f"({self.env.num_envs})"
+            )
+
+    @property
+    def steps_per_batch(self) -> int:
+        return self.train.steps_per_batch or self.env.horizon
+
+    @property
+    def frames_per_batch(self) -> int:
+        return self.env.num_envs * self.steps_per_batch
+
+
+# -- validation helpers ------------------------------------------------------------------------
+def _choice(path: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{path}.{name} must be one of {list(allowed)} (got {value!r})")
+
+
+def _at_least(path: str, name: str, value: float, low: float) -> None:
+    if value < low:
+        raise ConfigError(f"{path}.{name} must be >= {low} (got {value})")
+
+
+def _positive(path: str, name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{path}.{name} must be > 0 (got {value})")
+
+
+def _in_open_unit(path: str, name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"{path}.{name} must be in (0, 1) (got {value})")
+
+
+def _convert(path: str, tp: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``tp`` (with int -> float promotion)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(path, arg, value)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} must be a list (got {value!r})")
+        (item,) = typing.get_args(tp)
+        return [_convert(f"{path}[{i}]", item, v) for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{path} must be a number (got {value!r})")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer (got {value!r})")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false (got {value!r})")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} must be a string (got {value!r})")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {path}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path} must be a mapping (got {data!r})")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown key '{path}.{key}'{hint} (valid keys: {', '.join(sorted(names))})"
+            )
+        kwargs[key] = _convert(f"{path}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _validate_tree(obj: Any, path: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            value.validate(f"{path}.{f.name}")
+            _validate_tree(value, f"{path}.{f.name}")
+
+
+def load_config(data: Mapping[str, Any] | None = None) -> Config:
+    """Build and fully validate a :class:`Config` from a plain mapping (e.g. a Hydra config).
+
+    Examples
+    --------
+    >>> cfg = load_config({"env": {"num_envs": 8}})
+    >>> cfg.frames_per_batch
+    480
+    >>> load_config({"env": {"num_env": 8}})
+    Traceback (most recent call last):
+    ...
+    torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
+'num_envs'? (valid keys: episode_length, episodes_per_task, grid_size, name, num_envs)
+    """
+    config = _build(Config, dict(data or {}), "config")
+    _validate_tree(config, "config")
+    config.validate()
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict of a config (for saving and logging)."""
+    return dataclasses.asdict(config)

@@ -1,0 +1,112 @@
+"""Meta-test evaluation: per-episode returns on fixed, seeded test tasks (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
+
+
+@dataclass
+class MetaTestResult:
+    """Returns of every test task split by inner-episode index.
+
+    Attributes
+    ----------
+    returns : torch.Tensor
+        ``[num_tasks, episodes]`` undiscounted return of each inner episode of each task.
+
+    Examples
+    --------
+    >>> r = MetaTestResult(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    >>> r.mean, r.num_tasks
+    ([2.0, 3.0], 2)
+    """
+
+    returns: torch.Tensor
+
+    @property
+    def num_tasks(self) -> int:
+        return int(self.returns.shape[0])
+
+    @property
+    def mean(self) -> list[float]:
+        """Mean return per episode index (1..k)."""
+        return self.returns.mean(0).tolist()
+
+    @property
+    def stderr(self) -> list[float]:
+        """Standard error of the mean per episode index (over tasks)."""
+        if self.num_tasks < 2:
+            return [float("nan")] * self.returns.shape[1]
+        return (self.returns.std(0, unbiased=True) / math.sqrt(self.num_tasks)).tolist()
+
+    def to_dict(self) -> dict:
+        return {
+            "num_tasks": self.num_tasks,
+            "episodes": int(self.returns.shape[1]),
+            "mean": self.mean,
+            "stderr": self.stderr,
+            "total_mean": float(self.returns.sum(1).mean()),
+        }
+
+
+def per_episode_returns(rollout: TensorDictBase, episodes: int) -> torch.Tensor:
+    """Sum rewards of a ``[num_tasks, T]`` rollout by the root ``episode`` index.
+
+    Examples
+    --------
+    >>> from tensordict import TensorDict
+    >>> td = TensorDict({"episode": torch.tensor([[[0], [0], [1]]]),
+    ...                  "next": {"reward": torch.tensor([[[1.0], [2.0], [5.0]]])}}, [1, 3])
+    >>> per_episode_returns(td, episodes=2)
+    tensor([[3., 5.]])
+    """
+    reward = rollout.get(("next", "reward")).reshape(rollout.shape)
+    episode = rollout.get("episode").reshape(rollout.shape).long()
+    out = torch.zeros(rollout.shape[0], episodes, dtype=reward.dtype, device=reward.device)
+    return out.scatter_add_(1, episode.clamp(max=episodes - 1), reward)
+
+
+@torch.no_grad()
+def meta_test(
+    env: EnvBase,
+    policy: Callable[[TensorDictBase], TensorDictBase],
+    episodes: int,
+    episode_length: int,
+    seed: int = 12345,
+    deterministic: bool = True,
+) -> MetaTestResult:
+    """Run one BAMDP of ``episodes`` inner episodes in each of the env's ``num_envs`` test tasks.
+
+    The env must be a (transformed) :class:`~torchrl_bamdp.envs.BAMDPEnv` with
+    ``episodes_per_task=episodes``; each batch element is one test task, drawn with ``seed`` so
+    every call (and every algorithm) sees the same tasks. The belief is carried across episodes.
+
+    Parameters
+    ----------
+    env : EnvBase
+        Batched BAMDP env with the transforms that build the policy's input.
+    policy : callable
+        A TensorDict policy (e.g. the PPO actor).
+    episodes, episode_length : int
+        Inner episodes per task and their length.
+    seed : int
+        Seed of the test tasks.
+    deterministic : bool
+        Greedy (mode) actions if ``True``, sampled actions otherwise.
+    """
+    env.set_seed(seed)
+    exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
+    with set_exploration_type(exploration):
+        rollout = env.rollout(
+            episodes * episode_length,
+            policy,
+            break_when_any_done=False,
+            auto_cast_to_device=True,
+        )
+    return MetaTestResult(per_episode_returns(rollout, episodes).cpu())

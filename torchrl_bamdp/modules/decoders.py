@@ -1,0 +1,245 @@
+"""Decoders of the VariBAD ELBO: p(r | m, ...), p(s' | m, s, a) and p(task | m).
+
+Every decoder exposes ``nll(latent, batch) -> Tensor``: the negative log-likelihood (up to
+constants) of the transitions of ``batch`` (``[N, T]`` trajectories) under each sampled latent of
+``latent`` (``[N, Te, latent_dim]``), of shape ``[N, Te, T]`` (``[N, Te]`` for the task decoder).
+The ELBO loss only sums these, so a user-defined decoder only has to implement ``nll``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from torchrl_bamdp.utils import make_mlp
+
+
+class TransitionBatch:
+    """The tensors of ``[N, T]`` trajectories that decoders condition on or reconstruct.
+
+    Attributes are ``obs`` (s_t), ``action`` (a_t), ``next_obs`` (s_{t+1}), ``reward``
+    (r_{t+1}, ``[N, T, 1]``), ``task`` (``[N, task_dim]`` or ``None``) and ``valid_next_obs``
+    (``[N, T]`` bool, ``False`` where s_{t+1} is a reset start state, not the true next state).
+
+    Examples
+    --------
+    >>> b = TransitionBatch(torch.zeros(2, 3, 2), torch.zeros(2, 3, dtype=torch.long),
+    ...                     torch.zeros(2, 3, 2), torch.zeros(2, 3, 1))
+    >>> b.valid_next_obs.shape
+    torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        next_obs: torch.Tensor,
+        reward: torch.Tensor,
+        task: torch.Tensor | None = None,
+        valid_next_obs: torch.Tensor | None = None,
+    ) -> None:
+        self.obs = obs
+        self.action = action
+        self.next_obs = next_obs
+        self.reward = reward
+        self.task = task
+        if valid_next_obs is None:
+            valid_next_obs = torch.ones(obs.shape[:2], dtype=torch.bool, device=obs.device)
+        self.valid_next_obs = valid_next_obs
+
+    def select_steps(self, index: torch.Tensor) -> TransitionBatch:
+        """Keep only the time steps ``index`` (decode sub-sampling)."""
+        return TransitionBatch(
+            self.obs[:, index],
+            self.action[:, index],
+            self.next_obs[:, index],
+            self.reward[:, index],
+            self.task,
+            self.valid_next_obs[:, index],
+        )
+
+
+def _pair(latent: torch.Tensor, per_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Broadcast ``latent [N, Te, L]`` against per-step inputs ``[N, T, D]`` to ``[N, Te, T, .]``."""
+    n, te, _ = latent.shape
+    t = per_step.shape[1]
+    return (
+        latent.unsqueeze(2).expand(n, te, t, latent.shape[-1]),
+        per_step.unsqueeze(1).expand(n, te, t, per_step.shape[-1]),
+    )
+
+
+def _action_features(action: torch.Tensor, action_dim: int, discrete: bool) -> torch.Tensor:
+    if discrete:
+        return F.one_hot(action.long(), action_dim).float()
+    return action.float()
+
+
+class GridCellRewardDecoder(nn.Module):
+    """GridNavi reward decoder: one Bernoulli "the goal is here" logit per grid cell.
+
+    The likelihood of r_{t+1} is that of the cell s_{t+1} being the goal (``reward >
+    goal_threshold``). ``probabilities(latent)`` gives the per-cell belief plotted as a heatmap.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Size of m.
+    grid_size : int
+        Side of the grid; the head has ``grid_size**2`` outputs, cell index ``x * grid_size + y``.
+    hidden : sequence of int
+        Hidden layer sizes (empty: a linear head, as in the original).
+    goal_threshold : float
+        Rewards above this count as "goal reached".
+
+    Examples
+    --------
+    >>> dec = GridCellRewardDecoder(latent_dim=5, grid_size=5)
+    >>> dec.probabilities(torch.zeros(3, 5)).shape
+    torch.Size([3, 25])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        grid_size: int,
+        hidden: Sequence[int] = (),
+        goal_threshold: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        self.goal_threshold = goal_threshold
+        self.net = make_mlp(latent_dim, grid_size * grid_size, hidden, activation="relu")
+
+    def logits(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.net(latent)
+
+    def probabilities(self, latent: torch.Tensor) -> torch.Tensor:
+        """Per-cell probability that the goal is there, ``[..., grid_size**2]``."""
+        return torch.sigmoid(self.logits(latent))
+
+    def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        logits = self.logits(latent)  # [N, Te, C]
+        cell = batch.next_obs[..., 0].long() * self.grid_size + batch.next_obs[..., 1].long()
+        n, te, _ = logits.shape
+        index = cell.unsqueeze(1).expand(n, te, cell.shape[1])  # [N, Te, T]
+        cell_logits = logits.gather(-1, index)
+        target = (batch.reward[..., 0] > self.goal_threshold).float().unsqueeze(1).expand_as(index)
+        return F.binary_cross_entropy_with_logits(cell_logits, target, reduction="none")
+
+
+class RewardDecoder(nn.Module):
+    """Continuous reward decoder p(r_{t+1} | m, s_{t+1}[, s_t, a_t]) with a squared-error NLL.
+
+    Parameters
+    ----------
+    latent_dim, obs_dim, action_dim : int
+        Input sizes (``action_dim`` = number of actions when ``discrete_actions``).
+    hidden : sequence of int
+        Hidden layers (original: ``[64, 32]``).
+    use_obs, use_action : bool
+        Whether to condition on s_t and a_t besides s_{t+1}.
+    discrete_actions : bool
+        One-hot encode integer actions.
+
+    Examples
+    --------
+    >>> dec = RewardDecoder(latent_dim=5, obs_dim=2, action_dim=2)
+    >>> b = TransitionBatch(torch.zeros(4, 7, 2), torch.zeros(4, 7, 2), torch.zeros(4, 7, 2),
+    ...                     torch.zeros(4, 7, 1))
+    >>> dec.nll(torch.zeros(4, 3, 5), b).shape
+    torch.Size([4, 3, 7])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int] = (64, 32),
+        use_obs: bool = True,
+        use_action: bool = True,
+        discrete_actions: bool = False,
+    ) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.discrete_actions = discrete_actions
+        self.use_obs = use_obs
+        self.use_action = use_action
+        in_dim = latent_dim + obs_dim + obs_dim * use_obs + action_dim * use_action
+        self.net = make_mlp(in_dim, 1, hidden, activation="relu")
+
+    def predict(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        features = [batch.next_obs]
+        if self.use_obs:
+            features.append(batch.obs)
+        if self.use_action:
+            features.append(_action_features(batch.action, self.action_dim, self.discrete_actions))
+        m, x = _pair(latent, torch.cat(features, dim=-1))
+        return self.net(torch.cat([m, x], dim=-1))  # [N, Te, T, 1]
+
+    def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        prediction = self.predict(latent, batch)
+        target = batch.reward.unsqueeze(1).expand_as(prediction)
+        return (prediction - target).pow(2).sum(-1)
+
+
+class StateDecoder(nn.Module):
+    """Next-state decoder p(s_{t+1} | m, s_t, a_t), squared error, masked after inner resets.
+
+    Examples
+    --------
+    >>> dec = StateDecoder(latent_dim=5, obs_dim=2, action_dim=5, discrete_actions=True)
+    >>> b = TransitionBatch(torch.zeros(4, 7, 2), torch.zeros(4, 7, dtype=torch.long),
+    ...                     torch.zeros(4, 7, 2), torch.zeros(4, 7, 1))
+    >>> dec.nll(torch.zeros(4, 3, 5), b).shape
+    torch.Size([4, 3, 7])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int] = (64, 32),
+        discrete_actions: bool = False,
+    ) -> None:
+        super().__init__()
+        self.action_dim = action_dim
+        self.discrete_actions = discrete_actions
+        self.net = make_mlp(latent_dim + obs_dim + action_dim, obs_dim, hidden, activation="relu")
+
+    def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        action = _action_features(batch.action, self.action_dim, self.discrete_actions)
+        m, x = _pair(latent, torch.cat([batch.obs, action], dim=-1))
+        prediction = self.net(torch.cat([m, x], dim=-1))
+        target = batch.next_obs.unsqueeze(1).expand_as(prediction)
+        error = (prediction - target).pow(2).sum(-1)
+        # After an inner-episode reset s_{t+1} is a start state, not a consequence of (s_t, a_t).
+        return error * batch.valid_next_obs.unsqueeze(1).to(error.dtype)
+
+
+class TaskDecoder(nn.Module):
+    """Task decoder p(task | m), squared error; its NLL has shape ``[N, Te]``.
+
+    Examples
+    --------
+    >>> dec = TaskDecoder(latent_dim=5, task_dim=2)
+    >>> b = TransitionBatch(torch.zeros(4, 7, 2), torch.zeros(4, 7, 2), torch.zeros(4, 7, 2),
+    ...                     torch.zeros(4, 7, 1), task=torch.ones(4, 2))
+    >>> dec.nll(torch.zeros(4, 3, 5), b).shape
+    torch.Size([4, 3])
+    """
+
+    def __init__(self, latent_dim: int, task_dim: int, hidden: Sequence[int] = (64, 32)) -> None:
+        super().__init__()
+        self.net = make_mlp(latent_dim, task_dim, hidden, activation="relu")
+
+    def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        if batch.task is None:
+            raise KeyError("TaskDecoder needs the 'task' entry in the trajectories")
+        prediction = self.net(latent)
+        return (prediction - batch.task.unsqueeze(1)).pow(2).sum(-1)

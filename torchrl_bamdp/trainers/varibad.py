@@ -1,0 +1,439 @@
+"""VariBAD wiring in one readable place: collector + ELBO + PPO + logging + checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.collectors import Collector
+from torchrl.envs import TransformedEnv
+from torchrl.objectives import ClipPPOLoss
+from torchrl.objectives.value import GAE
+
+from torchrl_bamdp.configs.schema import Config, config_to_dict
+from torchrl_bamdp.data import TrajectoryBuffer
+from torchrl_bamdp.envs import BAMDPEnv, make_env
+from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
+from torchrl_bamdp.modules import (
+    BeliefEncoder,
+    GridCellRewardDecoder,
+    RewardDecoder,
+    StateDecoder,
+    TaskDecoder,
+)
+from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.trainers.logging import MetricsLogger
+from torchrl_bamdp.transforms import varibad_transforms
+
+CHECKPOINT_NAME = "last.pt"
+EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in training
+
+
+@dataclass
+class VariBADAgent:
+    """The trainable parts of a VariBAD agent, built from a config.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> cfg = load_config({})
+    >>> agent = VariBADAgent.from_config(cfg, make_env(num_envs=2))
+    >>> agent.encoder.latent_dim
+    5
+    """
+
+    encoder: BeliefEncoder
+    elbo_loss: ELBOLoss
+    actor: nn.Module
+    critic: nn.Module
+
+    @classmethod
+    def from_config(cls, config: Config, env: BAMDPEnv) -> VariBADAgent:
+        algo, env_cfg = config.algo, config.env
+        obs_dim = env.observation_spec["observation"].shape[-1]
+        action_spec = env.action_spec
+        discrete = hasattr(action_spec, "n")
+        action_dim = action_spec.n if discrete else action_spec.shape[-1]
+        enc = algo.encoder
+        encoder = BeliefEncoder(
+            obs_dim=obs_dim,
+            action_dim=action_dim,
+            discrete_actions=discrete,
+            latent_dim=enc.latent_dim,
+            hidden_size=enc.hidden_size,
+            obs_embed=enc.obs_embed,
+            action_embed=enc.action_embed,
+            reward_embed=enc.reward_embed,
+        )
+        dec = algo.decoders
+        reward_decoder = None
+        if dec.reward == "grid_cells":
+            reward_decoder = GridCellRewardDecoder(
+                enc.latent_dim, env_cfg.grid_size, hidden=dec.reward_hidden
+            )
+        elif dec.reward == "mse":
+            reward_decoder = RewardDecoder(
+                enc.latent_dim, obs_dim, action_dim, dec.reward_hidden, discrete_actions=discrete
+            )
+        state_decoder = (
+            StateDecoder(enc.latent_dim, obs_dim, action_dim, dec.state_hidden, discrete)
+            if dec.state
+            else None
+        )
+        task_dim = env.observation_spec["task"].shape[-1]
+        task_decoder = TaskDecoder(enc.latent_dim, task_dim, dec.task_hidden) if dec.task else None
+        elbo_loss = ELBOLoss(
+            encoder,
+            reward_decoder=reward_decoder,
+            state_decoder=state_decoder,
+            task_decoder=task_decoder,
+            elbo_subsample=algo.elbo.elbo_subsample,
+            decode_subsample=algo.elbo.decode_subsample,
+        )
+        hyper_dim = obs_dim + 2 * enc.latent_dim
+        actor, critic = make_actor_critic(
+            hyper_dim, action_spec, algo.ppo.hidden, algo.ppo.activation
+        )
+        return cls(encoder, elbo_loss, actor, critic)
+
+    def transformed_env(self, env: BAMDPEnv) -> TransformedEnv:
+        """``env`` with the belief and hyper-state transforms (sharing this agent's encoder)."""
+        return TransformedEnv(env, varibad_transforms(self.encoder))
+
+
+class Trainer:
+    """Train VariBAD: collect whole tasks, update PPO on the stored beliefs, then the ELBO.
+
+    Every iteration collects ``env.num_envs x steps_per_batch`` frames with a TorchRL
+    ``Collector`` over the belief-transformed batched env, stores finished BAMDP trajectories in
+    the trajectory buffer, runs the PPO epochs (ClipPPOLoss + GAE on ``hyper_state``) and the
+    ELBO updates, logs, evaluates on fixed test tasks and checkpoints. ``Trainer(config,
+    run_dir)`` on a run directory that holds a checkpoint continues from it.
+
+    Parameters
+    ----------
+    config : Config
+        A validated configuration (:func:`torchrl_bamdp.configs.load_config`).
+    run_dir : str or Path
+        Where config, metrics and checkpoints are written.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"total_frames": 240,
+    ...                    "eval_tasks": 8, "progress_bar": False}})
+    >>> result = Trainer(cfg, tempfile.mkdtemp()).train()
+    >>> result["frames"]
+    240
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(config.device)
+        torch.set_num_threads(config.train.num_threads)
+        torch.manual_seed(config.seed)
+
+        env_cfg = config.env
+        self.env = make_env(
+            env_cfg.name,
+            num_envs=env_cfg.num_envs,
+            episode_length=env_cfg.episode_length,
+            episodes_per_task=env_cfg.episodes_per_task,
+            seed=config.seed,
+            device=self.device,
+            grid_size=env_cfg.grid_size,
+        )
+        self.agent = VariBADAgent.from_config(config, self.env)
+        self.agent.elbo_loss.to(self.device)
+        self.agent.actor.to(self.device)
+        self.agent.critic.to(self.device)
+        self.train_env = self.agent.transformed_env(self.env)
+
+        ppo = config.algo.ppo
+        self.gae = GAE(
+            gamma=ppo.gamma, lmbda=ppo.lmbda, value_network=self.agent.critic, average_gae=False
+        )
+        self.ppo_loss = ClipPPOLoss(
+            self.agent.actor,
+            self.agent.critic,
+            clip_epsilon=ppo.clip_epsilon,
+            entropy_coeff=ppo.entropy_coef,
+            critic_coeff=ppo.critic_coef,
+            loss_critic_type="smooth_l1",
+            normalize_advantage=ppo.normalize_advantage,
+            clip_value=ppo.clip_epsilon,
+        )
+        policy_params = list(self.agent.actor.parameters()) + list(self.agent.critic.parameters())
+        if ppo.encoder_grad:
+            policy_params += list(self.agent.encoder.parameters())
+        self.ppo_optimizer = torch.optim.Adam(policy_params, lr=ppo.lr, eps=1e-5)
+        self.elbo_optimizer = torch.optim.Adam(
+            self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
+        )
+        self.buffer = TrajectoryBuffer(
+            capacity=config.algo.elbo.buffer_trajectories,
+            horizon=env_cfg.horizon,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        self.frames = 0
+        self.iteration = 0
+        self.last_eval: dict[str, Any] | None = None
+        self.checkpoint_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
+        self._write_run_files()
+        self.logger = MetricsLogger(self.run_dir, config)
+        if self.checkpoint_path.exists():
+            self.load_checkpoint(self.checkpoint_path)
+            self.logger.truncate_after(self.iteration)
+
+    # -- setup ------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        (self.run_dir / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=2))
+
+    def _make_eval_env(self, num_tasks: int, episodes: int) -> TransformedEnv:
+        env_cfg = self.config.env
+        env = make_env(
+            env_cfg.name,
+            num_envs=num_tasks,
+            episode_length=env_cfg.episode_length,
+            episodes_per_task=episodes,
+            seed=EVAL_SEED,
+            device=self.device,
+            grid_size=env_cfg.grid_size,
+        )
+        return self.agent.transformed_env(env)
+
+    # -- one iteration ----------------------------------------------------------------------
+    def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
+        """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
+        ppo = self.config.algo.ppo
+        with torch.no_grad():
+            self.gae(batch)
+        sums: dict[str, float] = {}
+        count = 0
+        for _ in range(ppo.epochs):
+            if ppo.encoder_grad:
+                minibatches = self._trajectory_minibatches(batch, ppo.minibatches)
+            else:
+                flat = batch.reshape(-1)
+                perm = torch.randperm(flat.shape[0], device=flat.device)
+                minibatches = flat[perm].split(flat.shape[0] // ppo.minibatches)
+            for minibatch in minibatches:
+                losses = self.ppo_loss(minibatch)
+                loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
+                self.ppo_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(
+                    [p for g in self.ppo_optimizer.param_groups for p in g["params"]],
+                    ppo.max_grad_norm,
+                )
+                self.ppo_optimizer.step()
+                for key in ("loss_objective", "loss_critic", "loss_entropy", "entropy",
+                            "clip_fraction", "kl_approx"):
+                    if key in losses.keys():
+                        sums[key] = sums.get(key, 0.0) + float(losses[key].detach().mean())
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                count += 1
+        return {k: v / count for k, v in sums.items()}
+
+    def _trajectory_minibatches(self, batch: TensorDictBase, minibatches: int):
+        """Minibatches of whole tasks whose hyper-state is re-encoded with gradients."""
+        horizon = self.config.env.horizon
+        tasks = batch.reshape(-1, horizon) if batch.shape[1] != horizon else batch
+        perm = torch.randperm(tasks.shape[0], device=tasks.device)
+        for chunk in tasks[perm].split(max(1, tasks.shape[0] // minibatches)):
+            chunk = chunk.clone(False)
+            mean, logvar, _ = self.agent.encoder.sequence(
+                chunk["action"], chunk["next", "reward"], chunk["next", "observation"]
+            )
+            chunk.set("hyper_state", torch.cat(
+                [chunk["observation"], mean[:, :-1], logvar[:, :-1]], dim=-1))
+            yield chunk.reshape(-1)
+
+    def elbo_update(self) -> dict[str, float]:
+        """``updates_per_iteration`` ELBO steps on trajectories sampled from the buffer."""
+        elbo = self.config.algo.elbo
+        if len(self.buffer) == 0 or elbo.updates_per_iteration == 0:
+            return {}
+        weights = {
+            "loss_reward": elbo.reward_weight,
+            "loss_state": elbo.state_weight,
+            "loss_task": elbo.task_weight,
+            "loss_kl": elbo.kl_weight,
+        }
+        sums: dict[str, float] = {}
+        for _ in range(elbo.updates_per_iteration):
+            sample = self.buffer.sample(elbo.batch_trajectories).to(self.device)
+            terms = self.agent.elbo_loss(sample)
+            loss = sum(weights[k] * v for k, v in terms.items())
+            self.elbo_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if elbo.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.agent.elbo_loss.parameters(), elbo.max_grad_norm)
+            self.elbo_optimizer.step()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        return {k: v / elbo.updates_per_iteration for k, v in sums.items()}
+
+    def evaluate(
+        self, num_tasks: int | None = None, episodes: int | None = None
+    ) -> MetaTestResult:
+        """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``)."""
+        train = self.config.train
+        episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
+        env = self._make_eval_env(num_tasks or train.eval_tasks, episodes)
+        return meta_test(
+            env,
+            self.agent.actor,
+            episodes=episodes,
+            episode_length=self.config.env.episode_length,
+            seed=EVAL_SEED,
+            deterministic=train.eval_deterministic,
+        )
+
+    # -- main loop --------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Run until ``train.total_frames``; returns the final metrics and evaluation."""
+        cfg = self.config
+        remaining = cfg.train.total_frames - self.frames
+        if remaining > 0:
+            self._train_frames(remaining)
+        if self.last_eval is None or self.last_eval.get("frames") != self.frames:
+            self._run_eval()
+        self.save_checkpoint()
+        self.logger.close()
+        return {"frames": self.frames, "iterations": self.iteration, "eval": self.last_eval}
+
+    def _train_frames(self, remaining: int) -> None:
+        cfg = self.config
+        frames_per_batch = cfg.frames_per_batch
+        # Whole batches only: a partial last batch would cut tasks in half.
+        total = math.ceil(remaining / frames_per_batch) * frames_per_batch
+        collector = Collector(
+            self.train_env,
+            self.agent.actor,
+            frames_per_batch=frames_per_batch,
+            total_frames=total,
+            device=self.device,
+            auto_register_policy_transforms=False,
+        )
+        progress = self._progress_bar()
+        start, last_time, last_frames = time.perf_counter(), time.perf_counter(), self.frames
+        try:
+            for batch in collector:
+                self.iteration += 1
+                self.frames += batch.numel()
+                added = self.buffer.extend_from_batch(batch)
+                metrics: dict[str, float] = {"train/trajectories_added": added}
+                episode_returns = per_episode_returns(
+                    batch, cfg.env.episodes_per_task * (batch.shape[1] // cfg.env.horizon)
+                )
+                for k, value in enumerate(episode_returns.mean(0).tolist()[: 8]):
+                    metrics[f"train/return_episode_{k + 1}"] = value
+                for key, value in self.ppo_update(batch).items():
+                    metrics[f"ppo/{key}"] = value
+                for key, value in self.elbo_update().items():
+                    metrics[f"elbo/{key}"] = value
+                now = time.perf_counter()
+                metrics["perf/fps"] = (self.frames - last_frames) / max(now - last_time, 1e-9)
+                metrics["perf/wall_clock"] = now - start
+                last_time, last_frames = now, self.frames
+                every = cfg.train.eval_interval
+                if every and self.iteration % every == 0:
+                    metrics.update(self._run_eval(log=False))
+                self.logger.log(metrics, step=self.frames, iteration=self.iteration)
+                every = cfg.train.checkpoint_interval
+                if every and self.iteration % every == 0:
+                    self.save_checkpoint()
+                if progress is not None:
+                    progress.update(batch.numel())
+                    postfix = {"fps": f"{metrics['perf/fps']:.0f}"}
+                    if self.last_eval is not None:
+                        postfix["test_return"] = f"{self.last_eval['total_mean']:.2f}"
+                    progress.set_postfix(postfix)
+        finally:
+            collector.shutdown()
+            if progress is not None:
+                progress.close()
+
+    def _run_eval(self, log: bool = True) -> dict[str, float]:
+        result = self.evaluate()
+        self.last_eval = {"frames": self.frames, **result.to_dict()}
+        metrics = {"eval/return_total": self.last_eval["total_mean"]}
+        for k, (m, s) in enumerate(zip(result.mean, result.stderr, strict=True)):
+            metrics[f"eval/return_episode_{k + 1}"] = m
+            metrics[f"eval/stderr_episode_{k + 1}"] = s
+        with (self.run_dir / "eval.jsonl").open("a") as f:
+            f.write(json.dumps({"iteration": self.iteration, **self.last_eval}) + "\n")
+        if log:
+            self.logger.log(metrics, step=self.frames, iteration=self.iteration)
+        return metrics
+
+    def _progress_bar(self):
+        if not self.config.train.progress_bar:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.config.train.total_frames,
+            initial=self.frames,
+            unit="frames",
+            unit_scale=True,
+            dynamic_ncols=True,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": config_to_dict(self.config),
+            "frames": self.frames,
+            "iteration": self.iteration,
+            "last_eval": self.last_eval,
+            "elbo_loss": self.agent.elbo_loss.state_dict(),
+            "actor": self.agent.actor.state_dict(),
+            "critic": self.agent.critic.state_dict(),
+            "ppo_optimizer": self.ppo_optimizer.state_dict(),
+            "elbo_optimizer": self.elbo_optimizer.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "task_generator": self.env.task_generator.get_state(),
+                "buffer_generator": self.buffer.generator.get_state(),
+            },
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint atomically (temp file + rename)."""
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.frames = int(state["frames"])
+        self.iteration = int(state["iteration"])
+        self.last_eval = state["last_eval"]
+        self.agent.elbo_loss.load_state_dict(state["elbo_loss"])
+        self.agent.actor.load_state_dict(state["actor"])
+        self.agent.critic.load_state_dict(state["critic"])
+        self.ppo_optimizer.load_state_dict(state["ppo_optimizer"])
+        self.elbo_optimizer.load_state_dict(state["elbo_optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.env.task_generator.set_state(state["rng"]["task_generator"])
+        self.buffer.generator.set_state(state["rng"]["buffer_generator"])

@@ -136,6 +136,7 @@ class PPOConfig:
     normalize_advantage: bool = True
     hidden: list[int] = field(default_factory=lambda: [32])
     activation: str = "tanh"
+    normalize_input: bool = True
     encoder_grad: bool = False
 
     def validate(self, path: str) -> None:
@@ -174,6 +175,7 @@ class TrainConfig:
     """Budget, evaluation and checkpoint cadence."""
 
     total_frames: int = 2_000_000
+    max_minutes: float | None = None
     steps_per_batch: int | None = None
     eval_interval: int = 20
     eval_tasks: int = 210
@@ -185,6 +187,8 @@ class TrainConfig:
 
     def validate(self, path: str) -> None:
         _at_least(path, "total_frames", self.total_frames, 1)
+        if self.max_minutes is not None:
+            _positive(path, "max_minutes", self.max_minutes)
         if self.steps_per_batch is not None:
             _at_least(path, "steps_per_batch", self.steps_per_batch, 1)
         _at_least(path, "eval_interval", self.eval_interval, 0)
@@ -235,8 +239,10 @@ class Config:
                 f"env.episode_length x env.episodes_per_task = {self.env.horizon}, so that every "
                 "batch holds whole tasks and beliefs never mix encoder versions"
             )
-        if self.algo.name == "varibad" and self.algo.decoders.reward == "grid_cells" and (
-            self.env.name != "gridworld"
+        if (
+            self.algo.name == "varibad"
+            and self.algo.decoders.reward == "grid_cells"
+            and (self.env.name != "gridworld")
         ):
             raise ConfigError(
                 "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
@@ -271,7 +277,7 @@ def _choice(path: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _at_least(path: str, name: str, value: float, low: float) -> None:
-    if value < low:
+    if not value >= low:  # also rejects NaN
         raise ConfigError(f"{path}.{name} must be >= {low} (got {value})")
 
 

@@ -109,8 +109,10 @@ class BAMDPEnv(EnvBase):
         self._step_in_episode[mask] = 0
         self._episode[mask] = 0
         reset_td = TensorDict(
-            {"_reset": mask.reshape(self.batch_size), "task": self._task.reshape(
-                *self.batch_size, -1)},
+            {
+                "_reset": mask.reshape(self.batch_size),
+                "task": self._task.reshape(*self.batch_size, -1),
+            },
             batch_size=self.batch_size,
             device=self.device,
         )
@@ -139,8 +141,10 @@ class BAMDPEnv(EnvBase):
         if bool(restart.any()):
             # Back to a start state in the same task; the next observation is that start state.
             restart_td = TensorDict(
-                {"_reset": restart.reshape(self.batch_size), "task": self._task.reshape(
-                    *self.batch_size, -1)},
+                {
+                    "_reset": restart.reshape(self.batch_size),
+                    "task": self._task.reshape(*self.batch_size, -1),
+                },
                 batch_size=self.batch_size,
                 device=self.device,
             )

@@ -29,7 +29,9 @@ def candidate_goal_cells(grid_size: int) -> torch.Tensor:
     torch.Size([21, 2])
     """
     if grid_size < 3:
-        raise ValueError(f"grid_size must be >= 3 (got {grid_size}): the 4 start cells are excluded")
+        raise ValueError(
+            f"grid_size must be >= 3 (got {grid_size}): the 4 start cells are excluded"
+        )
     xs, ys = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
     cells = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)
     near_start = (cells[:, 0] <= 1) & (cells[:, 1] <= 1)

@@ -15,11 +15,70 @@ from torchrl.modules.distributions import NormalParamExtractor
 from torchrl_bamdp.utils import make_mlp
 
 
+class InputNormalizer(nn.Module):
+    """Running mean/std normalisation of the policy input (states and latents, as the original).
+
+    Statistics change only through :meth:`update` (the trainer calls it once per collected
+    batch), so the actor is a fixed function during each PPO update and within a collection.
+    They live in buffers, so they are saved and restored with the actor's ``state_dict``.
+
+    Examples
+    --------
+    >>> norm = InputNormalizer(2)
+    >>> norm.update(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
+    >>> norm(torch.tensor([[1.0, 20.0]]))
+    tensor([[0., 0.]])
+    """
+
+    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.clip = clip
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge the statistics of ``x`` (``[..., dim]``) into the running ones."""
+        x = x.reshape(-1, x.shape[-1]).to(self.mean.dtype)
+        n = x.shape[0]
+        if n == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_var = x.var(0, unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * (n / total)
+        m2 = self.var * self.count + batch_var * n + delta.pow(2) * (self.count * n / total)
+        self.mean.copy_(new_mean)
+        self.var.copy_((m2 / total).to(self.var.dtype))
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.count == 0:
+            return x
+        z = (x - self.mean) / torch.sqrt(self.var + self.eps)
+        return z.clamp(-self.clip, self.clip)
+
+
+def find_input_normalizers(module: nn.Module) -> list[InputNormalizer]:
+    """The distinct :class:`InputNormalizer` instances inside ``module``."""
+    found: dict[int, InputNormalizer] = {}
+    for m in module.modules():
+        if isinstance(m, InputNormalizer):
+            found[id(m)] = m
+    return list(found.values())
+
+
 class _Scaled(nn.Module):
     """Orthogonal init with a small last layer: a near-uniform initial policy, as PPO likes."""
 
-    def __init__(self, net: nn.Sequential, last_gain: float) -> None:
+    def __init__(
+        self, net: nn.Sequential, last_gain: float, normalizer: InputNormalizer | None = None
+    ) -> None:
         super().__init__()
+        self.normalizer = normalizer
         for layer in net:
             if isinstance(layer, nn.Linear):
                 nn.init.orthogonal_(layer.weight, gain=2**0.5)
@@ -28,6 +87,8 @@ class _Scaled(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalizer is not None:
+            x = self.normalizer(x)
         return self.net(x)
 
 
@@ -37,6 +98,7 @@ def make_actor_critic(
     hidden: Sequence[int] = (32,),
     activation: str = "tanh",
     in_key: NestedKey = "hyper_state",
+    normalize_input: bool = True,
 ) -> tuple[ProbabilisticActor, ValueOperator]:
     """Build a PPO actor and critic that read ``in_key`` (the hyper-state by default).
 
@@ -56,6 +118,9 @@ def make_actor_critic(
         ``"tanh"``, ``"relu"`` or ``"elu"``.
     in_key : NestedKey
         The input entry.
+    normalize_input : bool
+        Put one shared :class:`InputNormalizer` in front of both networks (update it with
+        ``find_input_normalizers(actor)[0].update(batch["hyper_state"])``).
 
     Examples
     --------
@@ -66,8 +131,9 @@ def make_actor_critic(
     >>> td["action"].shape, critic(td)["state_value"].shape
     (torch.Size([4]), torch.Size([4, 1]))
     """
+    norm = InputNormalizer(input_dim) if normalize_input else None
     if isinstance(action_spec, Categorical):
-        logits = _Scaled(make_mlp(input_dim, action_spec.n, hidden, activation), 0.01)
+        logits = _Scaled(make_mlp(input_dim, action_spec.n, hidden, activation), 0.01, norm)
         module = TensorDictModule(logits, in_keys=[in_key], out_keys=["logits"])
         actor = ProbabilisticActor(
             module,
@@ -79,7 +145,7 @@ def make_actor_critic(
     else:
         action_dim = action_spec.shape[-1]
         net = nn.Sequential(
-            _Scaled(make_mlp(input_dim, 2 * action_dim, hidden, activation), 0.01),
+            _Scaled(make_mlp(input_dim, 2 * action_dim, hidden, activation), 0.01, norm),
             NormalParamExtractor(),
         )
         module = TensorDictModule(net, in_keys=[in_key], out_keys=["loc", "scale"])
@@ -94,5 +160,6 @@ def make_actor_critic(
             },
             return_log_prob=True,
         )
-    critic = ValueOperator(_Scaled(make_mlp(input_dim, 1, hidden, activation), 1.0), in_keys=[in_key])
+    critic_net = _Scaled(make_mlp(input_dim, 1, hidden, activation), 1.0, norm)
+    critic = ValueOperator(critic_net, in_keys=[in_key])
     return actor, critic

@@ -63,7 +63,7 @@ class TransitionBatch:
 
 
 def _pair(latent: torch.Tensor, per_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Broadcast ``latent [N, Te, L]`` against per-step inputs ``[N, T, D]`` to ``[N, Te, T, .]``."""
+    """Broadcast ``latent [N, Te, L]`` against per-step ``[N, T, D]`` to ``[N, Te, T, .]``."""
     n, te, _ = latent.shape
     t = per_step.shape[1]
     return (

@@ -80,7 +80,7 @@ class ELBOLoss(LossModule):
 
         Attributes
         ----------
-        observation, action, next_observation, reward, task, episode_done : NestedKey
+        observation, action, next_observation, reward, task, episode_done, done : NestedKey
             Where the trajectory tensors live.
         valid : NestedKey
             Optional ``[N, T]`` bool mask of real (not padding) steps, written by
@@ -94,6 +94,7 @@ class ELBOLoss(LossModule):
         reward: NestedKey = ("next", "reward")
         task: NestedKey = "task"
         episode_done: NestedKey = ("next", "episode_done")
+        done: NestedKey = ("next", "done")
         valid: NestedKey = "valid"
 
     default_keys = _AcceptedKeys
@@ -110,8 +111,10 @@ class ELBOLoss(LossModule):
         super().__init__()
         if reward_decoder is None and state_decoder is None and task_decoder is None:
             raise ValueError("ELBOLoss needs at least one of reward/state/task decoder")
-        for name, value in (("elbo_subsample", elbo_subsample),
-                            ("decode_subsample", decode_subsample)):
+        for name, value in (
+            ("elbo_subsample", elbo_subsample),
+            ("decode_subsample", decode_subsample),
+        ):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be None or >= 1 (got {value})")
         self.encoder = encoder
@@ -146,9 +149,18 @@ class ELBOLoss(LossModule):
             return torch.arange(full, device=device)
         return torch.randperm(full, device=device)[:wanted].sort().values
 
+    def _required(self, tensordict: TensorDictBase, key: NestedKey) -> torch.Tensor:
+        value = tensordict.get(key, None)
+        if value is None:
+            raise KeyError(
+                f"{type(self).__name__}: the trajectories have no entry {key!r} (set it with "
+                f"loss.set_keys(...)); available: {sorted(map(str, tensordict.keys(True, True)))}"
+            )
+        return value
+
     def _batch(self, tensordict: TensorDictBase) -> TransitionBatch:
         keys = self.tensor_keys
-        next_obs = tensordict.get(keys.next_observation)
+        next_obs = self._required(tensordict, keys.next_observation)
         obs = tensordict.get(keys.observation, None)
         if obs is None:
             obs = torch.zeros_like(next_obs)
@@ -158,15 +170,21 @@ class ELBOLoss(LossModule):
         episode_done = tensordict.get(keys.episode_done, None)
         valid = None
         if episode_done is not None:
-            # Where the inner episode ended, s_{t+1} is the start state of the next episode, and
-            # at the very end of the BAMDP it is the true terminal state again.
-            valid = ~episode_done.reshape(next_obs.shape[:2])
-            valid[:, -1] = True
+            # Where an inner episode ended, s_{t+1} is the start state of the next episode; where
+            # the whole BAMDP ended (done) it is the true last state again.
+            restarted = episode_done.reshape(next_obs.shape[:2])
+            done = tensordict.get(keys.done, None)
+            if done is not None:
+                restarted = restarted & ~done.reshape(next_obs.shape[:2])
+            else:
+                restarted = restarted.clone()
+                restarted[:, -1] = False
+            valid = ~restarted
         return TransitionBatch(
             obs=obs,
-            action=tensordict.get(keys.action),
+            action=self._required(tensordict, keys.action),
             next_obs=next_obs,
-            reward=tensordict.get(keys.reward),
+            reward=self._required(tensordict, keys.reward),
             task=task,
             valid_next_obs=valid,
         )

@@ -29,7 +29,7 @@ from torchrl_bamdp.modules import (
     StateDecoder,
     TaskDecoder,
 )
-from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.modules.actor_critic import find_input_normalizers, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
 from torchrl_bamdp.trainers.logging import MetricsLogger
 from torchrl_bamdp.transforms import varibad_transforms
@@ -101,7 +101,11 @@ class VariBADAgent:
         )
         hyper_dim = obs_dim + 2 * enc.latent_dim
         actor, critic = make_actor_critic(
-            hyper_dim, action_spec, algo.ppo.hidden, algo.ppo.activation
+            hyper_dim,
+            action_spec,
+            algo.ppo.hidden,
+            algo.ppo.activation,
+            normalize_input=algo.ppo.normalize_input,
         )
         return cls(encoder, elbo_loss, actor, critic)
 
@@ -218,6 +222,8 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
+        for normalizer in find_input_normalizers(self.agent.actor):
+            normalizer.update(batch.get("hyper_state"))
         with torch.no_grad():
             self.gae(batch)
         sums: dict[str, float] = {}
@@ -239,9 +245,15 @@ class Trainer:
                     ppo.max_grad_norm,
                 )
                 self.ppo_optimizer.step()
-                for key in ("loss_objective", "loss_critic", "loss_entropy", "entropy",
-                            "clip_fraction", "kl_approx"):
-                    if key in losses.keys():
+                for key in (
+                    "loss_objective",
+                    "loss_critic",
+                    "loss_entropy",
+                    "entropy",
+                    "clip_fraction",
+                    "kl_approx",
+                ):
+                    if key in losses:
                         sums[key] = sums.get(key, 0.0) + float(losses[key].detach().mean())
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
                 count += 1
@@ -257,8 +269,10 @@ class Trainer:
             mean, logvar, _ = self.agent.encoder.sequence(
                 chunk["action"], chunk["next", "reward"], chunk["next", "observation"]
             )
-            chunk.set("hyper_state", torch.cat(
-                [chunk["observation"], mean[:, :-1], logvar[:, :-1]], dim=-1))
+            chunk.set(
+                "hyper_state",
+                torch.cat([chunk["observation"], mean[:, :-1], logvar[:, :-1]], dim=-1),
+            )
             yield chunk.reshape(-1)
 
     def elbo_update(self) -> dict[str, float]:
@@ -287,9 +301,7 @@ class Trainer:
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         return {k: v / elbo.updates_per_iteration for k, v in sums.items()}
 
-    def evaluate(
-        self, num_tasks: int | None = None, episodes: int | None = None
-    ) -> MetaTestResult:
+    def evaluate(self, num_tasks: int | None = None, episodes: int | None = None) -> MetaTestResult:
         """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``)."""
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
@@ -331,6 +343,9 @@ class Trainer:
         )
         progress = self._progress_bar()
         start, last_time, last_frames = time.perf_counter(), time.perf_counter(), self.frames
+        deadline = None
+        if cfg.train.max_minutes is not None:
+            deadline = start + 60.0 * cfg.train.max_minutes
         try:
             for batch in collector:
                 self.iteration += 1
@@ -340,7 +355,7 @@ class Trainer:
                 episode_returns = per_episode_returns(
                     batch, cfg.env.episodes_per_task * (batch.shape[1] // cfg.env.horizon)
                 )
-                for k, value in enumerate(episode_returns.mean(0).tolist()[: 8]):
+                for k, value in enumerate(episode_returns.mean(0).tolist()[:8]):
                     metrics[f"train/return_episode_{k + 1}"] = value
                 for key, value in self.ppo_update(batch).items():
                     metrics[f"ppo/{key}"] = value
@@ -363,6 +378,8 @@ class Trainer:
                     if self.last_eval is not None:
                         postfix["test_return"] = f"{self.last_eval['total_mean']:.2f}"
                     progress.set_postfix(postfix)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
         finally:
             collector.shutdown()
             if progress is not None:

@@ -82,22 +82,25 @@ class VariationalBelief(Transform):
         # envs that were not reset (it merges with the "_reset" mask).
         return self._prior(tensordict_reset)
 
-    def _step(
-        self, tensordict: TensorDictBase, next_tensordict: TensorDictBase
-    ) -> TensorDictBase:
+    def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         hidden = tensordict.get(BELIEF_HIDDEN, None)
         if hidden is None:
             raise KeyError(
                 f"{type(self).__name__}: no {BELIEF_HIDDEN} in the input tensordict; step from a "
                 "tensordict returned by env.reset() (or a collector), not a hand-made one."
             )
+        inputs = []
+        for source, key in (
+            (tensordict, self.action_key),
+            (next_tensordict, self.reward_key),
+            (next_tensordict, self.observation_key),
+        ):
+            value = source.get(key, None)
+            if value is None:
+                raise KeyError(f"{type(self).__name__}: no entry {key!r} to update the belief from")
+            inputs.append(value)
         with torch.set_grad_enabled(self.track_gradients and torch.is_grad_enabled()):
-            mean, logvar, hidden = self.encoder.step(
-                tensordict.get(self.action_key),
-                next_tensordict.get(self.reward_key),
-                next_tensordict.get(self.observation_key),
-                hidden,
-            )
+            mean, logvar, hidden = self.encoder.step(*inputs, hidden)
         next_tensordict.set(BELIEF_MEAN, mean)
         next_tensordict.set(BELIEF_LOGVAR, logvar)
         next_tensordict.set(BELIEF_HIDDEN, hidden)

@@ -1,0 +1,467 @@
+"""ELBOLoss and gaussian_kl against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence
+
+from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
+from torchrl_bamdp.modules import (
+    BeliefEncoder,
+    GridCellRewardDecoder,
+    RewardDecoder,
+    StateDecoder,
+    TaskDecoder,
+)
+from torchrl_bamdp.objectives import ELBOLoss, gaussian_kl
+
+
+class StubEncoder(nn.Module):
+    """Returns fixed posteriors ``[N, T + 1, L]`` and records what it was called with."""
+
+    def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("logvar", logvar)
+        self.latent_dim = mean.shape[-1]
+        self.calls = []
+
+    def sequence(self, actions, rewards, next_obs, hidden=None, with_prior=True):
+        self.calls.append((actions, rewards, next_obs))
+        n, t1 = self.mean.shape[:2]
+        return self.mean, self.logvar, torch.zeros(n, t1, 3)
+
+
+class RecordingDecoder(nn.Module):
+    """Wraps a decoder and records the shapes of what it decodes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.shapes = []
+
+    def nll(self, latent, batch):
+        self.shapes.append((tuple(latent.shape), tuple(batch.next_obs.shape)))
+        return self.inner.nll(latent, batch)
+
+
+def kl_1d(mq: float, lvq: float, mp: float, lvp: float) -> float:
+    """KL(N(mq, e^lvq) || N(mp, e^lvp)) written out for scalars."""
+    vq, vp = math.exp(lvq), math.exp(lvp)
+    return 0.5 * (math.log(vp / vq) + (vq + (mq - mp) ** 2) / vp - 1.0)
+
+
+def bce(logit: float, target: float) -> float:
+    p = 1.0 / (1.0 + math.exp(-logit))
+    return -(target * math.log(p) + (1.0 - target) * math.log(1.0 - p))
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def make_td(n: int, t: int, seed: int = 0, reward_key: str = "reward") -> TensorDict:
+    g = torch.Generator().manual_seed(seed)
+    next_obs = torch.randint(0, 5, (n, t, 2), generator=g).float()
+    obs = torch.cat([torch.zeros(n, 1, 2), next_obs[:, :-1]], 1)
+    reward = torch.where(torch.rand(n, t, 1, generator=g) < 0.3, 1.0, -0.1)
+    return TensorDict(
+        {
+            "observation": obs,
+            "action": torch.randint(0, 5, (n, t), generator=g),
+            "task": torch.randint(0, 5, (n, 1, 2), generator=g).float().expand(n, t, 2),
+            "next": {
+                "observation": next_obs,
+                reward_key: reward,
+                "episode_done": torch.zeros(n, t, 1, dtype=torch.bool),
+            },
+        },
+        batch_size=[n, t],
+    )
+
+
+def zero_grid_decoder(latent_dim: int, bias: torch.Tensor | float) -> GridCellRewardDecoder:
+    dec = GridCellRewardDecoder(latent_dim, grid_size=5)
+    with torch.no_grad():
+        dec.net[0].weight.zero_()
+        if isinstance(bias, float):
+            dec.net[0].bias.fill_(bias)
+        else:
+            dec.net[0].bias.copy_(bias)
+    return dec
+
+
+# -- gaussian_kl ---------------------------------------------------------------------------------
+def test_gaussian_kl_unit_variance_shift():
+    one = torch.tensor([[1.0]])
+    zero = torch.tensor([[0.0]])
+    kl = gaussian_kl(one, zero, zero, zero)
+    assert kl.shape == (1,)
+    assert kl.item() == pytest.approx(0.5)
+
+
+def test_gaussian_kl_different_variances_by_formula():
+    # q = N(1, 2^2), p = N(0, 1^2): 0.5 * (log(1/4) + (4 + 1) / 1 - 1) = 2 - log 2.
+    kl = gaussian_kl(
+        torch.tensor([1.0]), torch.tensor([math.log(4.0)]), torch.tensor([0.0]), torch.tensor([0.0])
+    )
+    assert kl.item() == pytest.approx(0.5 * (math.log(1.0 / 4.0) + (4.0 + 1.0) / 1.0 - 1.0))
+    assert kl.item() == pytest.approx(1.3068528194400546)
+    # q = N(0, 1), p = N(2, 2^2): 0.5 * (log(4) + (1 + 4) / 4 - 1).
+    kl = gaussian_kl(
+        torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([2.0]), torch.tensor([math.log(4.0)])
+    )
+    assert kl.item() == pytest.approx(0.5 * (math.log(4.0) + 5.0 / 4.0 - 1.0))
+    assert kl.item() == pytest.approx(0.8181471805599453)
+    # Same distribution: zero.
+    assert gaussian_kl(*(torch.tensor([0.3, -1.2]),) * 4).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_gaussian_kl_sums_over_last_dim_only():
+    mq = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    lvq = torch.tensor([[0.0, math.log(4.0)], [0.0, 0.0]])
+    zero = torch.zeros(2, 2)
+    kl = gaussian_kl(mq, lvq, zero, zero)
+    assert kl.shape == (2,)
+    assert kl[0].item() == pytest.approx(0.5 + kl_1d(0.0, math.log(4.0), 0.0, 0.0))
+    assert kl[1].item() == pytest.approx(0.0)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    shape = (7, 3, 4)
+    mq, mp = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    lvq, lvp = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    ours = gaussian_kl(mq, lvq, mp, lvp)
+    q = Independent(Normal(mq, torch.exp(0.5 * lvq)), 1)
+    p = Independent(Normal(mp, torch.exp(0.5 * lvp)), 1)
+    torch.testing.assert_close(ours, kl_divergence(q, p), rtol=1e-5, atol=1e-5)
+    assert (ours >= 0).all()
+
+
+# -- ELBOLoss: KL ----------------------------------------------------------------------------------
+def test_elbo_kl_term_by_hand():
+    # N = 2 trajectories, T = 2 transitions, latent 1: posteriors q_0, q_1, q_2 per trajectory.
+    means = [[0.5, 1.0, -0.5], [0.0, 0.0, 2.0]]
+    logvars = [[0.0, math.log(4.0), math.log(0.25)], [0.0, 0.0, 0.0]]
+    stub = StubEncoder(torch.tensor(means)[..., None], torch.tensor(logvars)[..., None])
+    loss = ELBOLoss(stub, reward_decoder=GridCellRewardDecoder(1, grid_size=5))
+    out = loss(make_td(2, 2))
+    per_traj = []
+    for m, lv in zip(means, logvars, strict=True):
+        prev_m, prev_lv = [0.0, *m[:-1]], [0.0, *lv[:-1]]
+        per_traj.append(sum(kl_1d(*args) for args in zip(m, lv, prev_m, prev_lv, strict=True)))
+    # Trajectory 0: 0.125 + (3.25 - log 4) / 2 + (log 16 + 2.5 / 4 - 1) / 2; trajectory 1: 2.
+    assert per_traj[0] == pytest.approx(
+        0.125 + 0.5 * (3.25 - math.log(4.0)) + 0.5 * (math.log(16.0) + 0.625 - 1.0)
+    )
+    assert per_traj[1] == pytest.approx(2.0)
+    assert out["loss_kl"].item() == pytest.approx(sum(per_traj) / 2, rel=1e-6)
+    assert out["loss_kl"].item() == pytest.approx(2.127823590)
+
+
+def test_elbo_kl_random_multidim_matches_loop():
+    g = torch.Generator().manual_seed(1)
+    n, t, latent = 3, 5, 4
+    mean = torch.randn(n, t + 1, latent, generator=g)
+    logvar = torch.randn(n, t + 1, latent, generator=g)
+    loss = ELBOLoss(StubEncoder(mean, logvar), reward_decoder=GridCellRewardDecoder(latent, 5))
+    out = loss(make_td(n, t))
+    total = 0.0
+    for i in range(n):
+        for s in range(t + 1):
+            for d in range(latent):
+                pm = 0.0 if s == 0 else mean[i, s - 1, d].item()
+                plv = 0.0 if s == 0 else logvar[i, s - 1, d].item()
+                total += kl_1d(mean[i, s, d].item(), logvar[i, s, d].item(), pm, plv)
+    assert out["loss_kl"].item() == pytest.approx(total / n, rel=1e-5)
+
+
+def test_elbo_encoder_gets_trajectory_tensors():
+    n, t = 2, 3
+    stub = StubEncoder(torch.zeros(n, t + 1, 2), torch.zeros(n, t + 1, 2))
+    td = make_td(n, t)
+    out = ELBOLoss(stub, reward_decoder=GridCellRewardDecoder(2, 5))(td)
+    actions, rewards, next_obs = stub.calls[0]
+    assert torch.equal(actions, td["action"])
+    assert torch.equal(rewards, td["next", "reward"])
+    assert torch.equal(next_obs, td["next", "observation"])
+    assert out["loss_kl"].item() == 0.0  # prior everywhere
+
+
+# -- ELBOLoss: likelihood terms ------------------------------------------------------------------
+def test_elbo_grid_reward_term_by_hand():
+    n, t, latent = 2, 4, 2
+    g = torch.Generator().manual_seed(2)
+    mean = torch.randn(n, t + 1, latent, generator=g)
+    logvar = torch.full((n, t + 1, latent), -30.0)  # samples == means (std ~ 3e-7)
+    dec = GridCellRewardDecoder(latent, grid_size=5)
+    with torch.no_grad():
+        dec.net[0].weight.copy_(torch.randn(25, latent, generator=g))
+        dec.net[0].bias.copy_(torch.linspace(-2.0, 2.0, 25))
+    td = make_td(n, t, seed=3)
+    torch.manual_seed(0)
+    out = ELBOLoss(StubEncoder(mean, logvar), reward_decoder=dec)(td)
+    w, b = dec.net[0].weight.detach(), dec.net[0].bias.detach()
+    total = 0.0
+    for i in range(n):
+        for s in range(t + 1):
+            for j in range(t):
+                x, y = td["next", "observation"][i, j].long().tolist()
+                cell = x * 5 + y
+                logit = (w[cell] @ mean[i, s]).item() + b[cell].item()
+                target = 1.0 if td["next", "reward"][i, j, 0].item() > 0 else 0.0
+                total += bce(logit, target)
+    assert out["loss_reward"].item() == pytest.approx(total / n, rel=1e-5)
+    assert set(out.keys()) == {"loss_kl", "loss_reward"}
+
+
+def test_elbo_continuous_reward_term_by_hand():
+    n, t, latent = 2, 3, 2
+    g = torch.Generator().manual_seed(4)
+    mean = torch.randn(n, t + 1, latent, generator=g)
+    logvar = torch.full((n, t + 1, latent), -30.0)
+    dec = RewardDecoder(latent, obs_dim=2, action_dim=5, hidden=(), use_obs=False, use_action=False)
+    with torch.no_grad():  # prediction = m_0 + 2 * next_x - 0.5
+        dec.net[0].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0]]))
+        dec.net[0].bias.fill_(-0.5)
+    td = make_td(n, t, seed=5)
+    td["next", "reward"] = torch.randn(n, t, 1, generator=g)
+    out = ELBOLoss(StubEncoder(mean, logvar), reward_decoder=dec)(td)
+    total = 0.0
+    for i in range(n):
+        for s in range(t + 1):
+            for j in range(t):
+                pred = mean[i, s, 0].item() + 2 * td["next", "observation"][i, j, 0].item() - 0.5
+                total += (pred - td["next", "reward"][i, j, 0].item()) ** 2
+    assert out["loss_reward"].item() == pytest.approx(total / n, rel=1e-5)
+
+
+def test_elbo_state_term_masks_inner_resets_except_last_step():
+    n, t, latent = 2, 5, 2
+    stub = StubEncoder(torch.zeros(n, t + 1, latent), torch.full((n, t + 1, latent), -30.0))
+    dec = StateDecoder(latent, obs_dim=2, action_dim=5, hidden=(), discrete_actions=True)
+    target = torch.tensor([1.0, -2.0])
+    with torch.no_grad():
+        dec.net[0].weight.zero_()
+        dec.net[0].bias.copy_(target)
+    td = make_td(n, t, seed=6)
+    episode_done = torch.zeros(n, t, 1, dtype=torch.bool)
+    episode_done[0, 1] = True
+    episode_done[:, t - 1] = True  # the BAMDP end: its next obs is the true one
+    episode_done[1, 3] = True
+    td["next", "episode_done"] = episode_done
+    kept = episode_done.clone()
+    out = ELBOLoss(stub, state_decoder=dec)(td)
+    assert torch.equal(td["next", "episode_done"], kept), "the input must not be modified"
+    total = 0.0
+    for i in range(n):
+        for j in range(t):
+            if episode_done[i, j, 0] and j != t - 1:
+                continue
+            total += (t + 1) * ((target - td["next", "observation"][i, j]) ** 2).sum().item()
+    assert out["loss_state"].item() == pytest.approx(total / n, rel=1e-5)
+    assert set(out.keys()) == {"loss_kl", "loss_state"}
+    # Without the mask the value would be larger (the masked steps have non-zero error here).
+    unmasked = (t + 1) * ((target - td["next", "observation"]) ** 2).sum().item() / n
+    assert unmasked > out["loss_state"].item() + 1e-3
+
+
+def test_elbo_task_term_uses_task_at_index_zero():
+    n, t, latent = 3, 4, 2
+    stub = StubEncoder(torch.randn(n, t + 1, latent), torch.full((n, t + 1, latent), -30.0))
+    dec = TaskDecoder(latent, task_dim=2, hidden=())
+    bias = torch.tensor([2.0, 1.0])
+    with torch.no_grad():
+        dec.net[0].weight.zero_()
+        dec.net[0].bias.copy_(bias)
+    td = make_td(n, t, seed=7)
+    task = torch.full((n, t, 2), 100.0)  # garbage except at index 0
+    task[:, 0] = torch.tensor([[3.0, 4.0], [0.0, 2.0], [4.0, 4.0]])
+    td["task"] = task
+    out = ELBOLoss(stub, task_decoder=dec)(td)
+    per_traj = [(t + 1) * ((bias - task[i, 0]) ** 2).sum().item() for i in range(n)]
+    # (t + 1) * [(1 + 9), (4 + 1), (4 + 9)] / 3
+    assert per_traj == pytest.approx([50.0, 25.0, 65.0])
+    assert out["loss_task"].item() == pytest.approx(sum(per_traj) / n)
+    assert set(out.keys()) == {"loss_kl", "loss_task"}
+
+
+# -- sub-sampling ---------------------------------------------------------------------------------
+def test_subsampled_loss_is_unbiased_rescaling_for_constant_terms():
+    n, t, latent = 2, 10, 3
+    stub = StubEncoder(torch.randn(n, t + 1, latent), torch.zeros(n, t + 1, latent))
+    td = make_td(n, t, seed=8)
+    td["next", "reward"] = torch.full((n, t, 1), -0.1)  # every target 0: every term softplus(c)
+    c = 0.7
+    task_dec = TaskDecoder(latent, task_dim=2, hidden=())
+    with torch.no_grad():
+        task_dec.net[0].weight.zero_()
+        task_dec.net[0].bias.zero_()
+    td["task"] = torch.ones(n, t, 2)  # every task term is 2
+    full = ELBOLoss(stub, reward_decoder=zero_grid_decoder(latent, c), task_decoder=task_dec)
+    rec = RecordingDecoder(zero_grid_decoder(latent, c))
+    sub = ELBOLoss(
+        stub, reward_decoder=rec, task_decoder=task_dec, elbo_subsample=3, decode_subsample=4
+    )
+    torch.manual_seed(0)
+    out_full = full(td)
+    torch.manual_seed(0)
+    out_sub = sub(td)
+    assert out_full["loss_reward"].item() == pytest.approx((t + 1) * t * softplus(c), rel=1e-6)
+    assert out_sub["loss_reward"].item() == pytest.approx(out_full["loss_reward"].item(), rel=1e-6)
+    assert out_full["loss_task"].item() == pytest.approx((t + 1) * 2.0)
+    assert out_sub["loss_task"].item() == pytest.approx(out_full["loss_task"].item())
+    # It did sub-sample: 3 ELBO steps, 4 decoded transitions.
+    assert rec.shapes == [((n, 3, latent), (n, 4, 2))]
+    # The KL term is never sub-sampled.
+    assert out_sub["loss_kl"].item() == pytest.approx(out_full["loss_kl"].item())
+
+
+def test_subsample_larger_than_available_uses_everything():
+    n, t, latent = 2, 4, 2
+    stub = StubEncoder(torch.zeros(n, t + 1, latent), torch.zeros(n, t + 1, latent))
+    rec = RecordingDecoder(zero_grid_decoder(latent, 0.0))
+    ELBOLoss(stub, reward_decoder=rec, elbo_subsample=50, decode_subsample=50)(make_td(n, t))
+    assert rec.shapes == [((n, t + 1, latent), (n, t, 2))]
+
+
+def test_subsampled_loss_is_rescaled_sum_of_selected_terms():
+    # Non-constant terms: the sub-sampled loss is (T+1)/Te * T/Tj times the sum of the terms at
+    # the drawn (t, j), so that it is an unbiased estimate of the full sum.
+    n, t, latent = 2, 6, 2
+    g = torch.Generator().manual_seed(9)
+    mean = torch.randn(n, t + 1, latent, generator=g)
+    stub = StubEncoder(mean, torch.full((n, t + 1, latent), -30.0))
+    dec = GridCellRewardDecoder(latent, grid_size=5)
+    td = make_td(n, t, seed=10)
+    full_loss = ELBOLoss(stub, reward_decoder=dec)
+    with torch.no_grad():
+        # All [N, T+1, T] terms at the posterior means (the samples, as the std is ~3e-7).
+        terms = dec.nll(mean, full_loss._batch(td))
+        full = full_loss(td)["loss_reward"].item()
+    assert full == pytest.approx(terms.sum().item() / n, rel=1e-5)
+
+    sub = ELBOLoss(stub, reward_decoder=dec, elbo_subsample=2, decode_subsample=3)
+    drawn = []
+    original = sub._subsample
+
+    def recording_subsample(*args, **kwargs):
+        index = original(*args, **kwargs)
+        drawn.append(index)
+        return index
+
+    sub._subsample = recording_subsample
+    torch.manual_seed(0)
+    values = []
+    for _ in range(5):
+        drawn.clear()
+        with torch.no_grad():
+            value = sub(td)["loss_reward"].item()
+        elbo_index, decode_index = drawn
+        assert len(elbo_index) == 2 and len(decode_index) == 3
+        selected = terms[:, elbo_index][:, :, decode_index].sum().item() / n
+        assert value == pytest.approx(selected * (t + 1) / 2 * t / 3, rel=1e-5)
+        values.append(value)
+    assert len(set(values)) > 1  # the draws really are random
+
+
+@pytest.mark.parametrize("name", ["elbo_subsample", "decode_subsample"])
+def test_invalid_subsample_raises(name):
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    with pytest.raises(ValueError, match=name):
+        ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, 5), **{name: 0})
+
+
+def test_needs_a_decoder_and_2d_batch():
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    with pytest.raises(ValueError, match="decoder"):
+        ELBOLoss(enc)
+    loss = ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, 5))
+    with pytest.raises(ValueError, match=r"\[N, T\]"):
+        loss(make_td(2, 3).reshape(-1))
+
+
+# -- gradients, keys, integration -----------------------------------------------------------------
+def test_gradients_reach_encoder_and_decoder():
+    torch.manual_seed(0)
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, hidden_size=16)
+    dec = GridCellRewardDecoder(5, grid_size=5, hidden=(16,))
+    loss = ELBOLoss(enc, reward_decoder=dec)
+    out = loss(make_td(4, 12, seed=11))
+    (out["loss_reward"] + out["loss_kl"]).backward()
+    for module in (enc, dec):
+        for name, param in module.named_parameters():
+            assert param.grad is not None, name
+            assert param.grad.abs().sum() > 0, name
+    # Gradients of the KL alone reach the encoder too.
+    enc.zero_grad()
+    loss(make_td(4, 12, seed=11))["loss_kl"].backward()
+    assert enc.mean_head.weight.grad.abs().sum() > 0
+    assert enc.gru.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_set_keys_renames_reward_key():
+    torch.manual_seed(0)
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, hidden_size=16)
+    dec = GridCellRewardDecoder(5, grid_size=5)
+    td = make_td(3, 6, seed=12)
+    renamed = td.clone()
+    renamed.rename_key_(("next", "reward"), ("next", "my_reward"))
+    default = ELBOLoss(enc, reward_decoder=dec)
+    custom = ELBOLoss(enc, reward_decoder=dec)
+    custom.set_keys(reward=("next", "my_reward"))
+    assert ("next", "my_reward") in custom.in_keys
+    assert ("next", "reward") not in custom.in_keys
+    torch.manual_seed(1)
+    expected = default(td)
+    torch.manual_seed(1)
+    got = custom(renamed)
+    for key in ("loss_kl", "loss_reward"):
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
+
+
+def test_in_and_out_keys():
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    loss = ELBOLoss(
+        enc,
+        reward_decoder=GridCellRewardDecoder(5, 5),
+        state_decoder=StateDecoder(5, 2, 5, discrete_actions=True),
+        task_decoder=TaskDecoder(5, 2),
+    )
+    assert loss.out_keys == ["loss_kl", "loss_reward", "loss_state", "loss_task"]
+    assert set(loss.in_keys) == {
+        "action",
+        ("next", "observation"),
+        ("next", "reward"),
+        "observation",
+        ("next", "episode_done"),
+        "task",
+    }
+
+
+def test_elbo_on_bamdp_rollout_all_terms():
+    torch.manual_seed(0)
+    env = BAMDPEnv(GridNaviEnv(num_envs=3), episode_length=5, episodes_per_task=2, seed=0)
+    rollout = env.rollout(10, break_when_any_done=False)
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, hidden_size=16)
+    loss = ELBOLoss(
+        enc,
+        reward_decoder=GridCellRewardDecoder(5, 5),
+        state_decoder=StateDecoder(5, 2, 5, hidden=(8,), discrete_actions=True),
+        task_decoder=TaskDecoder(5, 2, hidden=(8,)),
+        elbo_subsample=4,
+        decode_subsample=6,
+    )
+    out = loss(rollout)
+    assert set(out.keys()) == {"loss_kl", "loss_reward", "loss_state", "loss_task"}
+    for value in out.values():
+        assert value.shape == () and torch.isfinite(value)
+        assert value.item() >= 0
+    sum(out.values()).backward()
+    assert enc.gru.weight_ih_l0.grad.abs().sum() > 0

@@ -1,0 +1,278 @@
+"""VariationalBelief / varibad_transforms: prior on new tasks only, online = sequence beliefs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.envs import TransformedEnv
+from torchrl.envs.utils import step_mdp
+
+from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
+from torchrl_bamdp.modules import BeliefEncoder
+from torchrl_bamdp.transforms import (
+    BELIEF_HIDDEN,
+    BELIEF_LOGVAR,
+    BELIEF_MEAN,
+    VariationalBelief,
+    hyper_state_transform,
+    varibad_transforms,
+)
+
+EPISODE_LENGTH = 15
+EPISODES = 4
+HORIZON = EPISODE_LENGTH * EPISODES
+LATENT = 5
+HIDDEN = 16
+
+
+def make_encoder(seed: int = 0) -> BeliefEncoder:
+    torch.manual_seed(seed)
+    return BeliefEncoder(
+        obs_dim=2, action_dim=5, discrete_actions=True, latent_dim=LATENT, hidden_size=HIDDEN
+    )
+
+
+def make_env(num_envs: int = 3, seed: int = 0, encoder: BeliefEncoder | None = None):
+    encoder = make_encoder() if encoder is None else encoder
+    base = BAMDPEnv(GridNaviEnv(num_envs=num_envs), EPISODE_LENGTH, EPISODES, seed=seed)
+    return TransformedEnv(base, varibad_transforms(encoder)), encoder
+
+
+def assert_prior(td: TensorDict, batch: tuple[int, ...]) -> None:
+    torch.testing.assert_close(td[BELIEF_MEAN], torch.zeros(*batch, LATENT), rtol=0, atol=0)
+    torch.testing.assert_close(td[BELIEF_LOGVAR], torch.zeros(*batch, LATENT), rtol=0, atol=0)
+    torch.testing.assert_close(td[BELIEF_HIDDEN], torch.zeros(*batch, HIDDEN), rtol=0, atol=0)
+
+
+def test_reset_writes_prior_and_hyper_state():
+    env, _ = make_env(3)
+    td = env.reset()
+    assert_prior(td, (3,))
+    expected = torch.cat([td["observation"], td[BELIEF_MEAN], td[BELIEF_LOGVAR]], -1)
+    assert td["hyper_state"].shape == (3, 2 + 2 * LATENT)
+    torch.testing.assert_close(td["hyper_state"], expected, rtol=0, atol=0)
+
+
+def test_belief_changes_and_hyper_state_matches():
+    env, _ = make_env(3)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        rollout = env.rollout(30, break_when_any_done=False)
+    assert_prior(rollout[:, 0], (3,))
+    nxt = rollout["next"]
+    assert (nxt[BELIEF_MEAN][:, 0].abs() > 0).any()
+    assert (nxt[BELIEF_HIDDEN][:, 0].abs() > 0).any()
+    # Successive beliefs differ (the GRU is updated every step).
+    assert not torch.allclose(nxt[BELIEF_MEAN][:, 1], nxt[BELIEF_MEAN][:, 2])
+    for td in (rollout, nxt):
+        expected = torch.cat([td["observation"], td[BELIEF_MEAN], td[BELIEF_LOGVAR]], -1)
+        torch.testing.assert_close(td["hyper_state"], expected, rtol=0, atol=0)
+    # The root belief at t+1 is the next belief of step t.
+    torch.testing.assert_close(rollout[BELIEF_HIDDEN][:, 1:], nxt[BELIEF_HIDDEN][:, :-1])
+
+
+def test_belief_matches_one_encoder_step_each_step():
+    env, encoder = make_env(2)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        rollout = env.rollout(20, break_when_any_done=False)
+        for t in range(20):
+            mean, logvar, hidden = encoder.step(
+                rollout["action"][:, t],
+                rollout["next", "reward"][:, t],
+                rollout["next", "observation"][:, t],
+                rollout[BELIEF_HIDDEN][:, t],
+            )
+            torch.testing.assert_close(rollout["next", *BELIEF_MEAN][:, t], mean)
+            torch.testing.assert_close(rollout["next", *BELIEF_LOGVAR][:, t], logvar)
+            torch.testing.assert_close(rollout["next", *BELIEF_HIDDEN][:, t], hidden)
+
+
+def test_belief_not_reset_at_inner_episode_end():
+    env, encoder = make_env(3)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        rollout = env.rollout(HORIZON, break_when_any_done=False)
+    ep_done = rollout["next", "episode_done"][0, :, 0]
+    for end in (14, 29, 44):
+        assert ep_done[end]
+        after = end + 1
+        # The observation was reset to the start, the belief was not.
+        assert rollout["observation"][:, after].eq(0).all()
+        carried = rollout[BELIEF_HIDDEN][:, after]
+        torch.testing.assert_close(carried, rollout["next", *BELIEF_HIDDEN][:, end])
+        assert carried.abs().sum() > 0
+        assert rollout[BELIEF_MEAN][:, after].abs().sum() > 0
+        with torch.no_grad():
+            mean, logvar, hidden = encoder.step(
+                rollout["action"][:, after],
+                rollout["next", "reward"][:, after],
+                rollout["next", "observation"][:, after],
+                carried,
+            )
+            from_prior = encoder.step(
+                rollout["action"][:, after],
+                rollout["next", "reward"][:, after],
+                rollout["next", "observation"][:, after],
+                encoder.initial_hidden(3),
+            )
+        torch.testing.assert_close(rollout["next", *BELIEF_HIDDEN][:, after], hidden)
+        torch.testing.assert_close(rollout["next", *BELIEF_MEAN][:, after], mean)
+        assert not torch.allclose(hidden, from_prior[2])
+
+
+def test_belief_reset_to_prior_on_new_task_in_rollout():
+    env, encoder = make_env(3)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        rollout = env.rollout(2 * HORIZON, break_when_any_done=False)
+    assert rollout["next", "done"][:, HORIZON - 1].all()
+    assert not torch.equal(rollout["task"][:, HORIZON - 1], rollout["task"][:, HORIZON])
+    # Before the task switch the belief is not the prior, right after it is.
+    assert rollout["next", *BELIEF_HIDDEN][:, HORIZON - 1].abs().sum() > 0
+    assert_prior(rollout[:, HORIZON], (3,))
+    with torch.no_grad():
+        mean, logvar, hidden = encoder.step(
+            rollout["action"][:, HORIZON],
+            rollout["next", "reward"][:, HORIZON],
+            rollout["next", "observation"][:, HORIZON],
+            encoder.initial_hidden(3),
+        )
+    torch.testing.assert_close(rollout["next", *BELIEF_HIDDEN][:, HORIZON], hidden)
+    torch.testing.assert_close(rollout["next", *BELIEF_MEAN][:, HORIZON], mean)
+    torch.testing.assert_close(rollout["next", *BELIEF_LOGVAR][:, HORIZON], logvar)
+    # The second task's beliefs equal a fresh encoding of the second task alone.
+    with torch.no_grad():
+        seq_mean, _, seq_hidden = encoder.sequence(
+            rollout["action"][:, HORIZON:],
+            rollout["next", "reward"][:, HORIZON:],
+            rollout["next", "observation"][:, HORIZON:],
+        )
+    torch.testing.assert_close(rollout["next", *BELIEF_MEAN][:, HORIZON:], seq_mean[:, 1:])
+
+
+def test_belief_reset_after_done_with_env_reset():
+    env, _ = make_env(2)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        rollout = env.rollout(HORIZON)  # stops at the end of the BAMDP
+        assert rollout.batch_size == torch.Size([2, HORIZON])
+        assert rollout["next", *BELIEF_HIDDEN][:, -1].abs().sum() > 0
+        td = env.reset()
+    assert_prior(td, (2,))
+
+
+def test_collector_new_task_gets_prior_belief():
+    env, _ = make_env(2, seed=9)
+    torch.manual_seed(6)
+    collector = Collector(
+        env,
+        policy=None,
+        frames_per_batch=2 * 2 * HORIZON,
+        total_frames=2 * 2 * HORIZON,
+        auto_register_policy_transforms=False,
+    )
+    try:
+        batch = next(iter(collector))
+    finally:
+        collector.shutdown()
+    assert batch.batch_size == torch.Size([2, 2 * HORIZON])
+    assert_prior(batch[:, 0], (2,))
+    assert_prior(batch[:, HORIZON], (2,))
+    assert batch[BELIEF_HIDDEN][:, 1:HORIZON].abs().sum(-1).gt(0).all()
+    assert batch[BELIEF_HIDDEN][:, HORIZON + 1 :].abs().sum(-1).gt(0).all()
+    assert not batch[BELIEF_MEAN].requires_grad
+
+
+def test_partial_reset_only_resets_masked_belief():
+    env, _ = make_env(3)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        td = env.reset()
+        for _ in range(20):
+            td = step_mdp(env.rand_step(td))
+        before = td.clone()
+        assert before[BELIEF_HIDDEN].abs().sum(-1).gt(0).all()
+        td["_reset"] = torch.tensor([[False], [True], [False]])
+        out = env.reset(td)
+    assert_prior(out[1:2], (1,))
+    for key in (BELIEF_MEAN, BELIEF_LOGVAR, BELIEF_HIDDEN):
+        torch.testing.assert_close(out[key][[0, 2]], before[key][[0, 2]], rtol=0, atol=0)
+    torch.testing.assert_close(out["observation"][[0, 2]], before["observation"][[0, 2]])
+    torch.testing.assert_close(out["observation"][1], torch.zeros(2))
+    expected = torch.cat([out["observation"], out[BELIEF_MEAN], out[BELIEF_LOGVAR]], -1)
+    torch.testing.assert_close(out["hyper_state"], expected, rtol=0, atol=0)
+
+
+def test_online_beliefs_equal_encoder_sequence():
+    env, encoder = make_env(4, seed=2)
+    torch.manual_seed(8)
+    with torch.no_grad():
+        rollout = env.rollout(HORIZON, break_when_any_done=False)
+        mean, logvar, hidden = encoder.sequence(
+            rollout["action"], rollout["next", "reward"], rollout["next", "observation"]
+        )
+    assert mean.shape == (4, HORIZON + 1, LATENT)
+    assert hidden.shape == (4, HORIZON + 1, HIDDEN)
+    # Index 0 is the prior, which is also the belief written at reset.
+    torch.testing.assert_close(mean[:, 0], torch.zeros(4, LATENT), rtol=0, atol=0)
+    torch.testing.assert_close(logvar[:, 0], torch.zeros(4, LATENT), rtol=0, atol=0)
+    torch.testing.assert_close(hidden[:, 0], rollout[BELIEF_HIDDEN][:, 0], rtol=0, atol=0)
+    nxt = rollout["next"]
+    torch.testing.assert_close(mean[:, 1:], nxt[BELIEF_MEAN], atol=1e-6, rtol=0)
+    torch.testing.assert_close(logvar[:, 1:], nxt[BELIEF_LOGVAR], atol=1e-6, rtol=0)
+    torch.testing.assert_close(hidden[:, 1:], nxt[BELIEF_HIDDEN], atol=1e-6, rtol=0)
+    # ... and the root beliefs (what the policy sees) are the sequence shifted by one.
+    torch.testing.assert_close(mean[:, :-1], rollout[BELIEF_MEAN], atol=1e-6, rtol=0)
+
+
+def test_no_gradients_by_default_and_optional_tracking():
+    encoder = make_encoder()
+    base = BAMDPEnv(GridNaviEnv(num_envs=2), EPISODE_LENGTH, EPISODES, seed=0)
+    env = TransformedEnv(base, VariationalBelief(encoder))
+    td = env.rand_step(env.reset())
+    assert not td["next", *BELIEF_MEAN].requires_grad
+    tracked = TransformedEnv(
+        BAMDPEnv(GridNaviEnv(num_envs=2), EPISODE_LENGTH, EPISODES, seed=0),
+        VariationalBelief(encoder, track_gradients=True),
+    )
+    td = tracked.rand_step(tracked.reset())
+    mean = td["next", *BELIEF_MEAN]
+    assert mean.requires_grad
+    mean.sum().backward()
+    assert encoder.mean_head.weight.grad is not None
+    assert encoder.mean_head.weight.grad.abs().sum() > 0
+
+
+def test_step_without_belief_raises():
+    env, _ = make_env(2)
+    td = env.reset().exclude("belief")
+    td["action"] = torch.zeros(2, dtype=torch.long)
+    with pytest.raises(KeyError, match="belief"):
+        env.step(td)
+
+
+def test_transform_forward_is_not_supported():
+    transform = VariationalBelief(make_encoder())
+    with pytest.raises(NotImplementedError):
+        transform(TensorDict({}, batch_size=[]))
+
+
+def test_hyper_state_transform_and_compose():
+    t = hyper_state_transform()
+    assert t.out_keys == ["hyper_state"]
+    td = TensorDict(
+        {
+            "observation": torch.tensor([[1.0, 2.0]]),
+            "belief": {"mean": torch.tensor([[3.0]]), "logvar": torch.tensor([[4.0]])},
+        },
+        batch_size=[1],
+    )
+    out = t(td)
+    torch.testing.assert_close(out["hyper_state"], torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    assert "observation" in list(out.keys())  # not deleted
+    composed = varibad_transforms(make_encoder())
+    assert isinstance(composed[0], VariationalBelief)
+    assert composed[1].out_keys == ["hyper_state"]

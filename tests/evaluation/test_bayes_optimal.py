@@ -1,0 +1,347 @@
+"""Tests of the exact Bayes-optimal GridNavi solver (pure Python, no torch needed)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import cache
+
+import pytest
+
+from torchrl_bamdp.evaluation.bayes_optimal import (
+    ACTION_MOVES,
+    BayesOptimalGridNavi,
+    GridNaviSpec,
+    main,
+)
+
+
+def _solver(grid_size: int, length: int, episodes: int, **rewards: float) -> BayesOptimalGridNavi:
+    spec = GridNaviSpec(
+        grid_size=grid_size, episode_length=length, episodes_per_task=episodes, **rewards
+    )
+    return BayesOptimalGridNavi(spec)
+
+
+def _move(cell: tuple[int, int], action: int, grid_size: int) -> tuple[int, int]:
+    dx, dy = ACTION_MOVES[action]
+    return (
+        min(grid_size - 1, max(0, cell[0] + dx)),
+        min(grid_size - 1, max(0, cell[1] + dy)),
+    )
+
+
+# -- independent reference solvers ---------------------------------------------------------------
+def _belief_expectimax(spec: GridNaviSpec) -> tuple[Fraction, list[Fraction]]:
+    """Plain expectimax over (episode, step, position, set of goals consistent with the history).
+
+    No score transformation, no bounds, no "stay on the goal" shortcut: every action is tried at
+    every node, with the real rewards as exact fractions, and the goal-found case is just a
+    singleton belief. Returns the optimal value and the per-episode expected returns of the
+    policy that takes the lowest-index optimal action.
+    """
+    goal_r, penalty = Fraction(spec.goal_reward), Fraction(spec.step_penalty)
+    length, episodes, n = spec.episode_length, spec.episodes_per_task, spec.grid_size
+    goals = frozenset(spec.candidate_goals())
+
+    @cache
+    def q_values(episode: int, step: int, pos: tuple[int, int], belief: frozenset) -> list:
+        values = []
+        for action in range(5):
+            new = _move(pos, action, n)
+            if new in belief:
+                p_goal = Fraction(1, len(belief))
+                total = p_goal * (goal_r + value(episode, step + 1, new, frozenset([new])))
+                if len(belief) > 1:
+                    rest = belief - {new}
+                    total += (1 - p_goal) * (penalty + value(episode, step + 1, new, rest))
+            else:
+                total = penalty + value(episode, step + 1, new, belief)
+            values.append(total)
+        return values
+
+    @cache
+    def value(episode: int, step: int, pos: tuple[int, int], belief: frozenset) -> Fraction:
+        if step == length:
+            return Fraction(0) if episode == episodes - 1 else value(episode + 1, 0, (0, 0), belief)
+        return max(q_values(episode, step, pos, belief))
+
+    per_episode = [Fraction(0)] * episodes
+    for goal in goals:
+        belief = goals
+        for episode in range(episodes):
+            pos = (0, 0)
+            for step in range(length):
+                q = q_values(episode, step, pos, belief)
+                pos = _move(pos, q.index(max(q)), n)
+                found = pos == goal
+                per_episode[episode] += goal_r if found else penalty
+                belief = frozenset([goal]) if found else belief - {pos}
+    return value(0, 0, (0, 0), goals), [total / len(goals) for total in per_episode]
+
+
+def _full_history_expectimax(spec: GridNaviSpec) -> Fraction:
+    """Expectimax over full histories of (action, reward) pairs, no memoisation at all.
+
+    The posterior at a history is found by replaying the history against every candidate goal.
+    """
+    goal_r, penalty = Fraction(spec.goal_reward), Fraction(spec.step_penalty)
+    length, horizon = spec.episode_length, spec.episode_length * spec.episodes_per_task
+    goals = spec.candidate_goals()
+
+    def replay(goal: tuple[int, int], actions: list[int]) -> list[Fraction]:
+        rewards, pos = [], (0, 0)
+        for i, action in enumerate(actions):
+            if i % length == 0:
+                pos = (0, 0)
+            pos = _move(pos, action, spec.grid_size)
+            rewards.append(goal_r if pos == goal else penalty)
+        return rewards
+
+    def value(history: tuple[tuple[int, Fraction], ...]) -> Fraction:
+        if len(history) == horizon:
+            return Fraction(0)
+        actions = [a for a, _ in history]
+        seen = [r for _, r in history]
+        posterior = [g for g in goals if replay(g, actions) == seen]
+        best = None
+        for action in range(5):
+            outcomes: dict[Fraction, int] = {}
+            for g in posterior:
+                reward = replay(g, [*actions, action])[-1]
+                outcomes[reward] = outcomes.get(reward, 0) + 1
+            total = sum(
+                Fraction(count, len(posterior)) * (reward + value((*history, (action, reward))))
+                for reward, count in outcomes.items()
+            )
+            best = total if best is None else max(best, total)
+        return best
+
+    return value(())
+
+
+# -- spec ----------------------------------------------------------------------------------------
+def test_candidate_goals_exclude_the_four_cells_nearest_the_start():
+    goals = GridNaviSpec().candidate_goals()
+    assert len(goals) == 21
+    assert not {(0, 0), (0, 1), (1, 0), (1, 1)} & set(goals)
+    assert GridNaviSpec(grid_size=3).candidate_goals() == [(0, 2), (1, 2), (2, 0), (2, 1), (2, 2)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"grid_size": 2}, "grid_size"),
+        ({"grid_size": 4.0}, "grid_size"),
+        ({"episode_length": 0}, "episode_length"),
+        ({"episodes_per_task": 0}, "episodes_per_task"),
+        ({"episodes_per_task": True}, "episodes_per_task"),
+        ({"step_penalty": math.nan}, "step_penalty"),
+        ({"goal_reward": -0.1}, "goal_reward"),
+        ({"goal_reward": math.inf}, "goal_reward"),
+    ],
+)
+def test_spec_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=rf"GridNaviSpec\.{field} must"):
+        GridNaviSpec(**kwargs)
+
+
+# -- hand-checked values -------------------------------------------------------------------------
+@pytest.mark.parametrize("grid_size", [3, 5])
+def test_one_episode_of_one_step_cannot_reach_a_goal(grid_size):
+    # After one step the agent is on (0,0), (0,1) or (1,0): never a candidate goal.
+    solver = _solver(grid_size, 1, 1)
+    assert solver.expected_returns() == pytest.approx([-0.1])
+    assert solver.total_expected_return() == pytest.approx(-0.1)
+
+
+def test_grid3_two_steps_two_episodes_by_hand():
+    # 5 candidates. Episode 1 can only test one distance-2 cell at step 2: up, up -> (0,2).
+    #   goal (0,2): 0.9 (= -0.1 + 1) in episode 1, then walks to it again: 0.9.
+    #   otherwise: -0.2 in episode 1; episode 2 tests (2,0) at step 2: 0.9 if it is the goal.
+    #   (1,2), (2,1), (2,2) are out of reach in 2 steps: -0.2 each episode.
+    # Episode 1: (0.9 + 4 * -0.2) / 5 = 0.02; episode 2: (0.9 + 0.9 + 3 * -0.2) / 5 = 0.24.
+    solver = _solver(3, 2, 2)
+    assert solver.expected_returns() == pytest.approx([0.02, 0.24], abs=1e-12)
+    assert solver.total_expected_return() == pytest.approx(0.26, abs=1e-12)
+    assert solver.act((0, 0), 0, 0, None, None) == 1  # up and right tie: lowest index
+    assert solver.act((0, 1), 1, 0, frozenset(solver.spec.candidate_goals()), None) == 1
+    remaining = frozenset({(1, 2), (2, 0), (2, 1), (2, 2)})
+    assert solver.act((0, 0), 0, 1, remaining, None) == 2  # heads right to (2, 0)
+    assert solver.simulate((0, 2)) == pytest.approx([0.9, 0.9])
+    assert solver.simulate((2, 0)) == pytest.approx([-0.2, 0.9])
+    assert solver.simulate((2, 2)) == pytest.approx([-0.2, -0.2])
+
+
+def test_grid3_three_steps_one_episode_by_hand():
+    # Best: (0,1), (0,2), (1,2): tests (0,2) at step 2 and (1,2) at step 3 (no path tests more).
+    #   goal (0,2): -0.1 + 1 + 1 = 1.9; goal (1,2): -0.1 - 0.1 + 1 = 0.8; 3 others: -0.3.
+    # (1.9 + 0.8 - 0.9) / 5 = 0.36.
+    solver = _solver(3, 3, 1)
+    assert solver.expected_returns() == pytest.approx([0.36], abs=1e-12)
+
+
+def test_grid3_four_steps_one_episode_by_hand():
+    # up, up, right, right tests (0,2), (1,2), (2,2) at steps 2, 3, 4; a goal found at step t
+    # returns (t - 1) * -0.1 + (5 - t) * 1: 2.9, 1.8, 0.7, and the 2 others -0.4 each.
+    # (2.9 + 1.8 + 0.7 - 0.8) / 5 = 0.92.
+    solver = _solver(3, 4, 1)
+    assert solver.expected_returns() == pytest.approx([0.92], abs=1e-12)
+    pos, remaining, actions = (0, 0), set(solver.spec.candidate_goals()), []
+    for step in range(4):
+        action = solver.act(pos, step, 0, frozenset(remaining), None)
+        actions.append(action)
+        pos = _move(pos, action, 3)
+        remaining.discard(pos)
+    assert actions == [1, 1, 2, 2]
+
+
+def test_known_goal_return_default_by_hand():
+    # Distances of the 21 goals from the start: 2 (x2), 3 (x4), 4 (x5), 5 (x4), 6 (x3), 7 (x2),
+    # 8 (x1); sum 96. Return at distance d: (16 - d) - 0.1 (d - 1) = 16.1 - 1.1 d.
+    # Mean: 16.1 - 1.1 * 96 / 21 = 232.5 / 21.
+    assert BayesOptimalGridNavi().known_goal_return() == pytest.approx(232.5 / 21, abs=1e-12)
+
+
+def test_known_goal_return_counts_out_of_reach_goals():
+    # 3x3, L=2: (0,2) and (2,0) give -0.1 + 1 = 0.9; the other 3 are out of reach: -0.2.
+    assert _solver(3, 2, 1).known_goal_return() == pytest.approx((1.8 - 0.6) / 5, abs=1e-12)
+
+
+def test_default_first_episode_tests_a_new_cell_every_step_by_hand():
+    # Episode 1 tests 14 new cells at steps 2..15: sum_t (16 - t) - 0.1 (t - 1) = 105 - 10.5,
+    # the other 7 goals give -1.5: (94.5 - 10.5) / 21 = 4.0.
+    returns = BayesOptimalGridNavi().expected_returns()
+    assert returns[0] == pytest.approx(4.0, abs=1e-12)
+
+
+# -- against independent solvers -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("grid_size", "length", "episodes", "rewards"),
+    [
+        (3, 4, 2, {}),
+        (3, 5, 3, {}),
+        (3, 3, 4, {}),
+        (4, 5, 2, {}),
+        (4, 6, 2, {"goal_reward": 2.0, "step_penalty": -0.5}),
+        (4, 5, 2, {"goal_reward": 0.5, "step_penalty": 0.25}),
+    ],
+)
+def test_dp_equals_belief_expectimax(grid_size, length, episodes, rewards):
+    solver = _solver(grid_size, length, episodes, **rewards)
+    value, per_episode = _belief_expectimax(solver.spec)
+    # Exact equality: both sides are rationals built from the same float rewards.
+    assert sum(solver.expected_returns_exact()) == value
+    # Same lowest-index tie-breaking, so the same policy and the same per-episode returns.
+    assert solver.expected_returns_exact() == per_episode
+
+
+@pytest.mark.parametrize(("grid_size", "length", "episodes"), [(3, 2, 2), (3, 3, 1), (3, 4, 1)])
+def test_dp_value_equals_full_history_expectimax(grid_size, length, episodes):
+    solver = _solver(grid_size, length, episodes)
+    assert sum(solver.expected_returns_exact()) == _full_history_expectimax(solver.spec)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [GridNaviSpec(), GridNaviSpec(3, 4, 2), GridNaviSpec(4, 7, 3), GridNaviSpec(5, 10, 3)],
+    ids=lambda s: f"{s.grid_size}x{s.grid_size}-L{s.episode_length}-K{s.episodes_per_task}",
+)
+def test_simulated_returns_average_to_expected_returns(spec):
+    solver = BayesOptimalGridNavi(spec)
+    goals = spec.candidate_goals()
+    runs = [solver.simulate(goal) for goal in goals]
+    for episode, expected in enumerate(solver.expected_returns()):
+        mean = math.fsum(run[episode] for run in runs) / len(goals)
+        assert mean == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert math.fsum(map(math.fsum, runs)) / len(goals) == pytest.approx(
+        solver.total_expected_return(), rel=1e-12
+    )
+
+
+# -- structure of the default solution -----------------------------------------------------------
+def test_default_returns_improve_then_equal_the_known_goal_return():
+    solver = BayesOptimalGridNavi()
+    returns = solver.expected_returns()
+    known = solver.known_goal_return()
+    assert len(returns) == 4
+    assert returns[0] < returns[1]
+    # Every goal is found within two episodes, the second one testing the 7 cells left in
+    # order of distance from the start at step = distance: from episode 2 on, each episode
+    # returns exactly what a walk to the known goal does.
+    assert returns[1] == returns[2] == returns[3] == known
+    assert solver.total_expected_return() == pytest.approx(4.0 + 3 * 232.5 / 21, abs=1e-12)
+    for goal in solver.spec.candidate_goals():
+        run = solver.simulate(goal)
+        assert run[2] == run[3]
+        assert run[1] >= run[0]
+
+
+def test_more_episodes_only_add_known_goal_episodes_once_the_goal_is_surely_found():
+    two, four = BayesOptimalGridNavi(GridNaviSpec(episodes_per_task=2)), BayesOptimalGridNavi()
+    assert four.expected_returns()[:2] == pytest.approx(two.expected_returns(), abs=1e-12)
+
+
+# -- policy interface ----------------------------------------------------------------------------
+def test_act_with_a_known_goal_walks_a_shortest_path_then_stays():
+    solver = BayesOptimalGridNavi()
+    assert solver.act((0, 0), 0, 1, None, goal_known=(3, 0)) == 2
+    assert solver.act((0, 0), 0, 1, None, goal_known=(0, 3)) == 1
+    assert solver.act((0, 0), 0, 1, None, goal_known=(2, 2)) == 1  # up before right
+    assert solver.act((4, 4), 0, 1, None, goal_known=(2, 2)) == 3  # down before left
+    assert solver.act((2, 2), 5, 1, None, goal_known=(2, 2)) == 0
+    # Out of reach in the last step: every action is equally bad, so noop.
+    assert solver.act((0, 0), 14, 3, None, goal_known=(4, 4)) == 0
+
+
+def test_act_with_a_single_remaining_cell_heads_for_it():
+    solver = BayesOptimalGridNavi()
+    assert solver.act((0, 0), 0, 0, frozenset({(4, 0)}), None) == 2
+    assert solver.act((2, 0), 2, 0, frozenset({(2, 3), (2, 0)}), None) == 1  # (2,0) ruled out
+
+
+def test_act_accepts_non_tuple_integer_pairs():
+    solver = _solver(3, 2, 2)
+    assert solver.act([0, 0], 0, 0, None, None) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"position": (5, 0)}, "position"),
+        ({"position": "a"}, "position"),
+        ({"step_in_episode": 15}, "step_in_episode"),
+        ({"step_in_episode": -1}, "step_in_episode"),
+        ({"episode": 4}, "episode"),
+        ({"remaining": frozenset({(0, 0), (1, 1)})}, "belief is empty"),
+        ({"remaining": frozenset({(9, 9)})}, "remaining cell"),
+        ({"goal_known": (0, 7)}, "goal"),
+    ],
+)
+def test_act_rejects_bad_inputs(kwargs, match):
+    args = {"position": (0, 0), "step_in_episode": 0, "episode": 0, "remaining": None}
+    args["goal_known"] = None
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        BayesOptimalGridNavi().act(**args)
+
+
+def test_simulate_rejects_a_non_candidate_goal():
+    with pytest.raises(ValueError, match="not a candidate goal"):
+        BayesOptimalGridNavi().simulate((1, 1))
+
+
+def test_policy_is_deterministic_across_instances():
+    spec = GridNaviSpec(4, 7, 3)
+    first, second = BayesOptimalGridNavi(spec), BayesOptimalGridNavi(spec)
+    for goal in spec.candidate_goals():
+        assert first.simulate(goal) == second.simulate(goal)
+
+
+def test_main_prints_the_returns(capsys):
+    main(["--grid-size", "3", "--episode-length", "2", "--episodes", "2"])
+    out = capsys.readouterr().out
+    assert "episode 1: expected return 0.020000" in out
+    assert "episode 2: expected return 0.240000" in out
+    assert "total:     0.260000" in out
+    assert "known-goal return per episode: 0.240000" in out

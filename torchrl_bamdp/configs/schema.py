@@ -128,6 +128,7 @@ class PPOConfig:
     epochs: int = 2
     minibatches: int = 4
     clip_epsilon: float = 0.05
+    value_clip: float | None = None
     gamma: float = 0.95
     lmbda: float = 0.95
     entropy_coef: float = 0.01
@@ -144,6 +145,8 @@ class PPOConfig:
         _at_least(path, "epochs", self.epochs, 1)
         _at_least(path, "minibatches", self.minibatches, 1)
         _in_open_unit(path, "clip_epsilon", self.clip_epsilon)
+        if self.value_clip is not None:
+            _positive(path, "value_clip", self.value_clip)
         for name in ("gamma", "lmbda"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -177,7 +177,7 @@ class Trainer:
             critic_coeff=ppo.critic_coef,
             loss_critic_type="smooth_l1",
             normalize_advantage=ppo.normalize_advantage,
-            clip_value=ppo.clip_epsilon,
+            clip_value=ppo.value_clip,
         )
         policy_params = list(self.agent.actor.parameters()) + list(self.agent.critic.parameters())
         if ppo.encoder_grad:

@@ -42,13 +42,14 @@ def _apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, An
     from omegaconf import OmegaConf
 
     merged = OmegaConf.create(base)
+    kept = []
     for item in overrides:
-        key, _, value = item.lstrip("+").partition("=")
+        key = item.lstrip("+~").partition("=")[0]
         if key in ("resume", "run_dir") or key.startswith("hydra"):
             continue
-        OmegaConf.update(
-            merged, key, OmegaConf.create({"v": value})["v"] if value else None, force_add=True
-        )
+        kept.append(item.lstrip("+"))
+    # from_dotlist parses values as YAML, as Hydra does: "960" -> 960, "null" -> None.
+    merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(kept))
     return OmegaConf.to_container(merged, resolve=True)
 
 
@@ -79,14 +80,15 @@ def _train(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from torchrl_bamdp.trainers import Trainer
-
     data = OmegaConf.to_container(cfg, resolve=True)
     try:
         config, run_dir = resolve_run(data, list(HydraConfig.get().overrides.task))
     except ConfigError as err:
         print(f"bamdp-train: invalid configuration: {err}", file=sys.stderr)
         sys.exit(2)
+    # Imported only once the config is valid: a typo is reported without loading TorchRL.
+    from torchrl_bamdp.trainers import Trainer
+
     print(f"bamdp-train: run directory {run_dir}")
     result = Trainer(config, run_dir).train()
     evaluation = result["eval"]
@@ -107,9 +109,11 @@ EVAL_USAGE = (
 
 
 def eval_main(argv: list[str] | None = None) -> None:
-    """Entry point of ``bamdp-eval``: meta-test a trained run, write JSON and Markdown."""
-    from torchrl_bamdp.trainers import Trainer
+    """Entry point of ``bamdp-eval``: meta-test a trained run, write JSON and Markdown.
 
+    The run is opened read-only: its config, metrics and logger are left untouched; only
+    ``meta_test.json`` and ``meta_test.md`` are written into the run directory.
+    """
     args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
     allowed = {"run_dir", "tasks", "episodes", "deterministic"}
     unknown = set(args) - allowed
@@ -128,8 +132,14 @@ def eval_main(argv: list[str] | None = None) -> None:
         overrides["train"]["eval_deterministic"] = args["deterministic"].lower() == "true"
     base = json.loads((run_dir / "config.json").read_text())
     base["train"].update(overrides["train"])
-    config = load_config(base)
-    trainer = Trainer(config, run_dir)
+    try:
+        config = load_config(base)
+    except ConfigError as err:
+        print(f"bamdp-eval: {run_dir}/config.json is invalid: {err}", file=sys.stderr)
+        sys.exit(2)
+    from torchrl_bamdp.trainers import Trainer
+
+    trainer = Trainer(config, run_dir, read_only=True)
     tasks = int(args.get("tasks", config.train.eval_tasks))
     episodes = int(args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task))
     result = trainer.evaluate(num_tasks=tasks, episodes=episodes)

@@ -34,7 +34,7 @@ class EnvConfig:
     """Task family and BAMDP horizon."""
 
     name: str = "gridworld"
-    num_envs: int = 16
+    num_envs: int = 64
     episode_length: int = 15
     episodes_per_task: int = 4
     grid_size: int = 5
@@ -57,7 +57,7 @@ class EncoderConfig:
 
     latent_dim: int = 5
     hidden_size: int = 64
-    obs_embed: int = 8
+    obs_embed: int = 32
     action_embed: int = 0
     reward_embed: int = 8
 
@@ -75,7 +75,7 @@ class DecoderConfig:
     """Which decoders the ELBO reconstructs with."""
 
     reward: str = "grid_cells"
-    reward_hidden: list[int] = field(default_factory=list)
+    reward_hidden: list[int] = field(default_factory=lambda: [64, 64])
     state: bool = False
     state_hidden: list[int] = field(default_factory=lambda: [64, 32])
     task: bool = False
@@ -94,15 +94,15 @@ class DecoderConfig:
 class ELBOConfig:
     """Encoder/decoder optimisation."""
 
-    lr: float = 1e-3
+    lr: float = 3e-3
     kl_weight: float = 0.01
     reward_weight: float = 1.0
     state_weight: float = 1.0
     task_weight: float = 1.0
-    batch_trajectories: int = 25
+    batch_trajectories: int = 100
     buffer_trajectories: int = 1000
-    updates_per_iteration: int = 3
-    elbo_subsample: int | None = None
+    updates_per_iteration: int = 4
+    elbo_subsample: int | None = 15
     decode_subsample: int | None = None
     max_grad_norm: float | None = None
 
@@ -124,10 +124,10 @@ class ELBOConfig:
 class PPOConfig:
     """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic."""
 
-    lr: float = 7e-4
-    epochs: int = 2
-    minibatches: int = 4
-    clip_epsilon: float = 0.05
+    lr: float = 1e-3
+    epochs: int = 4
+    minibatches: int = 16
+    clip_epsilon: float = 0.2
     value_clip: float | None = None
     gamma: float = 0.95
     lmbda: float = 0.95

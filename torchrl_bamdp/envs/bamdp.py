@@ -64,6 +64,7 @@ class BAMDPEnv(EnvBase):
         self.episodes_per_task = int(episodes_per_task)
         self.task_generator = torch.Generator()
         self.task_generator.manual_seed(0 if seed is None else int(seed))
+        self.generator_state_before_last_reset = self.task_generator.get_state()
         n = task_env.batch_size.numel()
         self._step_in_episode = torch.zeros(n, dtype=torch.long, device=self.device)
         self._episode = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -104,6 +105,10 @@ class BAMDPEnv(EnvBase):
             mask = torch.ones(n, dtype=torch.bool, device=self.device)
         mask = mask.reshape(n).to(self.device)
         num_new = int(mask.sum())
+        # Kept so that a checkpoint can rewind task sampling to just before the latest reset:
+        # collectors reset finished envs *before* yielding a batch, so a run resumed from a
+        # checkpoint redraws exactly the tasks the uninterrupted run went on with.
+        self.generator_state_before_last_reset = self.task_generator.get_state()
         if num_new:
             self._task[mask] = self.task_env.sample_tasks(num_new, self.task_generator)
         self._step_in_episode[mask] = 0

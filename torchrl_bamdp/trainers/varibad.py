@@ -129,6 +129,9 @@ class Trainer:
         A validated configuration (:func:`torchrl_bamdp.configs.load_config`).
     run_dir : str or Path
         Where config, metrics and checkpoints are written.
+    read_only : bool
+        Load the run's checkpoint for evaluation and write nothing (no config, metrics or
+        logger); :meth:`train` is then refused.
 
     Examples
     --------
@@ -141,10 +144,12 @@ class Trainer:
     240
     """
 
-    def __init__(self, config: Config, run_dir: str | Path) -> None:
+    def __init__(self, config: Config, run_dir: str | Path, read_only: bool = False) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(config.device)
         torch.set_num_threads(config.train.num_threads)
         torch.manual_seed(config.seed)
@@ -195,6 +200,12 @@ class Trainer:
         self.iteration = 0
         self.last_eval: dict[str, Any] | None = None
         self.checkpoint_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
+        self.logger: MetricsLogger | None = None
+        if read_only:
+            if not self.checkpoint_path.exists():
+                raise FileNotFoundError(f"no checkpoint to evaluate at {self.checkpoint_path}")
+            self.load_checkpoint(self.checkpoint_path)
+            return
         self._write_run_files()
         self.logger = MetricsLogger(self.run_dir, config)
         if self.checkpoint_path.exists():
@@ -222,8 +233,6 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
-        for normalizer in find_input_normalizers(self.agent.actor):
-            normalizer.update(batch.get("hyper_state"))
         with torch.no_grad():
             self.gae(batch)
         sums: dict[str, float] = {}
@@ -257,6 +266,10 @@ class Trainer:
                         sums[key] = sums.get(key, 0.0) + float(losses[key].detach().mean())
                 sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
                 count += 1
+        # Update the input statistics only after the epochs, so that the stored action
+        # log-probabilities come from the very policy the PPO ratio starts from.
+        for normalizer in find_input_normalizers(self.agent.actor):
+            normalizer.update(batch.get("hyper_state"))
         return {k: v / count for k, v in sums.items()}
 
     def _trajectory_minibatches(self, batch: TensorDictBase, minibatches: int):
@@ -318,6 +331,8 @@ class Trainer:
     # -- main loop --------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Run until ``train.total_frames``; returns the final metrics and evaluation."""
+        if self.read_only:
+            raise RuntimeError("this Trainer was opened read_only (evaluation); it cannot train")
         cfg = self.config
         remaining = cfg.train.total_frames - self.frames
         if remaining > 0:
@@ -426,7 +441,8 @@ class Trainer:
             "buffer": self.buffer.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
-                "task_generator": self.env.task_generator.get_state(),
+                # Whole-task batches: the collector's next reset redraws these tasks on resume.
+                "task_generator": self.env.generator_state_before_last_reset,
                 "buffer_generator": self.buffer.generator.get_state(),
             },
         }

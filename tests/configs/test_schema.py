@@ -1,0 +1,370 @@
+"""The validated config schema: defaults, every kind of bad input, and the shipped YAML files."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from torchrl_bamdp.configs import Config, ConfigError, config_to_dict, load_config
+from torchrl_bamdp.configs.schema import (
+    ACTIVATIONS,
+    ENV_NAMES,
+    LOGGER_BACKENDS,
+    REWARD_DECODERS,
+    WANDB_MODES,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "torchrl_bamdp" / "configs"
+
+
+def nested(path: str, value) -> dict:
+    """``nested("algo.ppo.lr", 1)`` -> ``{"algo": {"ppo": {"lr": 1}}}``."""
+    out = value
+    for part in reversed(path.split(".")):
+        out = {part: out}
+    return out
+
+
+def merge(*dicts: dict) -> dict:
+    out: dict = {}
+    for d in dicts:
+        _merge_into(out, d)
+    return out
+
+
+def _merge_into(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge_into(dst[key], value)
+        else:
+            dst[key] = copy.deepcopy(value)
+
+
+def load_error(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(data)
+    return str(info.value)
+
+
+# -- defaults ----------------------------------------------------------------------------------
+def test_defaults_load():
+    for data in (None, {}):
+        cfg = load_config(data)
+        assert isinstance(cfg, Config)
+        assert cfg == Config()
+    cfg = load_config({})
+    assert cfg.env.name == "gridworld"
+    assert cfg.env.horizon == cfg.env.episode_length * cfg.env.episodes_per_task == 60
+    assert cfg.steps_per_batch == 60
+    assert cfg.frames_per_batch == cfg.env.num_envs * 60
+    assert cfg.algo.ppo.encoder_grad is False
+
+
+def test_values_are_applied_and_promoted():
+    cfg = load_config(
+        {
+            "seed": 3,
+            "env": {"num_envs": 8},
+            "algo": {"ppo": {"lr": 1, "hidden": [16, 16]}, "elbo": {"elbo_subsample": 5}},
+            "train": {"steps_per_batch": 120},
+        }
+    )
+    assert cfg.seed == 3
+    assert cfg.env.num_envs == 8
+    # int -> float promotion for float fields
+    assert cfg.algo.ppo.lr == 1.0 and isinstance(cfg.algo.ppo.lr, float)
+    assert cfg.algo.ppo.hidden == [16, 16]
+    assert cfg.algo.elbo.elbo_subsample == 5
+    assert cfg.steps_per_batch == 120
+    assert cfg.frames_per_batch == 8 * 120
+    # untouched siblings keep their defaults
+    assert cfg.env.episode_length == Config().env.episode_length
+
+
+def test_config_to_dict_round_trips():
+    cfg = load_config({"env": {"num_envs": 8}, "algo": {"ppo": {"minibatches": 8}}})
+    data = config_to_dict(cfg)
+    assert data["env"]["num_envs"] == 8
+    assert load_config(data) == cfg
+
+
+# -- unknown keys ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("data", "field", "suggestion"),
+    [
+        (nested("env.num_env", 4), "config.env.num_env", "num_envs"),
+        (nested("algo.ppo.clip_eps", 0.1), "config.algo.ppo.clip_eps", "clip_epsilon"),
+        (nested("train.total_frame", 10), "config.train.total_frame", "total_frames"),
+        (nested("algo.elbo.kl_wieght", 0.1), "config.algo.elbo.kl_wieght", "kl_weight"),
+        ({"sed": 1}, "config.sed", "seed"),
+        (nested("logger.backnd", "csv"), "config.logger.backnd", "backend"),
+    ],
+)
+def test_unknown_key_names_field_and_suggests(data, field, suggestion):
+    msg = load_error(data)
+    assert f"'{field}'" in msg
+    assert f"did you mean '{suggestion}'" in msg
+
+
+def test_unknown_key_without_close_match_lists_valid_keys():
+    msg = load_error(nested("env.zzzzzz", 1))
+    assert "config.env.zzzzzz" in msg
+    assert "did you mean" not in msg
+    assert "num_envs" in msg and "episode_length" in msg
+
+
+# -- wrong types -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("algo.ppo.lr", "0.001", "must be a number"),  # string for a float
+        ("algo.ppo.gamma", "high", "must be a number"),
+        ("algo.ppo.clip_epsilon", True, "must be a number"),  # bool is not a number here
+        ("env.num_envs", 4.0, "must be an integer"),  # float for an int
+        ("env.num_envs", True, "must be an integer"),  # bool for an int
+        ("env.num_envs", "4", "must be an integer"),
+        ("train.total_frames", 1.5e6, "must be an integer"),
+        ("train.steps_per_batch", "abc", "must be an integer"),  # optional int
+        ("algo.elbo.elbo_subsample", 2.5, "must be an integer"),
+        ("train.progress_bar", 1, "must be true or false"),  # int for a bool
+        ("algo.ppo.encoder_grad", "yes", "must be true or false"),
+        ("env.name", 3, "must be a string"),
+        ("algo.ppo.hidden", 32, "must be a list"),
+        ("env", 5, "must be a mapping"),
+    ],
+)
+def test_wrong_type_names_field(path, value, expected):
+    msg = load_error(nested(path, value))
+    assert f"config.{path}" in msg
+    assert expected in msg
+
+
+def test_wrong_type_inside_list_names_index():
+    msg = load_error(nested("algo.ppo.hidden", [32, "wide"]))
+    assert "config.algo.ppo.hidden[1]" in msg
+    assert "must be an integer" in msg
+
+
+# -- out of range ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("algo.ppo.clip_epsilon", 0.0),
+        ("algo.ppo.clip_epsilon", 1.5),
+        ("algo.ppo.clip_epsilon", 1.0),
+        ("algo.ppo.gamma", 1.2),
+        ("algo.ppo.gamma", -0.1),
+        ("algo.ppo.lmbda", 1.01),
+        ("algo.ppo.lr", -1e-3),
+        ("algo.ppo.lr", 0.0),
+        ("algo.ppo.lr", math.nan),
+        ("algo.ppo.epochs", 0),
+        ("algo.ppo.minibatches", 0),
+        ("algo.ppo.entropy_coef", -0.01),
+        ("algo.ppo.max_grad_norm", 0.0),
+        ("algo.ppo.hidden", [32, 0]),
+        ("algo.elbo.lr", -1.0),
+        ("algo.elbo.kl_weight", -0.5),
+        ("algo.elbo.batch_trajectories", 0),
+        ("algo.elbo.buffer_trajectories", 0),
+        ("algo.elbo.updates_per_iteration", -1),
+        ("algo.elbo.decode_subsample", 0),
+        ("algo.elbo.max_grad_norm", -1.0),
+        ("algo.encoder.latent_dim", 0),
+        ("algo.encoder.reward_embed", -1),
+        ("algo.decoders.reward_hidden", [0]),
+        ("env.num_envs", 0),
+        ("env.num_envs", -4),
+        ("env.episode_length", 0),
+        ("env.episodes_per_task", 0),
+        ("env.grid_size", 2),
+        ("train.total_frames", 0),
+        ("train.steps_per_batch", 0),
+        ("train.eval_interval", -1),
+        ("train.eval_tasks", 0),
+        ("train.eval_episodes", 0),
+        ("train.checkpoint_interval", -1),
+        ("train.num_threads", 0),
+        ("seed", -1),
+    ],
+)
+def test_out_of_range_names_field(path, value):
+    msg = load_error(nested(path, value))
+    assert f"config.{path}" in msg
+    assert "must be" in msg
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("algo.ppo.gamma", 1.0),
+        ("algo.ppo.gamma", 0.0),
+        ("algo.ppo.clip_epsilon", 0.999),
+        ("algo.elbo.kl_weight", 0.0),
+        ("algo.elbo.updates_per_iteration", 0),
+        ("train.eval_interval", 0),
+        ("train.checkpoint_interval", 0),
+        ("env.grid_size", 3),
+        ("algo.encoder.action_embed", 0),
+    ],
+)
+def test_boundary_values_are_accepted(path, value):
+    cfg = load_config(nested(path, value))
+    obj = cfg
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    assert obj == value
+
+
+@pytest.mark.parametrize(
+    "path", ["algo.elbo.kl_weight", "algo.ppo.entropy_coef", "algo.ppo.gamma", "algo.elbo.lr"]
+)
+def test_nan_is_rejected(path):
+    msg = load_error(nested(path, math.nan))
+    assert f"config.{path}" in msg
+
+
+def test_device_must_be_known():
+    msg = load_error({"device": "tpu"})
+    assert "config.device" in msg
+    assert load_config({"device": "cuda:1"}).device == "cuda:1"
+
+
+def test_all_embeddings_zero_rejected():
+    msg = load_error(nested("algo.encoder", {"obs_embed": 0, "action_embed": 0, "reward_embed": 0}))
+    assert "config.algo.encoder" in msg
+
+
+# -- choices -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "value", "allowed"),
+    [
+        ("env.name", "cheetah", ENV_NAMES),
+        ("algo.name", "rl2x", ("varibad",)),
+        ("algo.decoders.reward", "bce", REWARD_DECODERS),
+        ("logger.backend", "tensorboard", LOGGER_BACKENDS),
+        ("logger.mode", "offlne", WANDB_MODES),
+        ("algo.ppo.activation", "gelu", ACTIVATIONS),
+    ],
+)
+def test_bad_choice_lists_allowed_values(path, value, allowed):
+    msg = load_error(nested(path, value))
+    assert f"config.{path}" in msg
+    assert repr(value) in msg
+    for choice in allowed:
+        assert repr(choice) in msg
+
+
+def test_known_choices_sanity():
+    assert set(REWARD_DECODERS) == {"grid_cells", "mse", "none"}
+    assert set(LOGGER_BACKENDS) == {"csv", "wandb"}
+    assert "offline" in WANDB_MODES and "online" in WANDB_MODES
+    assert {"tanh", "relu"} <= set(ACTIVATIONS)
+
+
+# -- cross-field -------------------------------------------------------------------------------
+def test_steps_per_batch_must_be_multiple_of_horizon():
+    msg = load_error(nested("train.steps_per_batch", 50))
+    assert "train.steps_per_batch" in msg
+    assert "60" in msg  # the horizon
+    # with a different horizon the same number is fine
+    cfg = load_config(
+        merge(
+            nested("train.steps_per_batch", 50),
+            {"env": {"episode_length": 25, "episodes_per_task": 2}},
+        )
+    )
+    assert cfg.steps_per_batch == 50
+    assert load_config(nested("train.steps_per_batch", 180)).steps_per_batch == 180
+
+
+def test_minibatches_must_divide_batch():
+    data = {"env": {"num_envs": 4}, "algo": {"ppo": {"minibatches": 7}}}  # 240 % 7 != 0
+    msg = load_error(data)
+    assert "algo.ppo.minibatches" in msg
+    assert "240" in msg
+    ok = {"env": {"num_envs": 4}, "algo": {"ppo": {"minibatches": 8}}}
+    assert load_config(ok).algo.ppo.minibatches == 8
+
+
+def test_encoder_grad_minibatches_must_divide_num_envs():
+    # 8 divides the 240-frame batch, so it is fine without encoder_grad ...
+    base = {"env": {"num_envs": 4}, "algo": {"ppo": {"minibatches": 8}}}
+    load_config(base)
+    # ... but with encoder_grad minibatches are whole trajectories: 8 does not divide 4 envs
+    msg = load_error(merge(base, nested("algo.ppo.encoder_grad", True)))
+    assert "algo.ppo.minibatches" in msg
+    assert "env.num_envs" in msg
+    assert "encoder_grad" in msg
+    ok = {"env": {"num_envs": 4}, "algo": {"ppo": {"minibatches": 2, "encoder_grad": True}}}
+    assert load_config(ok).algo.ppo.encoder_grad is True
+
+
+def test_all_decoders_disabled_rejected():
+    msg = load_error(nested("algo.decoders", {"reward": "none", "state": False, "task": False}))
+    assert "config.algo.decoders" in msg
+    assert "decoder" in msg
+    # any one decoder is enough
+    for extra in ({"state": True}, {"task": True}):
+        cfg = load_config(nested("algo.decoders", {"reward": "none", **extra}))
+        assert cfg.algo.decoders.reward == "none"
+
+
+# -- the shipped YAML files --------------------------------------------------------------------
+def _group_options() -> list[tuple[str, str]]:
+    options = []
+    for group_dir in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
+        for yaml in sorted(group_dir.glob("*.yaml")):
+            options.append((group_dir.name, yaml.stem))
+    return options
+
+
+def test_config_dir_has_expected_groups():
+    groups = {g for g, _ in _group_options()}
+    assert {"env", "algo", "logger"} <= groups
+    assert (CONFIG_DIR / "config.yaml").is_file()
+
+
+def _compose(overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_top_level_yaml_composes_to_defaults():
+    data = _compose([])
+    assert "hydra" not in data
+    cfg = load_config(data)
+    # The CLI defaults (YAML) and the Python API defaults (dataclasses) agree.
+    assert cfg == Config()
+
+
+@pytest.mark.parametrize(("group", "option"), _group_options())
+def test_every_yaml_composes_and_validates(group, option):
+    data = _compose([f"{group}={option}"])
+    cfg = load_config(data)
+    yaml_values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"))
+    assert yaml_values, f"{group}/{option}.yaml is empty"
+    _assert_subset(yaml_values, config_to_dict(cfg)[group], f"{group}/{option}.yaml")
+
+
+def _assert_subset(expected: dict, actual: dict, where: str) -> None:
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            _assert_subset(value, actual[key], f"{where}:{key}")
+        else:
+            assert actual[key] == value, f"{where}:{key}"
+
+
+def test_composed_overrides_are_validated():
+    data = _compose(["env.num_envs=4", "algo.ppo.clip_epsilon=3"])
+    msg = load_error(data)
+    assert "config.algo.ppo.clip_epsilon" in msg
+    data = _compose(["+env.num_env=4"])
+    msg = load_error(data)
+    assert "did you mean 'num_envs'" in msg

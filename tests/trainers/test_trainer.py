@@ -1,0 +1,433 @@
+"""Trainer: run files, frame accounting, which parameters each update moves, seeding, resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchrl_bamdp.configs import config_to_dict, load_config
+from torchrl_bamdp.trainers import MetricsLogger, Trainer
+
+NUM_ENVS = 4
+HORIZON = 60
+FRAMES_PER_BATCH = NUM_ENVS * HORIZON  # 240
+
+
+def tiny(total_frames: int = 480, **sections) -> dict:
+    """A tiny config dict; ``sections`` are merged into it (``algo={"ppo": {...}}``)."""
+    data = {
+        "seed": 0,
+        "env": {"num_envs": NUM_ENVS},
+        "algo": {"ppo": {"minibatches": 4}, "elbo": {"batch_trajectories": 8}},
+        "train": {
+            "total_frames": total_frames,
+            "eval_tasks": 8,
+            "eval_interval": 1,
+            "checkpoint_interval": 1,
+            "progress_bar": False,
+        },
+    }
+    _merge(data, sections)
+    return data
+
+
+def _merge(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        else:
+            dst[key] = copy.deepcopy(value)
+
+
+def make_trainer(run_dir: Path, total_frames: int = 480, **sections) -> Trainer:
+    return Trainer(load_config(tiny(total_frames, **sections)), run_dir)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    after = module.state_dict()
+    assert before.keys() == after.keys() and before
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def unchanged_params(before: dict[str, torch.Tensor], module: torch.nn.Module) -> list[str]:
+    """Names of the float parameters that did NOT change."""
+    return [name for name, p in module.named_parameters() if torch.equal(before[name], p.detach())]
+
+
+def collect_batch(trainer: Trainer) -> torch.Tensor:
+    """One ``[num_envs, horizon]`` batch, as the collector gathers it (under no_grad)."""
+    with torch.no_grad():
+        return trainer.train_env.rollout(
+            trainer.config.steps_per_batch, trainer.agent.actor, break_when_any_done=False
+        )
+
+
+# -- a whole tiny run --------------------------------------------------------------------------
+def test_tiny_run_writes_run_files(tmp_path):
+    run_dir = tmp_path / "run"
+    trainer = make_trainer(run_dir, 480)
+    result = trainer.train()
+
+    assert result["frames"] == 480 == trainer.frames
+    assert result["iterations"] == 2
+    assert result["eval"]["frames"] == 480
+    assert len(result["eval"]["mean"]) == trainer.config.env.episodes_per_task
+
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved == config_to_dict(trainer.config)
+    assert load_config(saved) == trainer.config
+
+    rows = read_rows(run_dir)
+    assert rows, "metrics.csv is empty"
+    assert list(rows[0].keys()) == ["iteration", "frames", "metric", "value"]
+    metrics = {r["metric"] for r in rows}
+    for prefix in ("train/", "ppo/", "elbo/", "perf/", "eval/"):
+        assert any(m.startswith(prefix) for m in metrics), prefix
+    for name in (
+        "train/trajectories_added",
+        "ppo/loss_objective",
+        "ppo/loss_critic",
+        "elbo/loss",
+        "elbo/loss_reward",
+        "elbo/loss_kl",
+        "perf/fps",
+        "eval/return_total",
+        "eval/return_episode_1",
+    ):
+        assert name in metrics, name
+    for r in rows:
+        assert int(r["frames"]) == FRAMES_PER_BATCH * int(r["iteration"])
+        assert float(r["value"]) == float(r["value"]), f"NaN in {r}"  # no NaN
+    added = [float(r["value"]) for r in rows if r["metric"] == "train/trajectories_added"]
+    assert added == [NUM_ENVS, NUM_ENVS]  # whole tasks per batch
+    # the metrics logger reads back what it wrote
+    logged = MetricsLogger(run_dir, trainer.config).read()
+    assert len(logged) == len(rows) and logged[0]["iteration"] == 1
+
+    evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [e["iteration"] for e in evals] == [1, 2]  # eval_interval=1
+    assert [e["frames"] for e in evals] == [240, 480]
+    assert all(e["num_tasks"] == 8 and len(e["mean"]) == 4 for e in evals)
+    eval_total = [float(r["value"]) for r in rows if r["metric"] == "eval/return_total"]
+    assert eval_total == pytest.approx([e["total_mean"] for e in evals])
+
+    ckpt_dir = run_dir / "checkpoints"
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["last.pt"]  # no .tmp left behind
+    assert not list(run_dir.rglob("*.tmp"))
+    state = torch.load(ckpt_dir / "last.pt", weights_only=False)
+    assert state["frames"] == 480 and state["iteration"] == 2
+    assert state["config"] == config_to_dict(trainer.config)
+    for key in ("actor", "critic", "elbo_loss", "ppo_optimizer", "elbo_optimizer", "buffer"):
+        assert key in state
+    for name, value in trainer.agent.actor.state_dict().items():
+        assert torch.equal(state["actor"][name], value)
+
+
+@pytest.mark.parametrize(
+    ("total_frames", "steps_per_batch", "frames", "iterations"),
+    [
+        (480, None, 480, 2),
+        (241, None, 480, 2),  # whole batches only: rounded up, never cut a task in half
+        (960, 120, 960, 2),  # two tasks per env per batch
+    ],
+)
+def test_frame_count(tmp_path, total_frames, steps_per_batch, frames, iterations):
+    trainer = make_trainer(
+        tmp_path,
+        total_frames,
+        train={"steps_per_batch": steps_per_batch, "eval_interval": 0, "checkpoint_interval": 0},
+        algo={"elbo": {"updates_per_iteration": 1}},
+    )
+    result = trainer.train()
+    assert result["frames"] == frames and result["iterations"] == iterations
+    rows = read_rows(tmp_path)
+    assert sorted({int(r["iteration"]) for r in rows}) == list(range(1, iterations + 1))
+    added = [float(r["value"]) for r in rows if r["metric"] == "train/trajectories_added"]
+    tasks_per_batch = NUM_ENVS * (steps_per_batch or HORIZON) // HORIZON
+    assert added == [tasks_per_batch] * iterations
+    assert len(trainer.buffer) == tasks_per_batch * iterations
+    # eval_interval=0: a single evaluation, at the end
+    evals = (tmp_path / "eval.jsonl").read_text().splitlines()
+    assert len(evals) == 1 and json.loads(evals[0])["frames"] == frames
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+# -- which parameters each update moves --------------------------------------------------------
+def test_encoder_is_shared_by_belief_transform_and_elbo(tmp_path):
+    trainer = make_trainer(tmp_path)
+    encoder = trainer.agent.encoder
+    assert trainer.agent.elbo_loss.encoder is encoder
+    belief = [t for t in trainer.train_env.transform if hasattr(t, "encoder")]
+    assert len(belief) == 1 and belief[0].encoder is encoder
+
+
+def test_ppo_update_moves_policy_not_encoder(tmp_path):
+    trainer = make_trainer(tmp_path)
+    assert trainer.config.algo.ppo.encoder_grad is False
+    batch = collect_batch(trainer)
+    assert batch.batch_size == torch.Size([NUM_ENVS, HORIZON])
+    actor, critic = params(trainer.agent.actor), params(trainer.agent.critic)
+    encoder = params(trainer.agent.encoder)
+    decoder = params(trainer.agent.elbo_loss.reward_decoder)
+
+    out = trainer.ppo_update(batch)
+
+    assert {"loss_objective", "loss_critic", "loss_entropy", "grad_norm"} <= out.keys()
+    assert all(v == v for v in out.values())  # finite numbers, no NaN
+    assert changed(actor, trainer.agent.actor)
+    assert changed(critic, trainer.agent.critic)
+    assert not changed(encoder, trainer.agent.encoder)
+    assert not changed(decoder, trainer.agent.elbo_loss.reward_decoder)
+    # no RL gradient reached the encoder at all (the belief is a stored input)
+    assert all(p.grad is None for p in trainer.agent.encoder.parameters())
+
+
+def test_ppo_update_with_encoder_grad_moves_encoder(tmp_path):
+    trainer = make_trainer(tmp_path, algo={"ppo": {"encoder_grad": True, "minibatches": 2}})
+    batch = collect_batch(trainer)
+    actor, critic = params(trainer.agent.actor), params(trainer.agent.critic)
+    encoder = params(trainer.agent.encoder)
+    decoder = params(trainer.agent.elbo_loss.reward_decoder)
+
+    trainer.ppo_update(batch)
+
+    assert changed(actor, trainer.agent.actor)
+    assert changed(critic, trainer.agent.critic)
+    assert changed(encoder, trainer.agent.encoder)
+    # the GRU weights themselves are trained, not only the output heads
+    gru = {k: v for k, v in encoder.items() if "gru" in k}
+    assert gru, sorted(encoder)
+    after = trainer.agent.encoder.state_dict()
+    assert any(not torch.equal(v, after[k]) for k, v in gru.items())
+    assert not changed(decoder, trainer.agent.elbo_loss.reward_decoder)
+
+
+def test_encoder_grad_reencoding_reproduces_stored_hyper_state(tmp_path):
+    """The hyper-state PPO re-encodes with gradients equals the one stored during collection."""
+    trainer = make_trainer(tmp_path, algo={"ppo": {"encoder_grad": True, "minibatches": 2}})
+    batch = collect_batch(trainer)
+    with torch.no_grad():
+        trainer.gae(batch)
+    chunks = list(trainer._trajectory_minibatches(batch, 2))
+    assert len(chunks) == 2 and sum(c.numel() for c in chunks) == batch.numel()
+    stored = batch["hyper_state"].reshape(-1, batch["hyper_state"].shape[-1])
+    for chunk in chunks:
+        assert chunk["hyper_state"].requires_grad
+        # each chunk holds whole tasks: its steps are a contiguous run of the stored rows
+        rows = chunk["hyper_state"].detach()
+        distance = (rows[:, None] - stored[None]).abs().amax(-1).min(dim=1).values
+        assert distance.max() < 1e-5
+        observation = chunk["observation"]
+        torch.testing.assert_close(chunk["hyper_state"][:, : observation.shape[-1]], observation)
+
+
+def test_elbo_update_moves_encoder_and_decoder_not_policy(tmp_path):
+    trainer = make_trainer(tmp_path)
+    batch = collect_batch(trainer)
+    assert trainer.elbo_update() == {}  # nothing to train on yet
+    assert trainer.buffer.extend_from_batch(batch) == NUM_ENVS
+    actor, critic = params(trainer.agent.actor), params(trainer.agent.critic)
+    encoder = params(trainer.agent.encoder)
+    decoder = params(trainer.agent.elbo_loss.reward_decoder)
+
+    out = trainer.elbo_update()
+
+    assert {"loss", "loss_reward", "loss_kl"} <= out.keys()
+    assert changed(encoder, trainer.agent.encoder)
+    assert changed(decoder, trainer.agent.elbo_loss.reward_decoder)
+    assert not unchanged_params(decoder, trainer.agent.elbo_loss.reward_decoder)
+    assert not changed(actor, trainer.agent.actor)
+    assert not changed(critic, trainer.agent.critic)
+
+
+# -- seeding -----------------------------------------------------------------------------------
+def _metric_values(run_dir: Path) -> list[tuple[int, int, str, str]]:
+    return [
+        (int(r["iteration"]), int(r["frames"]), r["metric"], r["value"])
+        for r in read_rows(run_dir)
+        if not r["metric"].startswith("perf/")
+    ]
+
+
+def test_same_seed_same_metrics(tmp_path):
+    cfg = dict(train={"eval_interval": 2, "checkpoint_interval": 0})
+    make_trainer(tmp_path / "a", 720, **cfg).train()
+    make_trainer(tmp_path / "b", 720, **cfg).train()
+    a, b = _metric_values(tmp_path / "a"), _metric_values(tmp_path / "b")
+    assert len(a) > 30
+    assert {m for _, _, m, _ in a} >= {"ppo/loss_objective", "elbo/loss", "eval/return_total"}
+    assert a == b  # exact, as written (string compare of the CSV values)
+    ca = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=False)
+    cb = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=False)
+    for key in ("actor", "critic", "elbo_loss"):
+        for name in ca[key]:
+            assert torch.equal(ca[key][name], cb[key][name]), (key, name)
+
+
+def test_different_seed_different_metrics(tmp_path):
+    cfg = dict(train={"eval_interval": 0, "checkpoint_interval": 0})
+    make_trainer(tmp_path / "a", 240, **cfg).train()
+    Trainer(load_config({**tiny(240, **cfg), "seed": 1}), tmp_path / "b").train()
+    a = {m: v for _, _, m, v in _metric_values(tmp_path / "a") if m.startswith("ppo/")}
+    b = {m: v for _, _, m, v in _metric_values(tmp_path / "b") if m.startswith("ppo/")}
+    assert a.keys() == b.keys() and a != b
+
+
+# -- resume ------------------------------------------------------------------------------------
+def test_resume_continues_from_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    first = make_trainer(run_dir, 480)
+    first.train()
+    trained = {
+        "actor": params(first.agent.actor),
+        "critic": params(first.agent.critic),
+        "elbo_loss": params(first.agent.elbo_loss),
+    }
+    buffer_len = len(first.buffer)
+    rows_before = read_rows(run_dir)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+
+    resumed = make_trainer(run_dir, 960)
+    # state restored before any training
+    assert resumed.frames == 480 and resumed.iteration == 2
+    assert resumed.last_eval is not None and resumed.last_eval["frames"] == 480
+    assert len(resumed.buffer) == buffer_len == 2 * NUM_ENVS
+    fresh = make_trainer(tmp_path / "fresh", 480)  # same seed, untrained
+    for key, module in (
+        ("actor", resumed.agent.actor),
+        ("critic", resumed.agent.critic),
+        ("elbo_loss", resumed.agent.elbo_loss),
+    ):
+        for name, value in module.state_dict().items():
+            assert torch.equal(value, ckpt[key][name]), (key, name)
+            assert torch.equal(value, trained[key][name]), (key, name)
+        assert changed(params(getattr(fresh.agent, key)), module), key
+    assert (
+        resumed.ppo_optimizer.state_dict()["state"][0]["step"]
+        == first.ppo_optimizer.state_dict()["state"][0]["step"]
+    )
+    assert json.loads((run_dir / "config.json").read_text())["train"]["total_frames"] == 960
+
+    result = resumed.train()
+    assert result["frames"] == 960 and result["iterations"] == 4
+
+    rows = read_rows(run_dir)
+    assert rows[: len(rows_before)] == rows_before  # history kept as it was
+    keys = Counter((int(r["iteration"]), r["metric"]) for r in rows)
+    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+    iterations = sorted({i for i, _ in keys})
+    assert iterations == [1, 2, 3, 4]
+    for r in rows:
+        assert int(r["frames"]) == FRAMES_PER_BATCH * int(r["iteration"])
+    for it in iterations:
+        assert (it, "ppo/loss_objective") in keys and (it, "eval/return_total") in keys
+    evals = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [e["frames"] for e in evals] == [240, 480, 720, 960]
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert state["frames"] == 960 and state["iteration"] == 4
+    assert not list(run_dir.rglob("*.tmp"))
+
+
+def test_resume_drops_rows_logged_after_the_checkpoint(tmp_path):
+    """A run killed after logging iteration 3 but before checkpointing it redoes iteration 3."""
+    run_dir = tmp_path / "run"
+    make_trainer(run_dir, 480).train()
+    with (run_dir / "metrics.csv").open("a", newline="") as f:
+        csv.writer(f).writerows([(3, 720, "ppo/loss_objective", 123.0), (3, 720, "bogus", 1.0)])
+
+    resumed = make_trainer(run_dir, 720)
+    assert resumed.iteration == 2
+    assert all(int(r["iteration"]) <= 2 for r in read_rows(run_dir))  # stale rows dropped
+    resumed.train()
+    rows = read_rows(run_dir)
+    keys = Counter((int(r["iteration"]), r["metric"]) for r in rows)
+    assert max(keys.values()) == 1
+    assert (3, "bogus") not in keys
+    value = [
+        float(r["value"])
+        for r in rows
+        if (r["iteration"], r["metric"]) == ("3", "ppo/loss_objective")
+    ]
+    assert len(value) == 1 and value[0] != 123.0
+
+
+def test_resume_at_budget_does_not_train(tmp_path):
+    run_dir = tmp_path / "run"
+    make_trainer(run_dir, 480).train()
+    rows_before = read_rows(run_dir)
+    result = make_trainer(run_dir, 480).train()
+    assert result["frames"] == 480 and result["iterations"] == 2
+    assert read_rows(run_dir) == rows_before
+    assert len((run_dir / "eval.jsonl").read_text().splitlines()) == 2  # no new evaluation
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    cfg = dict(train={"eval_interval": 0, "checkpoint_interval": 1})
+    make_trainer(tmp_path / "straight", 720, **cfg).train()
+    make_trainer(tmp_path / "resumed", 480, **cfg).train()
+    make_trainer(tmp_path / "resumed", 720, **cfg).train()
+
+    def train_rows(run_dir):
+        return [r for r in _metric_values(run_dir) if not r[2].startswith("eval/")]
+
+    assert train_rows(tmp_path / "resumed") == train_rows(tmp_path / "straight")
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+def test_checkpoint_is_atomic(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path, 240)
+    trainer.train()
+    path = tmp_path / "checkpoints" / "last.pt"
+    good = path.read_bytes()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    real_save = torch.save
+
+    def crashing_save(obj, f, *args, **kwargs):
+        real_save(obj, f, *args, **kwargs)
+        with open(f, "r+b") as fh:  # leave a truncated, corrupt file behind
+            fh.truncate(16)
+        raise OSError("disk full")
+
+    trainer.frames = 999_999
+    monkeypatch.setattr(torch, "save", crashing_save)
+    with pytest.raises(OSError):
+        trainer.save_checkpoint()
+    monkeypatch.undo()
+    # the previous checkpoint is intact and still loads
+    assert path.read_bytes() == good
+    assert torch.load(path, weights_only=False)["frames"] == 240
+    assert make_trainer(tmp_path, 240).frames == 240
+
+
+# -- evaluation --------------------------------------------------------------------------------
+def test_evaluate_is_reproducible_and_uses_fixed_tasks(tmp_path):
+    trainer = make_trainer(tmp_path / "a", 240, train={"eval_interval": 0})
+    trainer.train()
+    first = trainer.evaluate(num_tasks=8, episodes=3)
+    assert first.returns.shape == (8, 3)
+    assert torch.equal(trainer.evaluate(num_tasks=8, episodes=3).returns, first.returns)
+    # the same policy restored from the checkpoint, in a fresh trainer, scores the same
+    restored = make_trainer(tmp_path / "a", 240, train={"eval_interval": 0})
+    assert torch.equal(restored.evaluate(num_tasks=8, episodes=3).returns, first.returns)
+    # evaluation does not consume the training streams
+    state = torch.get_rng_state()
+    task_state = restored.env.task_generator.get_state()
+    restored.evaluate(num_tasks=4, episodes=1)
+    assert torch.equal(restored.env.task_generator.get_state(), task_state)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -24,7 +24,7 @@ EVAL = BIN / "bamdp-eval"
 TINY = [
     "env.num_envs=4",
     "train.total_frames=480",
-    "train.eval_tasks=8",
+    "train.eval_tasks=21",
     "train.eval_interval=1",
     "train.checkpoint_interval=1",
     "train.progress_bar=false",
@@ -120,7 +120,7 @@ def test_train_writes_run_dir(trained):
     for prefix in ("train/", "ppo/", "elbo/", "perf/", "eval/"):
         assert any(n.startswith(prefix) for n in names), prefix
     evals = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert evals[-1]["frames"] == 480 and evals[-1]["num_tasks"] == 8
+    assert evals[-1]["frames"] == 480 and evals[-1]["num_tasks"] == 21
 
 
 def test_default_run_dir_under_runs():
@@ -190,12 +190,12 @@ def test_resume_with_larger_budget_continues_the_run(run_copy, tmp_path):
 def test_eval_writes_meta_test_report(run_copy, tmp_path):
     checkpoint = digest(run_copy / "checkpoints" / "last.pt")
     metrics = digest(run_copy / "metrics.csv")
-    proc = run(EVAL, [f"run_dir={run_copy}", "tasks=8", "episodes=6"], tmp_path)
+    proc = run(EVAL, [f"run_dir={run_copy}", "tasks=21", "episodes=6"], tmp_path)
     assert proc.returncode == 0, output(proc)
 
     report = json.loads((run_copy / "meta_test.json").read_text())
     assert report["episodes"] == 6 and len(report["mean"]) == 6 and len(report["stderr"]) == 6
-    assert report["num_tasks"] == 8
+    assert report["num_tasks"] == 21
     assert report["frames"] == 480
     assert report["total_mean"] == pytest.approx(sum(report["mean"]), abs=1e-4)
     # GridNavi returns per 15-step episode lie in [-1.5, 15]
@@ -212,7 +212,7 @@ def test_eval_writes_meta_test_report(run_copy, tmp_path):
 
 def test_eval_does_not_rewrite_the_run_config(run_copy, capsys):
     before = (run_copy / "config.json").read_text()
-    eval_main([f"run_dir={run_copy}", "tasks=4", "episodes=2", "deterministic=false"])
+    eval_main([f"run_dir={run_copy}", "tasks=21", "episodes=2", "deterministic=false"])
     assert "| 2 |" in capsys.readouterr().out
     assert json.loads((run_copy / "meta_test.json").read_text())["episodes"] == 2
     assert (run_copy / "config.json").read_text() == before
@@ -229,7 +229,7 @@ def test_eval_missing_run_dir_fails_clearly(tmp_path, capsys):
 
 
 def test_eval_usage_errors(tmp_path, capsys):
-    for argv in ([], [f"run_dir={tmp_path}", "taks=8"], ["tasks=8"]):
+    for argv in ([], [f"run_dir={tmp_path}", "taks=8"], ["tasks=21"]):
         with pytest.raises(SystemExit) as info:
             eval_main(argv)
         assert info.value.code not in (0, None)

@@ -142,7 +142,11 @@ def eval_main(argv: list[str] | None = None) -> None:
     trainer = Trainer(config, run_dir, read_only=True)
     tasks = int(args.get("tasks", config.train.eval_tasks))
     episodes = int(args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task))
-    result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
+    try:
+        result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
+    except ValueError as err:  # e.g. tasks not a multiple of the GridNavi goals (stratified)
+        print(f"bamdp-eval: {err}", file=sys.stderr)
+        sys.exit(2)
     report = {"run_dir": str(run_dir), "frames": trainer.frames, **result.to_dict()}
     (run_dir / "meta_test.json").write_text(json.dumps(report, indent=2))
     lines = ["| episode | return (mean +- s.e.) |", "|---|---|"]

@@ -368,3 +368,9 @@ def test_composed_overrides_are_validated():
     data = _compose(["+env.num_env=4"])
     msg = load_error(data)
     assert "did you mean 'num_envs'" in msg
+
+
+def test_stratified_eval_needs_a_multiple_of_the_goals():
+    with pytest.raises(ConfigError, match="train.eval_tasks .200. must be a multiple of the 21"):
+        load_config({"train": {"eval_tasks": 200}})
+    assert load_config({"train": {"eval_tasks": 200, "eval_stratified": False}}).train.eval_tasks

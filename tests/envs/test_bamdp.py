@@ -269,3 +269,27 @@ def test_partial_reset_only_resets_masked_envs():
     assert ends[~mask].nonzero()[:, 1].tolist() == [9, 9]
     assert ends[mask].nonzero()[:, 1].tolist() == [14, 14]
     assert td["episode"][..., 0].tolist() == [1, 2, 1, 2]
+
+
+def test_stratified_env_covers_every_goal_equally_and_keeps_them_across_resets():
+    from torchrl_bamdp.envs import candidate_goal_cells, make_env
+
+    env = make_env("gridworld", num_envs=42, stratified=True, seed=0)
+    first = env.reset()["task"]
+    goals = candidate_goal_cells(5).float()
+    counts = (first[:, None, :] == goals[None]).all(-1).sum(0)
+    assert counts.tolist() == [2] * 21
+    # Every new task (reset) gets the same fixed task again: no sampling noise in evaluation.
+    assert torch.equal(env.reset()["task"], first)
+
+
+def test_stratified_env_rejects_a_batch_that_is_not_a_multiple_of_the_goals():
+    from torchrl_bamdp.envs import make_env
+
+    with pytest.raises(ValueError, match="multiple of the number of tasks"):
+        make_env("gridworld", num_envs=20, stratified=True)
+
+
+def test_fixed_tasks_must_match_the_batch():
+    with pytest.raises(ValueError, match="fixed_tasks must have shape"):
+        BAMDPEnv(GridNaviEnv(num_envs=3), 15, 4, fixed_tasks=torch.zeros(2, 2))

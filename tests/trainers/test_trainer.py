@@ -27,7 +27,7 @@ def tiny(total_frames: int = 480, **sections) -> dict:
         "algo": {"ppo": {"minibatches": 4}, "elbo": {"batch_trajectories": 8}},
         "train": {
             "total_frames": total_frames,
-            "eval_tasks": 8,
+            "eval_tasks": 21,
             "eval_interval": 1,
             "checkpoint_interval": 1,
             "progress_bar": False,
@@ -122,7 +122,7 @@ def test_tiny_run_writes_run_files(tmp_path):
     evals = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
     assert [e["iteration"] for e in evals] == [1, 2]  # eval_interval=1
     assert [e["frames"] for e in evals] == [240, 480]
-    assert all(e["num_tasks"] == 8 and len(e["mean"]) == 4 for e in evals)
+    assert all(e["num_tasks"] == 21 and len(e["mean"]) == 4 for e in evals)
     eval_total = [float(r["value"]) for r in rows if r["metric"] == "eval/return_total"]
     assert eval_total == pytest.approx([e["total_mean"] for e in evals])
 
@@ -419,15 +419,15 @@ def test_checkpoint_is_atomic(tmp_path, monkeypatch):
 def test_evaluate_is_reproducible_and_uses_fixed_tasks(tmp_path):
     trainer = make_trainer(tmp_path / "a", 240, train={"eval_interval": 0})
     trainer.train()
-    first = trainer.evaluate(num_tasks=8, episodes=3)
-    assert first.returns.shape == (8, 3)
-    assert torch.equal(trainer.evaluate(num_tasks=8, episodes=3).returns, first.returns)
+    first = trainer.evaluate(num_tasks=21, episodes=3)
+    assert first.returns.shape == (21, 3)
+    assert torch.equal(trainer.evaluate(num_tasks=21, episodes=3).returns, first.returns)
     # the same policy restored from the checkpoint, in a fresh trainer, scores the same
     restored = make_trainer(tmp_path / "a", 240, train={"eval_interval": 0})
-    assert torch.equal(restored.evaluate(num_tasks=8, episodes=3).returns, first.returns)
+    assert torch.equal(restored.evaluate(num_tasks=21, episodes=3).returns, first.returns)
     # evaluation does not consume the training streams
     state = torch.get_rng_state()
     task_state = restored.env.task_generator.get_state()
-    restored.evaluate(num_tasks=4, episodes=1)
+    restored.evaluate(num_tasks=21, episodes=1)
     assert torch.equal(restored.env.task_generator.get_state(), task_state)
     assert torch.equal(torch.get_rng_state(), state)

@@ -38,7 +38,7 @@ def config(total_frames: int):
             "logger": {"backend": "wandb", "mode": "offline", "project": "bamdp-tests"},
             "train": {
                 "total_frames": total_frames,
-                "eval_tasks": 8,
+                "eval_tasks": 21,
                 "eval_interval": 1,
                 "progress_bar": False,
             },

@@ -182,6 +182,7 @@ class TrainConfig:
     steps_per_batch: int | None = None
     eval_interval: int = 20
     eval_tasks: int = 210
+    eval_stratified: bool = True
     eval_episodes: int | None = None
     eval_deterministic: bool = True
     checkpoint_interval: int = 20
@@ -251,6 +252,14 @@ class Config:
                 "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
                 f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
             )
+        if self.train.eval_stratified and self.env.name == "gridworld":
+            goals = self.env.grid_size**2 - 4
+            if self.train.eval_tasks % goals != 0:
+                raise ConfigError(
+                    f"train.eval_tasks ({self.train.eval_tasks}) must be a multiple of the "
+                    f"{goals} GridNavi goals with train.eval_stratified=true (every goal is "
+                    "tested equally often), or set train.eval_stratified=false"
+                )
         frames_per_batch = self.frames_per_batch
         if frames_per_batch % self.algo.ppo.minibatches != 0:
             raise ConfigError(

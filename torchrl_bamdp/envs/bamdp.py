@@ -32,6 +32,9 @@ class BAMDPEnv(EnvBase):
         task env terminates inner episodes early.
     seed : int, optional
         Seed of the task-sampling generator (also settable with :meth:`set_seed`).
+    fixed_tasks : torch.Tensor, optional
+        ``[num_envs, task_dim]``: env ``i`` always gets task ``fixed_tasks[i]`` (test tasks
+        covering a finite task distribution exactly); no task is sampled.
 
     Examples
     --------
@@ -48,6 +51,7 @@ class BAMDPEnv(EnvBase):
         episode_length: int,
         episodes_per_task: int,
         seed: int | None = None,
+        fixed_tasks: torch.Tensor | None = None,
     ) -> None:
         if not isinstance(task_env, TaskEnv):
             raise TypeError(
@@ -69,6 +73,14 @@ class BAMDPEnv(EnvBase):
         self._step_in_episode = torch.zeros(n, dtype=torch.long, device=self.device)
         self._episode = torch.zeros(n, dtype=torch.long, device=self.device)
         self._task = torch.zeros(n, task_env.task_dim, device=self.device)
+        self.fixed_tasks = None
+        if fixed_tasks is not None:
+            if tuple(fixed_tasks.shape) != (n, task_env.task_dim):
+                raise ValueError(
+                    f"fixed_tasks must have shape {(n, task_env.task_dim)} (num_envs, task_dim), "
+                    f"got {tuple(fixed_tasks.shape)}"
+                )
+            self.fixed_tasks = fixed_tasks.to(self.device, torch.float32)
         self._make_specs()
 
     @property
@@ -109,7 +121,9 @@ class BAMDPEnv(EnvBase):
         # collectors reset finished envs *before* yielding a batch, so a run resumed from a
         # checkpoint redraws exactly the tasks the uninterrupted run went on with.
         self.generator_state_before_last_reset = self.task_generator.get_state()
-        if num_new:
+        if self.fixed_tasks is not None:
+            self._task[mask] = self.fixed_tasks[mask]
+        elif num_new:
             self._task[mask] = self.task_env.sample_tasks(num_new, self.task_generator)
         self._step_in_episode[mask] = 0
         self._episode[mask] = 0

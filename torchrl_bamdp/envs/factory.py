@@ -17,6 +17,7 @@ def make_env(
     episodes_per_task: int = 4,
     seed: int | None = None,
     device: torch.device | str = "cpu",
+    stratified: bool = False,
     **family_kwargs,
 ) -> BAMDPEnv:
     """Build the batched BAMDP env of a task family.
@@ -33,6 +34,10 @@ def make_env(
         Seed of task sampling.
     device : torch.device or str
         Device of the env's tensors.
+    stratified : bool
+        For a finite uniform task distribution (GridNavi), give every task to the same number of
+        envs instead of sampling (``num_envs`` must be a multiple of the number of tasks), so
+        that averages over the envs are exact expectations over the task distribution.
     **family_kwargs
         Passed to the family's task env (e.g. ``grid_size`` for GridNavi).
 
@@ -46,4 +51,15 @@ def make_env(
         task_env = GridNaviEnv(num_envs=num_envs, device=device, **family_kwargs)
     else:
         raise ValueError(f"env name must be one of {list(ENV_FAMILIES)} (got {name!r})")
-    return BAMDPEnv(task_env, episode_length, episodes_per_task, seed=seed)
+    fixed_tasks = None
+    if stratified:
+        support = task_env.task_support()
+        if support is None:
+            raise ValueError(f"stratified=True needs a finite task distribution; {name!r} has none")
+        if num_envs % len(support) != 0:
+            raise ValueError(
+                f"stratified=True: num_envs ({num_envs}) must be a multiple of the number of "
+                f"tasks of {name!r} ({len(support)})"
+            )
+        fixed_tasks = support.repeat(num_envs // len(support), 1)
+    return BAMDPEnv(task_env, episode_length, episodes_per_task, seed=seed, fixed_tasks=fixed_tasks)

@@ -123,6 +123,10 @@ class GridNaviEnv(TaskEnv):
         index = torch.randint(len(self.candidate_goals), (num,), generator=generator)
         return self.candidate_goals[index.to(self.device)].float()
 
+    def task_support(self) -> torch.Tensor:
+        """The 21 (for a 5x5 grid) candidate goals, each equally likely."""
+        return self.candidate_goals.float()
+
     # -- dynamics ----------------------------------------------------------------------------
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
         mask, task = self._reset_mask_and_task(tensordict)

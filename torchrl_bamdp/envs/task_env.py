@@ -49,6 +49,11 @@ class TaskEnv(EnvBase, abc.ABC):
     def task_dim(self) -> int:
         """Size of the last dimension of ``"task"``."""
 
+    def task_support(self) -> torch.Tensor | None:
+        """All tasks of a finite, uniform task distribution (``[num_tasks, task_dim]``), or
+        ``None`` for continuous ones. Evaluation uses it to cover every task equally often."""
+        return None
+
     def _reset_mask_and_task(
         self, tensordict: TensorDictBase | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -138,7 +138,7 @@ class Trainer:
     >>> import tempfile
     >>> from torchrl_bamdp.configs import load_config
     >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"total_frames": 240,
-    ...                    "eval_tasks": 8, "progress_bar": False}})
+    ...                    "eval_tasks": 21, "progress_bar": False}})
     >>> result = Trainer(cfg, tempfile.mkdtemp()).train()
     >>> result["frames"]
     240
@@ -225,6 +225,7 @@ class Trainer:
             episodes_per_task=episodes,
             seed=EVAL_SEED,
             device=self.device,
+            stratified=self.config.train.eval_stratified,
             grid_size=env_cfg.grid_size,
         )
         return self.agent.transformed_env(env)

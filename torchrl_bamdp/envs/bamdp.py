@@ -127,15 +127,7 @@ class BAMDPEnv(EnvBase):
             self._task[mask] = self.task_env.sample_tasks(num_new, self.task_generator)
         self._step_in_episode[mask] = 0
         self._episode[mask] = 0
-        reset_td = TensorDict(
-            {
-                "_reset": mask.reshape(self.batch_size),
-                "task": self._task.reshape(*self.batch_size, -1),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
-        out = self.task_env._reset(reset_td)
+        out = self._reset_task_env(mask)
         flags = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
         out.update(
             {
@@ -148,6 +140,18 @@ class BAMDPEnv(EnvBase):
         )
         return out
 
+    def _reset_task_env(self, mask: torch.Tensor) -> TensorDictBase:
+        """Put the masked envs back to a start state of their current task."""
+        reset_td = TensorDict(
+            {
+                "_reset": mask.reshape(self.batch_size),
+                "task": self._task.reshape(*self.batch_size, -1),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        return self.task_env._reset(reset_td)
+
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         out = self.task_env._step(tensordict)
         n = self.batch_size.numel()
@@ -159,15 +163,7 @@ class BAMDPEnv(EnvBase):
         restart = episode_done & ~task_done
         if bool(restart.any()):
             # Back to a start state in the same task; the next observation is that start state.
-            restart_td = TensorDict(
-                {
-                    "_reset": restart.reshape(self.batch_size),
-                    "task": self._task.reshape(*self.batch_size, -1),
-                },
-                batch_size=self.batch_size,
-                device=self.device,
-            )
-            restarted = self.task_env._reset(restart_td)
+            restarted = self._reset_task_env(restart)
             where = restart.reshape(*self.batch_size, 1)
             for key, value in restarted.items(include_nested=True, leaves_only=True):
                 if key in ("done", "terminated", "truncated") or key not in out.keys(True, True):

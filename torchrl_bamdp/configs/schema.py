@@ -125,6 +125,7 @@ class PPOConfig:
     """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic."""
 
     lr: float = 1e-3
+    anneal_lr: bool = False
     epochs: int = 4
     minibatches: int = 16
     clip_epsilon: float = 0.2

@@ -234,6 +234,11 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
+        if ppo.anneal_lr:
+            # Linear decay over the frame budget (frames before this batch was collected).
+            done = (self.frames - batch.numel()) / self.config.train.total_frames
+            for group in self.ppo_optimizer.param_groups:
+                group["lr"] = ppo.lr * max(0.0, 1.0 - done)
         with torch.no_grad():
             self.gae(batch)
         sums: dict[str, float] = {}
@@ -271,7 +276,9 @@ class Trainer:
         # log-probabilities come from the very policy the PPO ratio starts from.
         for normalizer in find_input_normalizers(self.agent.actor):
             normalizer.update(batch.get("hyper_state"))
-        return {k: v / count for k, v in sums.items()}
+        metrics = {k: v / count for k, v in sums.items()}
+        metrics["lr"] = self.ppo_optimizer.param_groups[0]["lr"]
+        return metrics
 
     def _trajectory_minibatches(self, batch: TensorDictBase, minibatches: int):
         """Minibatches of whole tasks whose hyper-state is re-encoded with gradients."""

@@ -446,3 +446,14 @@ def test_constant_lr_without_annealing(tmp_path):
     trainer.train()
     lrs = [float(r["value"]) for r in read_rows(tmp_path / "run") if r["metric"] == "ppo/lr"]
     assert lrs == pytest.approx([trainer.config.algo.ppo.lr] * 2)
+
+
+def test_run_info_records_versions_commit_and_seed_per_start(tmp_path):
+    run_dir = tmp_path / "run"
+    make_trainer(run_dir, total_frames=240).train()
+    make_trainer(run_dir, total_frames=480).train()  # a resume appends a second entry
+    sessions = json.loads((run_dir / "run_info.json").read_text())
+    assert len(sessions) == 2
+    assert sessions[0]["seed"] == 0
+    assert sessions[0]["versions"]["torch"] == torch.__version__
+    assert "git_commit" in sessions[0] and "argv" in sessions[0]

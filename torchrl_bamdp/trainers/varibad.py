@@ -35,6 +35,51 @@ from torchrl_bamdp.trainers.logging import MetricsLogger
 from torchrl_bamdp.transforms import varibad_transforms
 
 CHECKPOINT_NAME = "last.pt"
+
+
+def environment_info(seed: int) -> dict[str, Any]:
+    """Versions, git commit, command line and time of this process (for ``run_info.json``).
+
+    Examples
+    --------
+    >>> sorted(environment_info(0))[:3]
+    ['argv', 'git_commit', 'platform']
+    """
+    import platform
+    import subprocess
+    import sys
+
+    import tensordict
+    import torchrl
+
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "argv": sys.argv,
+        "git_commit": commit,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "seed": seed,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {
+            "torch": torch.__version__,
+            "torchrl": torchrl.__version__,
+            "tensordict": tensordict.__version__,
+        },
+    }
+
+
 EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in training
 
 
@@ -215,6 +260,11 @@ class Trainer:
     # -- setup ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
         (self.run_dir / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=2))
+        # One entry per start (the first run and every resume): what produced these numbers.
+        info_path = self.run_dir / "run_info.json"
+        sessions = json.loads(info_path.read_text()) if info_path.exists() else []
+        sessions.append(environment_info(self.config.seed))
+        info_path.write_text(json.dumps(sessions, indent=2))
 
     def _make_eval_env(self, num_tasks: int, episodes: int) -> TransformedEnv:
         env_cfg = self.config.env

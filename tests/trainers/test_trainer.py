@@ -433,12 +433,16 @@ def test_evaluate_is_reproducible_and_uses_fixed_tasks(tmp_path):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_anneal_lr_decays_the_ppo_lr_linearly_over_the_frame_budget(tmp_path):
-    trainer = make_trainer(tmp_path / "run", total_frames=960, algo={"ppo": {"anneal_lr": True}})
+def test_anneal_lr_decays_both_learning_rates_linearly_over_the_frame_budget(tmp_path):
+    trainer = make_trainer(tmp_path / "run", total_frames=960, train={"anneal_lr": True})
     trainer.train()
-    lrs = [float(r["value"]) for r in read_rows(tmp_path / "run") if r["metric"] == "ppo/lr"]
-    base = trainer.config.algo.ppo.lr
-    assert lrs == pytest.approx([base * (1 - k / 4) for k in range(4)])
+    rows = read_rows(tmp_path / "run")
+    for metric, base in (
+        ("ppo/lr", trainer.config.algo.ppo.lr),
+        ("elbo/lr", trainer.config.algo.elbo.lr),
+    ):
+        lrs = [float(r["value"]) for r in rows if r["metric"] == metric]
+        assert lrs == pytest.approx([base * (1 - k / 4) for k in range(4)])
 
 
 def test_constant_lr_without_annealing(tmp_path):

@@ -125,7 +125,6 @@ class PPOConfig:
     """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic."""
 
     lr: float = 1e-3
-    anneal_lr: bool = False
     epochs: int = 4
     minibatches: int = 16
     clip_epsilon: float = 0.2
@@ -180,6 +179,7 @@ class TrainConfig:
 
     total_frames: int = 2_000_000
     max_minutes: float | None = None
+    anneal_lr: bool = False
     steps_per_batch: int | None = None
     eval_interval: int = 20
     eval_tasks: int = 210

@@ -284,11 +284,6 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
-        if ppo.anneal_lr:
-            # Linear decay over the frame budget (frames before this batch was collected).
-            done = (self.frames - batch.numel()) / self.config.train.total_frames
-            for group in self.ppo_optimizer.param_groups:
-                group["lr"] = ppo.lr * max(0.0, 1.0 - done)
         with torch.no_grad():
             self.gae(batch)
         sums: dict[str, float] = {}
@@ -370,7 +365,9 @@ class Trainer:
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        return {k: v / elbo.updates_per_iteration for k, v in sums.items()}
+        metrics = {k: v / elbo.updates_per_iteration for k, v in sums.items()}
+        metrics["lr"] = self.elbo_optimizer.param_groups[0]["lr"]
+        return metrics
 
     def evaluate(self, num_tasks: int | None = None, episodes: int | None = None) -> MetaTestResult:
         """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``)."""
@@ -430,6 +427,8 @@ class Trainer:
                 )
                 for k, value in enumerate(episode_returns.mean(0).tolist()[:8]):
                     metrics[f"train/return_episode_{k + 1}"] = value
+                if cfg.train.anneal_lr:
+                    self._anneal_learning_rates(batch.numel())
                 for key, value in self.ppo_update(batch).items():
                     metrics[f"ppo/{key}"] = value
                 for key, value in self.elbo_update().items():
@@ -457,6 +456,21 @@ class Trainer:
             collector.shutdown()
             if progress is not None:
                 progress.close()
+
+    def _anneal_learning_rates(self, batch_frames: int) -> None:
+        """Linear decay to 0 over ``train.total_frames`` of *both* learning rates.
+
+        The policy and the encoder must slow down together: a policy frozen by a decayed lr
+        cannot follow a belief representation that the ELBO keeps changing.
+        """
+        progress = (self.frames - batch_frames) / self.config.train.total_frames
+        scale = max(0.0, 1.0 - progress)
+        for optimizer, base in (
+            (self.ppo_optimizer, self.config.algo.ppo.lr),
+            (self.elbo_optimizer, self.config.algo.elbo.lr),
+        ):
+            for group in optimizer.param_groups:
+                group["lr"] = base * scale
 
     def _run_eval(self, log: bool = True) -> dict[str, float]:
         result = self.evaluate()

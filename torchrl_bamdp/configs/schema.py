@@ -129,13 +129,13 @@ class PPOConfig:
     minibatches: int = 16
     clip_epsilon: float = 0.2
     value_clip: float | None = None
-    gamma: float = 0.95
+    gamma: float = 0.99
     lmbda: float = 0.95
     entropy_coef: float = 0.01
     critic_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
-    hidden: list[int] = field(default_factory=lambda: [32])
+    hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     normalize_input: bool = True
     encoder_grad: bool = False

@@ -12,6 +12,11 @@ from torchrl_bamdp.configs.schema import Config, ConfigError, load_config
 
 CONFIG_DIR = str(Path(__file__).parent / "configs")
 
+#: Exit codes of the console scripts besides 0: bad input (configuration, arguments, checkpoint)
+#: and a run stopped by NaN/inf (``train.on_nonfinite``).
+EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
+
 
 def default_run_dir(config: Config) -> Path:
     """``runs/<env>-<algo>-seed<seed>-<YYYYmmdd-HHMMSS>`` under the working directory."""
@@ -53,6 +58,17 @@ def _apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, An
     return OmegaConf.to_container(merged, resolve=True)
 
 
+def _read_saved_config(path: Path) -> dict[str, Any]:
+    """The ``config.json`` of a run directory, or a :class:`ConfigError` saying what is wrong."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is unreadable or not JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a config mapping")
+    return data
+
+
 def resolve_run(data: dict[str, Any], overrides: list[str]) -> tuple[Config, Path]:
     """Turn a composed config into a validated config and its run directory.
 
@@ -65,7 +81,7 @@ def resolve_run(data: dict[str, Any], overrides: list[str]) -> tuple[Config, Pat
         saved = run_dir / "config.json"
         if not saved.exists():
             raise ConfigError(f"resume={resume!r}: no config.json there; is it a run directory?")
-        base = json.loads(saved.read_text())
+        base = _read_saved_config(saved)
         config = load_config(_apply_overrides(base, overrides))
         config.resume = str(run_dir)
         config.run_dir = str(run_dir)
@@ -85,15 +101,49 @@ def _train(cfg) -> None:
         config, run_dir = resolve_run(data, list(HydraConfig.get().overrides.task))
     except ConfigError as err:
         print(f"bamdp-train: invalid configuration: {err}", file=sys.stderr)
-        sys.exit(2)
-    # Imported only once the config is valid: a typo is reported without loading TorchRL.
-    from torchrl_bamdp.trainers import Trainer
-
+        sys.exit(EXIT_BAD_INPUT)
     print(f"bamdp-train: run directory {run_dir}")
-    result = Trainer(config, run_dir).train()
+    result = run_training(config, run_dir)
     evaluation = result["eval"]
     returns = ", ".join(f"{m:.3f}" for m in evaluation["mean"])
     print(f"bamdp-train: {result['frames']} frames; meta-test return per episode: {returns}")
+
+
+def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
+    """Train a run as ``bamdp-train`` does, turning known failures into a message and exit code.
+
+    A corrupt or mismatched checkpoint (:class:`~torchrl_bamdp.trainers.CheckpointError`) prints
+    its message and exits with code 2; a run stopped by non-finite values
+    (:class:`~torchrl_bamdp.trainers.NonFiniteError`) prints its report and exits with code 3.
+    No traceback is printed for either.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"total_frames": 240,
+    ...                    "eval_tasks": 21, "progress_bar": False}})
+    >>> run_training(cfg, Path(tempfile.mkdtemp()))["frames"]
+    240
+    """
+    # Imported only once the config is valid: a typo is reported without loading TorchRL.
+    from torchrl_bamdp.trainers import CheckpointError, NonFiniteError, Trainer
+
+    try:
+        trainer = Trainer(config, run_dir)
+    except CheckpointError as err:
+        print(f"bamdp-train: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        return trainer.train()
+    except NonFiniteError as err:
+        if trainer.logger is not None:
+            trainer.logger.close()
+        print(
+            f"bamdp-train: training stopped at iteration {trainer.iteration} ({trainer.frames} "
+            f"frames): {err}. The last checkpoint is {trainer.checkpoint_path}.",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_NONFINITE)
 
 
 def train_main() -> None:
@@ -122,31 +172,49 @@ def eval_main(argv: list[str] | None = None) -> None:
             f"bamdp-eval: unknown or missing arguments {sorted(unknown)}\n{EVAL_USAGE}",
             file=sys.stderr,
         )
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     run_dir = Path(args["run_dir"])
     if not (run_dir / "config.json").exists():
         print(f"bamdp-eval: run_dir={run_dir} holds no config.json", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     overrides = {"train": {"progress_bar": False}}
     if "deterministic" in args:
         overrides["train"]["eval_deterministic"] = args["deterministic"].lower() == "true"
-    base = json.loads((run_dir / "config.json").read_text())
-    base["train"].update(overrides["train"])
     try:
+        base = _read_saved_config(run_dir / "config.json")
+        train = base.setdefault("train", {})
+        if isinstance(train, dict):  # otherwise load_config names the problem
+            train.update(overrides["train"])
         config = load_config(base)
     except ConfigError as err:
         print(f"bamdp-eval: {run_dir}/config.json is invalid: {err}", file=sys.stderr)
-        sys.exit(2)
-    from torchrl_bamdp.trainers import Trainer
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        tasks = int(args.get("tasks", config.train.eval_tasks))
+        episodes = int(
+            args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task)
+        )
+        if tasks < 1 or episodes < 1:
+            raise ValueError
+    except ValueError:
+        print(
+            f"bamdp-eval: tasks and episodes must be positive integers (got "
+            f"tasks={args.get('tasks')!r}, episodes={args.get('episodes')!r})\n{EVAL_USAGE}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+    from torchrl_bamdp.trainers import CheckpointError, Trainer
 
-    trainer = Trainer(config, run_dir, read_only=True)
-    tasks = int(args.get("tasks", config.train.eval_tasks))
-    episodes = int(args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task))
+    try:
+        trainer = Trainer(config, run_dir, read_only=True)
+    except (CheckpointError, FileNotFoundError) as err:
+        print(f"bamdp-eval: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
     except ValueError as err:  # e.g. tasks not a multiple of the GridNavi goals (stratified)
         print(f"bamdp-eval: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
     report = {"run_dir": str(run_dir), "frames": trainer.frames, **result.to_dict()}
     (run_dir / "meta_test.json").write_text(json.dumps(report, indent=2))
     lines = ["| episode | return (mean +- s.e.) |", "|---|---|"]

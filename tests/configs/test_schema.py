@@ -374,3 +374,95 @@ def test_stratified_eval_needs_a_multiple_of_the_goals():
     with pytest.raises(ConfigError, match="train.eval_tasks .200. must be a multiple of the 21"):
         load_config({"train": {"eval_tasks": 200}})
     assert load_config({"train": {"eval_tasks": 200, "eval_stratified": False}}).train.eval_tasks
+
+
+# -- coverage of every field -------------------------------------------------------------------
+def _leaf_fields(cls=Config, prefix: str = "") -> list[tuple[str, object]]:
+    """``(dotted path, annotation)`` of every leaf field of the schema."""
+    import dataclasses
+    import typing
+
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _leaf_fields(tp, f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", tp))
+    return out
+
+
+@pytest.mark.parametrize(("path", "tp"), _leaf_fields(), ids=[p for p, _ in _leaf_fields()])
+def test_every_field_is_type_checked(path, tp):
+    msg = load_error(nested(path, {"wrong": "type"}))  # a mapping fits no leaf annotation
+    assert f"config.{path}" in msg and "must be" in msg
+
+
+def test_yaml_files_name_every_field():
+    """The composed YAML (what `bamdp-train` users read and override) and the schema agree."""
+
+    def leaves(data, prefix=""):
+        out = set()
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out |= leaves(value, f"{prefix}{key}.")
+            else:
+                out.add(f"{prefix}{key}")
+        return out
+
+    assert leaves(_compose([])) == {p for p, _ in _leaf_fields()}
+
+
+@pytest.mark.parametrize(
+    ("num_envs", "episode_length", "episodes_per_task", "steps_per_batch"),
+    [(4, 15, 4, None), (4, 15, 4, 120), (3, 7, 2, 42), (64, 15, 4, 180), (1, 1, 1, 5)],
+)
+def test_batches_hold_whole_tasks(num_envs, episode_length, episodes_per_task, steps_per_batch):
+    """frames_per_batch is a multiple of num_envs x horizon by construction."""
+    env = {"num_envs": num_envs, "episode_length": episode_length}
+    env["episodes_per_task"] = episodes_per_task
+    data = {"env": env, "algo": {"ppo": {"minibatches": 1}}}
+    data["train"] = {"steps_per_batch": steps_per_batch}
+    cfg = load_config(data)
+    horizon = episode_length * episodes_per_task
+    assert cfg.frames_per_batch % (num_envs * horizon) == 0
+    assert cfg.steps_per_batch % horizon == 0
+    for bad in (horizon + 1, 2 * horizon - 1, max(1, horizon // 2)):
+        if bad % horizon:
+            data["train"] = {"steps_per_batch": bad}
+            assert "must be a multiple of the BAMDP horizon" in load_error(data)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("algo.ppo.lr", math.inf),
+        ("algo.elbo.max_grad_norm", math.inf),
+        ("algo.elbo.kl_weight", -math.inf),
+        ("train.max_minutes", math.inf),
+        ("algo.ppo.gamma", 10**400),  # an int too large for a float
+    ],
+)
+def test_non_finite_numbers_are_rejected(path, value):
+    msg = load_error(nested(path, value))
+    assert f"config.{path} must be a finite number" in msg
+
+
+@pytest.mark.parametrize("device", ["cudafoo", "cuda:", "cuda:x", "gpu", " cpu", "CPU", "cpu\n"])
+def test_device_spelling_is_checked(device):
+    assert "config.device must be 'cpu', 'mps', 'cuda' or 'cuda:<index>'" in load_error(
+        {"device": device}
+    )
+
+
+def test_seed_fits_torch():
+    assert load_config({"seed": 2**63 - 1}).seed == 2**63 - 1
+    assert "config.seed must be <= 2**63 - 1" in load_error({"seed": 2**63})
+
+
+def test_logger_names_are_not_empty():
+    assert "config.logger.project must be a non-empty string" in load_error(
+        nested("logger.project", " ")
+    )
+    assert "config.logger.group" in load_error(nested("logger.group", ""))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -26,7 +28,10 @@ REWARD_DECODERS = ("grid_cells", "mse", "none")
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
-DEVICES_PREFIX = ("cpu", "cuda", "mps")
+ON_NONFINITE = ("skip", "stop")
+#: ``cpu``, ``cuda``, ``cuda:<index>``, ``mps`` (what ``torch.device`` accepts for this project).
+DEVICE_PATTERN = re.compile(r"(cpu|mps|cuda)(:\d+)?")
+MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed take a signed 64-bit int
 
 
 @dataclass
@@ -104,7 +109,9 @@ class ELBOConfig:
     updates_per_iteration: int = 4
     elbo_subsample: int | None = 15
     decode_subsample: int | None = None
-    max_grad_norm: float | None = None
+    # Catches spikes only: typical total norms are 0.5k-3k (p50-p99), spikes 5k-15k (see
+    # configs/algo/varibad.yaml for the measurement).
+    max_grad_norm: float | None = 5000.0
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -175,7 +182,7 @@ class AlgoConfig:
 
 @dataclass
 class TrainConfig:
-    """Budget, evaluation and checkpoint cadence."""
+    """Budget, evaluation and checkpoint cadence, and what NaN/inf does (``on_nonfinite``)."""
 
     total_frames: int = 2_000_000
     max_minutes: float | None = None
@@ -189,6 +196,8 @@ class TrainConfig:
     checkpoint_interval: int = 20
     progress_bar: bool = True
     num_threads: int = 1
+    on_nonfinite: str = "skip"
+    max_skipped_updates: int = 10
 
     def validate(self, path: str) -> None:
         _at_least(path, "total_frames", self.total_frames, 1)
@@ -202,6 +211,8 @@ class TrainConfig:
             _at_least(path, "eval_episodes", self.eval_episodes, 1)
         _at_least(path, "checkpoint_interval", self.checkpoint_interval, 0)
         _at_least(path, "num_threads", self.num_threads, 1)
+        _choice(path, "on_nonfinite", self.on_nonfinite, ON_NONFINITE)
+        _at_least(path, "max_skipped_updates", self.max_skipped_updates, 1)
 
 
 @dataclass
@@ -216,6 +227,10 @@ class LoggerConfig:
     def validate(self, path: str) -> None:
         _choice(path, "backend", self.backend, LOGGER_BACKENDS)
         _choice(path, "mode", self.mode, WANDB_MODES)
+        if not self.project.strip():
+            raise ConfigError(f"{path}.project must be a non-empty string (got {self.project!r})")
+        if self.group is not None and not self.group.strip():
+            raise ConfigError(f"{path}.group must be null or a non-empty string (got '')")
 
 
 @dataclass
@@ -233,9 +248,12 @@ class Config:
 
     def validate(self, path: str = "config") -> None:
         _at_least(path, "seed", self.seed, 0)
-        if not self.device.startswith(DEVICES_PREFIX):
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"{path}.seed must be <= 2**63 - 1 (got {self.seed})")
+        if not DEVICE_PATTERN.fullmatch(self.device):
             raise ConfigError(
-                f"{path}.device must start with one of {DEVICES_PREFIX} (got {self.device!r})"
+                f"{path}.device must be 'cpu', 'mps', 'cuda' or 'cuda:<index>' "
+                f"(got {self.device!r})"
             )
         steps = self.train.steps_per_batch or self.env.horizon
         if steps % self.env.horizon != 0:
@@ -330,7 +348,13 @@ def _convert(path: str, tp: Any, value: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{path} must be a number (got {value!r})")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path} must be a finite number (got {value!r})")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path} must be an integer (got {value!r})")

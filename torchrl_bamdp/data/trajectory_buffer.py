@@ -101,6 +101,26 @@ class TrajectoryBuffer:
             self.num_added += len(finished)
         return len(finished)
 
+    def discard_partial(self) -> int:
+        """Drop the unfinished trajectory tails (e.g. when a faulty batch is skipped: its
+        continuation would be glued to a tail that misses the skipped steps).
+
+        Returns the number of tails dropped.
+
+        Examples
+        --------
+        >>> from tensordict import TensorDict
+        >>> buf = TrajectoryBuffer(capacity=4, horizon=4, keys=[("next", "done")])
+        >>> done = torch.zeros(1, 2, 1, dtype=torch.bool)
+        >>> buf.extend_from_batch(TensorDict({"next": {"done": done}}, [1, 2]))
+        0
+        >>> buf.discard_partial()
+        1
+        """
+        dropped = len(self._partial)
+        self._partial.clear()
+        return dropped
+
     def _pad(self, trajectory: TensorDictBase) -> TensorDictBase:
         length = trajectory.shape[0]
         if length > self.horizon:

@@ -142,7 +142,14 @@ class GridNaviEnv(TaskEnv):
         return self._output(done=done)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        action = tensordict.get("action")
+        action = tensordict.get("action", None)
+        if action is None:
+            raise KeyError(
+                f"{type(self).__name__}.step: the tensordict has no 'action' entry (an index in "
+                f"0..{len(GRID_MOVES) - 1} per env, shape {tuple(self.batch_size)})"
+            )
+        if not self._action_is_valid(action):
+            raise ValueError(self._invalid_action_message(action))
         moves = self._moves[action.long()]
         self._position = (self._position + moves).clamp_(0, self.grid_size - 1)
         on_goal = (self._position == self._goal).all(-1, keepdim=True)
@@ -154,6 +161,47 @@ class GridNaviEnv(TaskEnv):
         out = self._output(done=torch.zeros_like(on_goal))
         out.set("reward", reward)
         return out
+
+    def _action_is_valid(self, action: torch.Tensor) -> bool:
+        """The fast check of every step: shape, dtype and range, one reduction on the hot path."""
+        if action.shape != self.batch_size:
+            return False
+        if action.is_floating_point():
+            # NaN fails every comparison, +-inf the range, 1.5 the integrality test.
+            return bool(((action >= 0) & (action < len(GRID_MOVES)) & (action.frac() == 0)).all())
+        if action.dtype == torch.bool or action.is_complex():
+            return False
+        low, high = torch.aminmax(action)  # one reduction; .item() beats tensor comparisons
+        return low.item() >= 0 and high.item() < len(GRID_MOVES)
+
+    def _invalid_action_message(self, action: torch.Tensor) -> str:
+        """Why ``action`` was rejected (built only on failure, never on the fast path)."""
+        n = len(GRID_MOVES)
+        allowed = (
+            f"allowed: one integer index in 0..{n - 1} ({'/'.join(ACTION_NAMES)}) per env, "
+            f"shape {tuple(self.batch_size)}, an integer dtype or integral float values"
+        )
+        head = f"{type(self).__name__}.step: invalid 'action'"
+        if action.shape != self.batch_size:
+            return f"{head}: shape {tuple(action.shape)} is not the batch shape; {allowed}"
+        if action.dtype == torch.bool or action.is_complex():
+            return f"{head}: dtype {action.dtype} is not an index type; {allowed}"
+        flat = action.reshape(-1)
+        if action.is_floating_point():
+            checks = (
+                ("non-finite (NaN/inf)", ~torch.isfinite(flat)),
+                ("non-integer", torch.isfinite(flat) & (flat.frac() != 0)),
+                ("out-of-range", torch.isfinite(flat) & ((flat < 0) | (flat >= n))),
+            )
+        else:
+            checks = (("out-of-range", (flat < 0) | (flat >= n)),)
+        for what, bad in checks:
+            if bool(bad.any()):
+                index = bad.nonzero().flatten()
+                values = ", ".join(f"env {i}: {flat[i].item()!r}" for i in index[:5].tolist())
+                more = f" and {len(index) - 5} more" if len(index) > 5 else ""
+                return f"{head}: {len(index)} {what} value(s) ({values}{more}); {allowed}"
+        return f"{head} (dtype {action.dtype}); {allowed}"
 
     def _output(self, done: torch.Tensor) -> TensorDictBase:
         return TensorDict(

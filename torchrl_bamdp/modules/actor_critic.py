@@ -87,6 +87,10 @@ class _Scaled(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A NaN/inf reward or observation makes the belief, hence the input, non-finite; the
+        # trainer discards such batches (train.on_nonfinite), but sampling an action from NaN
+        # logits would crash the collection first. Finite inputs pass through unchanged.
+        x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         if self.normalizer is not None:
             x = self.normalizer(x)
         return self.net(x)

@@ -31,8 +31,23 @@ from torchrl_bamdp.modules import (
 )
 from torchrl_bamdp.modules.actor_critic import find_input_normalizers, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.trainers.checkpoint import (
+    ARCHITECTURE_FIELDS,
+    CheckpointError,
+    architecture_differences,
+    describe_run,
+    read_checkpoint,
+    short_error,
+)
+from torchrl_bamdp.trainers.health import (
+    HealthMonitor,
+    format_terms,
+    nonfinite_entries,
+    nonfinite_terms,
+)
 from torchrl_bamdp.trainers.logging import MetricsLogger
 from torchrl_bamdp.transforms import varibad_transforms
+from torchrl_bamdp.utils import atomic_write_text
 
 CHECKPOINT_NAME = "last.pt"
 
@@ -81,6 +96,7 @@ def environment_info(seed: int) -> dict[str, Any]:
 
 
 EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in training
+PPO_LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy")
 
 
 @dataclass
@@ -166,7 +182,15 @@ class Trainer:
     ``Collector`` over the belief-transformed batched env, stores finished BAMDP trajectories in
     the trajectory buffer, runs the PPO epochs (ClipPPOLoss + GAE on ``hyper_state``) and the
     ELBO updates, logs, evaluates on fixed test tasks and checkpoints. ``Trainer(config,
-    run_dir)`` on a run directory that holds a checkpoint continues from it.
+    run_dir)`` on a run directory that holds a checkpoint continues from it; a corrupt checkpoint,
+    or one from a run with another architecture or env, raises a
+    :class:`~torchrl_bamdp.trainers.checkpoint.CheckpointError` before anything is written.
+
+    Numerical faults (NaN/inf in a loss term, a total gradient norm, or the rewards, observations
+    and beliefs of a collected batch) are handled as ``train.on_nonfinite`` says: the faulty step
+    or batch is skipped and counted (``health/skipped_updates_ppo``,
+    ``health/skipped_updates_elbo``, ``health/skipped_batches``), or the run stops with a
+    :class:`~torchrl_bamdp.trainers.health.NonFiniteError`.
 
     Parameters
     ----------
@@ -244,6 +268,7 @@ class Trainer:
         self.frames = 0
         self.iteration = 0
         self.last_eval: dict[str, Any] | None = None
+        self.health = HealthMonitor(config.train.on_nonfinite, config.train.max_skipped_updates)
         self.checkpoint_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
         self.logger: MetricsLogger | None = None
         if read_only:
@@ -251,20 +276,42 @@ class Trainer:
                 raise FileNotFoundError(f"no checkpoint to evaluate at {self.checkpoint_path}")
             self.load_checkpoint(self.checkpoint_path)
             return
-        self._write_run_files()
-        self.logger = MetricsLogger(self.run_dir, config)
+        # The checkpoint is checked before the run files are written: a resume with a mismatched
+        # architecture must not overwrite the config.json that matches the checkpoint.
         if self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
-            self.logger.truncate_after(self.iteration)
+        self._write_run_files()
+        self.logger = MetricsLogger(self.run_dir, config)
+        # Whatever a killed process logged after its last checkpoint (or before its first one:
+        # iteration 0) is redone now, so it must not stay in the logs twice.
+        self.logger.truncate_after(self.iteration)
+        self._truncate_eval_log(self.iteration)
 
     # -- setup ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
-        (self.run_dir / "config.json").write_text(json.dumps(config_to_dict(self.config), indent=2))
+        atomic_write_text(
+            self.run_dir / "config.json", json.dumps(config_to_dict(self.config), indent=2)
+        )
         # One entry per start (the first run and every resume): what produced these numbers.
         info_path = self.run_dir / "run_info.json"
         sessions = json.loads(info_path.read_text()) if info_path.exists() else []
         sessions.append(environment_info(self.config.seed))
-        info_path.write_text(json.dumps(sessions, indent=2))
+        atomic_write_text(info_path, json.dumps(sessions, indent=2))
+
+    def _truncate_eval_log(self, iteration: int) -> None:
+        """Keep only the evaluations of iterations up to ``iteration`` in ``eval.jsonl``."""
+        path = self.run_dir / "eval.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill
+                continue
+            if entry.get("iteration", 0) <= iteration:
+                kept.append(line)
+        atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _make_eval_env(self, num_tasks: int, episodes: int) -> TransformedEnv:
         env_cfg = self.config.env
@@ -299,12 +346,22 @@ class Trainer:
                 losses = self.ppo_loss(minibatch)
                 loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
                 self.ppo_optimizer.zero_grad(set_to_none=True)
+                if not math.isfinite(float(loss.detach())):
+                    terms = {k: losses[k] for k in PPO_LOSS_TERMS}
+                    self._skip_update("ppo", "loss", terms)
+                    continue
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(
                     [p for g in self.ppo_optimizer.param_groups for p in g["params"]],
                     ppo.max_grad_norm,
                 )
+                if not math.isfinite(float(grad_norm)):
+                    self.ppo_optimizer.zero_grad(set_to_none=True)
+                    terms = {k: losses[k] for k in PPO_LOSS_TERMS}
+                    self._skip_update("ppo", "gradient", terms, grad_norm=float(grad_norm))
+                    continue
                 self.ppo_optimizer.step()
+                self.health.ok("ppo")
                 for key in (
                     "loss_objective",
                     "loss_critic",
@@ -321,9 +378,25 @@ class Trainer:
         # log-probabilities come from the very policy the PPO ratio starts from.
         for normalizer in find_input_normalizers(self.agent.actor):
             normalizer.update(batch.get("hyper_state"))
-        metrics = {k: v / count for k, v in sums.items()}
+        metrics = {k: v / count for k, v in sums.items()} if count else {}
         metrics["lr"] = self.ppo_optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _skip_update(
+        self, kind: str, what: str, terms: dict[str, Any], grad_norm: float | None = None
+    ) -> None:
+        """Report a non-finite loss or gradient of the ``kind`` update: raise, or count a skip."""
+        name = kind.upper()
+        where = f"at iteration {self.iteration} ({self.frames} frames)"
+        if what == "loss":
+            bad = nonfinite_terms(terms) or ["the weighted sum of the terms"]
+            report = f"non-finite {name} loss {where}: {', '.join(bad)} ({format_terms(terms)})"
+        else:
+            report = (
+                f"non-finite {name} gradient {where}: total gradient norm {grad_norm} with "
+                f"finite loss terms ({format_terms(terms)})"
+            )
+        self.health.fault(kind, report)
 
     def _trajectory_minibatches(self, batch: TensorDictBase, minibatches: int):
         """Minibatches of whole tasks whose hyper-state is re-encoded with gradients."""
@@ -352,20 +425,38 @@ class Trainer:
             "loss_task": elbo.task_weight,
             "loss_kl": elbo.kl_weight,
         }
+        params = [p for g in self.elbo_optimizer.param_groups for p in g["params"]]
         sums: dict[str, float] = {}
+        count, max_norm = 0, 0.0
         for _ in range(elbo.updates_per_iteration):
             sample = self.buffer.sample(elbo.batch_trajectories).to(self.device)
             terms = self.agent.elbo_loss(sample)
             loss = sum(weights[k] * v for k, v in terms.items())
             self.elbo_optimizer.zero_grad(set_to_none=True)
+            if not math.isfinite(float(loss.detach())):
+                self._skip_update("elbo", "loss", dict(terms.items()))
+                continue
             loss.backward()
             if elbo.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.agent.elbo_loss.parameters(), elbo.max_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(params, elbo.max_grad_norm)
+            else:
+                grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+            grad_norm = float(grad_norm)  # before clipping
+            if not math.isfinite(grad_norm):
+                self.elbo_optimizer.zero_grad(set_to_none=True)
+                self._skip_update("elbo", "gradient", dict(terms.items()), grad_norm=grad_norm)
+                continue
             self.elbo_optimizer.step()
+            self.health.ok("elbo")
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-        metrics = {k: v / elbo.updates_per_iteration for k, v in sums.items()}
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
+            max_norm = max(max_norm, grad_norm)
+            count += 1
+        metrics = {k: v / count for k, v in sums.items()} if count else {}
+        if count:
+            metrics["grad_norm_max"] = max_norm
         metrics["lr"] = self.elbo_optimizer.param_groups[0]["lr"]
         return metrics
 
@@ -420,19 +511,23 @@ class Trainer:
             for batch in collector:
                 self.iteration += 1
                 self.frames += batch.numel()
-                added = self.buffer.extend_from_batch(batch)
+                healthy = self._check_batch(batch)
+                added = self.buffer.extend_from_batch(batch) if healthy else 0
                 metrics: dict[str, float] = {"train/trajectories_added": added}
-                episode_returns = per_episode_returns(
-                    batch, cfg.env.episodes_per_task * (batch.shape[1] // cfg.env.horizon)
-                )
-                for k, value in enumerate(episode_returns.mean(0).tolist()[:8]):
-                    metrics[f"train/return_episode_{k + 1}"] = value
+                if healthy:
+                    episode_returns = per_episode_returns(
+                        batch, cfg.env.episodes_per_task * (batch.shape[1] // cfg.env.horizon)
+                    )
+                    for k, value in enumerate(episode_returns.mean(0).tolist()[:8]):
+                        metrics[f"train/return_episode_{k + 1}"] = value
                 if cfg.train.anneal_lr:
                     self._anneal_learning_rates(batch.numel())
-                for key, value in self.ppo_update(batch).items():
-                    metrics[f"ppo/{key}"] = value
+                if healthy:
+                    for key, value in self.ppo_update(batch).items():
+                        metrics[f"ppo/{key}"] = value
                 for key, value in self.elbo_update().items():
                     metrics[f"elbo/{key}"] = value
+                metrics.update(self.health.metrics())
                 now = time.perf_counter()
                 metrics["perf/fps"] = (self.frames - last_frames) / max(now - last_time, 1e-9)
                 metrics["perf/wall_clock"] = now - start
@@ -456,6 +551,25 @@ class Trainer:
             collector.shutdown()
             if progress is not None:
                 progress.close()
+
+    def _check_batch(self, batch: TensorDictBase) -> bool:
+        """``True`` if the batch is finite; otherwise report it (raise, or count a skip).
+
+        A skipped batch is used neither for PPO nor for the ELBO's trajectory buffer; the
+        unfinished trajectory tails it would have completed are dropped as well.
+        """
+        faults = nonfinite_entries(batch)
+        if not faults:
+            self.health.ok("batch")
+            return True
+        self.buffer.discard_partial()
+        entries = "; ".join(f"{key}: {where}" for key, where in faults.items())
+        self.health.fault(
+            "batch",
+            f"non-finite values in the batch collected at iteration {self.iteration} "
+            f"({self.frames} frames): {entries}",
+        )
+        return False
 
     def _anneal_learning_rates(self, batch_frames: int) -> None:
         """Linear decay to 0 over ``train.total_frames`` of *both* learning rates.
@@ -511,6 +625,7 @@ class Trainer:
             "ppo_optimizer": self.ppo_optimizer.state_dict(),
             "elbo_optimizer": self.elbo_optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
+            "health": self.health.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 # Whole-task batches: the collector's next reset redraws these tasks on resume.
@@ -529,16 +644,55 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        self.frames = int(state["frames"])
-        self.iteration = int(state["iteration"])
-        self.last_eval = state["last_eval"]
-        self.agent.elbo_loss.load_state_dict(state["elbo_loss"])
-        self.agent.actor.load_state_dict(state["actor"])
-        self.agent.critic.load_state_dict(state["critic"])
-        self.ppo_optimizer.load_state_dict(state["ppo_optimizer"])
-        self.elbo_optimizer.load_state_dict(state["elbo_optimizer"])
-        self.buffer.load_state_dict(state["buffer"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.env.task_generator.set_state(state["rng"]["task_generator"])
-        self.buffer.generator.set_state(state["rng"]["buffer_generator"])
+        """Restore the run state from ``path``, checking it first.
+
+        Raises
+        ------
+        CheckpointError
+            If the file is corrupt or incomplete, was written by a run whose architecture or
+            env differs from this run's (see ``checkpoint.ARCHITECTURE_FIELDS``), or a part of
+            it does not load; the message names the path, both runs and the part.
+            The trainer must not be used after this error (parts may be loaded already).
+        """
+        current = config_to_dict(self.config)
+        run = f"run {describe_run(current)} ({self.run_dir})"
+        state = read_checkpoint(path, map_location=self.device, run=run)
+        saved = state["config"]
+        differences = architecture_differences(saved, current, ARCHITECTURE_FIELDS)
+        if differences:
+            raise CheckpointError(
+                f"checkpoint {path} was written by a run with a different architecture or env "
+                f"(checkpoint: {describe_run(saved)}; this {run}): {'; '.join(differences)}. "
+                "Resume with the checkpoint's settings or start a new run_dir."
+            )
+
+        def load(part: str, restore) -> None:
+            try:
+                restore()
+            except Exception as err:  # size mismatches, missing keys, wrong types
+                raise CheckpointError(
+                    f"cannot load checkpoint {path} (written by {describe_run(saved)}) into this "
+                    f"{run}: {part}: {short_error(err)}"
+                ) from err
+
+        def scalars() -> None:
+            self.frames = int(state["frames"])
+            self.iteration = int(state["iteration"])
+            if state["last_eval"] is not None and not isinstance(state["last_eval"], dict):
+                raise TypeError(f"last_eval is a {type(state['last_eval']).__name__}, not a dict")
+            self.last_eval = state["last_eval"]
+
+        def rng() -> None:
+            torch.set_rng_state(state["rng"]["torch"])
+            self.env.task_generator.set_state(state["rng"]["task_generator"])
+            self.buffer.generator.set_state(state["rng"]["buffer_generator"])
+
+        load("frames/iteration", scalars)
+        load("elbo_loss", lambda: self.agent.elbo_loss.load_state_dict(state["elbo_loss"]))
+        load("actor", lambda: self.agent.actor.load_state_dict(state["actor"]))
+        load("critic", lambda: self.agent.critic.load_state_dict(state["critic"]))
+        load("ppo_optimizer", lambda: self.ppo_optimizer.load_state_dict(state["ppo_optimizer"]))
+        load("elbo_optimizer", lambda: self.elbo_optimizer.load_state_dict(state["elbo_optimizer"]))
+        load("buffer", lambda: self.buffer.load_state_dict(state["buffer"]))
+        load("health", lambda: self.health.load_state_dict(state.get("health", {})))
+        load("rng", rng)

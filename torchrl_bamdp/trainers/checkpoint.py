@@ -1,0 +1,207 @@
+"""Checkpoint reading and checking: a bad checkpoint is reported clearly, never half-loaded blindly.
+
+A checkpoint is the dict written by :meth:`torchrl_bamdp.trainers.Trainer.state_dict`. Before any
+state dict is loaded, :func:`read_checkpoint` rejects files that are not readable checkpoints
+(truncated, garbage, not a dict, entries missing), and :func:`architecture_differences` compares
+the configuration saved in the checkpoint with the run's own on every field that shapes a
+network, an optimizer or the trajectory buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Entries every checkpoint must hold (``health`` is optional: older checkpoints lack it).
+REQUIRED_ENTRIES = (
+    "config",
+    "frames",
+    "iteration",
+    "last_eval",
+    "elbo_loss",
+    "actor",
+    "critic",
+    "ppo_optimizer",
+    "elbo_optimizer",
+    "buffer",
+    "rng",
+)
+
+#: Config fields (dotted paths; a section means all its fields) that must be equal between the
+#: checkpoint and the run loading it: they fix parameter shapes, the functions the networks
+#: compute, the optimizers' parameter groups and the stored trajectory length.
+ARCHITECTURE_FIELDS = (
+    "env.name",
+    "env.grid_size",
+    "env.episode_length",
+    "env.episodes_per_task",
+    "algo.name",
+    "algo.encoder",
+    "algo.decoders",
+    "algo.ppo.hidden",
+    "algo.ppo.activation",
+    "algo.ppo.normalize_input",
+    "algo.ppo.encoder_grad",
+)
+
+_MISSING = object()
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is corrupt, incomplete, or from a run with another architecture or env.
+
+    The message names the checkpoint path, the run (env, algo, seed) and what failed.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise CheckpointError("cannot load checkpoint last.pt: actor: size mismatch")
+    ... except RuntimeError as err:
+    ...     print(err)
+    cannot load checkpoint last.pt: actor: size mismatch
+    """
+
+
+def describe_run(config: Mapping[str, Any] | None) -> str:
+    """``"env=gridworld algo=varibad seed=0"`` of a config dict (as saved in checkpoints).
+
+    Examples
+    --------
+    >>> describe_run({"seed": 3, "env": {"name": "gridworld"}, "algo": {"name": "varibad"}})
+    'env=gridworld algo=varibad seed=3'
+    >>> describe_run(None)
+    'unknown run'
+    """
+    if not isinstance(config, Mapping):
+        return "unknown run"
+    env = config.get("env", {})
+    algo = config.get("algo", {})
+    env_name = env.get("name", "?") if isinstance(env, Mapping) else "?"
+    algo_name = algo.get("name", "?") if isinstance(algo, Mapping) else "?"
+    return f"env={env_name} algo={algo_name} seed={config.get('seed', '?')}"
+
+
+def _lookup(config: Any, path: str) -> Any:
+    value = config
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _leaves(value: Any, path: str) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_leaves(item, f"{path}.{key}"))
+        return out
+    return {path: value}
+
+
+def architecture_differences(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    fields: tuple[str, ...] = ARCHITECTURE_FIELDS,
+) -> list[str]:
+    """The architecture-relevant fields on which two config dicts differ, one line each.
+
+    Parameters
+    ----------
+    saved, current : Mapping
+        Config dicts (:func:`torchrl_bamdp.configs.config_to_dict`): the checkpoint's and the run's.
+    fields : tuple of str
+        Dotted paths to compare; a path naming a section compares every field inside it.
+
+    Examples
+    --------
+    >>> a = {"algo": {"encoder": {"latent_dim": 5}, "ppo": {"hidden": [64, 64]}}}
+    >>> b = {"algo": {"encoder": {"latent_dim": 8}, "ppo": {"hidden": [64, 64]}}}
+    >>> architecture_differences(a, b, ("algo.encoder", "algo.ppo.hidden"))
+    ['algo.encoder.latent_dim: checkpoint 5, this run 8']
+    """
+    lines = []
+    for path in fields:
+        old, new = _leaves(_lookup(saved, path), path), _leaves(_lookup(current, path), path)
+        for name in sorted(old.keys() | new.keys()):
+            a, b = old.get(name, _MISSING), new.get(name, _MISSING)
+            if a != b:
+                show = [("missing" if v is _MISSING else repr(v)) for v in (a, b)]
+                lines.append(f"{name}: checkpoint {show[0]}, this run {show[1]}")
+    return lines
+
+
+def read_checkpoint(
+    path: str | Path, map_location: torch.device | str | None = None, run: str = "this run"
+) -> dict[str, Any]:
+    """Read a trainer checkpoint, raising :class:`CheckpointError` unless it is a complete one.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint file.
+    map_location : torch.device or str, optional
+        Passed to ``torch.load``.
+    run : str
+        How the run reading it is named in error messages (e.g. :func:`describe_run`).
+
+    Returns
+    -------
+    dict
+        The checkpoint, with every entry of :data:`REQUIRED_ENTRIES`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> bad = Path(tempfile.mkdtemp()) / "last.pt"
+    >>> _ = bad.write_bytes(b"not a checkpoint")
+    >>> try:
+    ...     read_checkpoint(bad)
+    ... except CheckpointError as err:
+    ...     print("corrupt or truncated" in str(err))
+    True
+    """
+    head = f"cannot read checkpoint {path} into {run}"
+    try:
+        # weights_only=False: the checkpoint holds TensorDicts (the trajectory buffer) and RNG
+        # states; only load checkpoints you wrote yourself.
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises many kinds for corrupt files; report them all
+        raise CheckpointError(
+            f"{head}: the file is corrupt or truncated ({type(err).__name__}: {_short(str(err))})"
+        ) from err
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{head}: it holds a {type(state).__name__}, not a checkpoint dict of "
+            f"{', '.join(REQUIRED_ENTRIES)}"
+        )
+    missing = [name for name in REQUIRED_ENTRIES if name not in state]
+    if missing:
+        raise CheckpointError(f"{head}: entries missing: {', '.join(missing)}")
+    if not isinstance(state["config"], Mapping):
+        raise CheckpointError(
+            f"{head}: its 'config' entry is a {type(state['config']).__name__}, not a dict"
+        )
+    return state
+
+
+def _short(message: str, limit: int = 600) -> str:
+    """One line of at most ``limit`` characters of a (possibly multi-line) torch message."""
+    text = " ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_error(err: BaseException, limit: int = 600) -> str:
+    """A one-line summary of an exception raised while loading a state dict.
+
+    Examples
+    --------
+    >>> short_error(RuntimeError("Error(s) in loading state_dict for Linear:\\n\\tsize mismatch"))
+    'Error(s) in loading state_dict for Linear: size mismatch'
+    """
+    return _short(str(err), limit)

@@ -19,30 +19,19 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
-import torchrl
 
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.varibad import environment_info
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def _random_policy(trainer: Trainer, num_tasks: int, episodes: int) -> dict:
@@ -101,12 +90,7 @@ def run(args: argparse.Namespace) -> dict:
         "frames": result["frames"],
         "iterations": result["iterations"],
         "wall_clock_s": wall,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchrl": torchrl.__version__,
-            "git_commit": _git_commit(),
-        },
+        "versions": environment_info(args.seed),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
         "varibad": varibad,
         "random": random,

@@ -22,29 +22,14 @@ import platform
 import time
 from pathlib import Path
 
-import torch
-
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.evaluation.meta_test import meta_test
+from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.varibad import environment_info
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _random_policy(trainer: Trainer, num_tasks: int, episodes: int) -> dict:
-    env = trainer._make_eval_env(num_tasks, episodes)
-    spec = env.action_spec
-    generator = torch.Generator().manual_seed(0)
-
-    def policy(td):
-        td.set("action", torch.randint(spec.n, spec.shape, generator=generator))
-        return td
-
-    result = meta_test(env, policy, episodes, trainer.config.env.episode_length)
-    return result.to_dict()
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -65,7 +50,7 @@ def run(args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - start
     env = config.env
     varibad = result["eval"]
-    random = _random_policy(trainer, config.train.eval_tasks, env.episodes_per_task)
+    random = trainer.evaluate(policy=uniform_random_policy(trainer.env.action_spec.n)).to_dict()
     optimal = BayesOptimalGridNavi(
         GridNaviSpec(
             grid_size=env.grid_size,

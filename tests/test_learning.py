@@ -7,19 +7,8 @@ import torch
 
 from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi
-from torchrl_bamdp.evaluation.meta_test import meta_test
+from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
-
-
-def _random_returns(trainer: Trainer, num_tasks: int) -> torch.Tensor:
-    env = trainer._make_eval_env(num_tasks, trainer.config.env.episodes_per_task)
-    generator = torch.Generator().manual_seed(0)
-
-    def policy(td):
-        td.set("action", torch.randint(5, env.action_spec.shape, generator=generator))
-        return td
-
-    return meta_test(env, policy, trainer.config.env.episodes_per_task, 15).returns
 
 
 def _train(tmp_path, frames: int, eval_tasks: int) -> tuple[Trainer, dict]:
@@ -44,7 +33,7 @@ def test_short_training_clearly_beats_a_random_policy(tmp_path):
     torch.manual_seed(0)
     trainer, result = _train(tmp_path, frames=384_000, eval_tasks=210)
     trained = torch.tensor(result["eval"]["mean"])
-    random = _random_returns(trainer, 210)
+    random = trainer.evaluate(210, policy=uniform_random_policy(trainer.env.action_spec.n)).returns
     random_total = random.sum(1)
     # The same 210 seeded test tasks; the margin is many standard errors of the random policy.
     stderr = float(random_total.std() / random_total.numel() ** 0.5)

@@ -16,26 +16,8 @@ import torch
 
 from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.evaluation.meta_test import meta_test
+from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
-
-
-def random_policy_returns(trainer: Trainer, num_tasks: int) -> list[float]:
-    """Meta-test a uniformly random policy on the trainer's test tasks."""
-    env = trainer._make_eval_env(num_tasks, trainer.config.env.episodes_per_task)
-    spec = env.action_spec
-
-    def policy(td):
-        td.set("action", spec.rand())
-        return td
-
-    result = meta_test(
-        env,
-        policy,
-        episodes=trainer.config.env.episodes_per_task,
-        episode_length=trainer.config.env.episode_length,
-    )
-    return result.mean
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows = {
         "VariBAD (ours)": result["eval"]["mean"],
-        "random policy": random_policy_returns(trainer, config.train.eval_tasks),
+        "random policy": trainer.evaluate(
+            policy=uniform_random_policy(trainer.env.action_spec.n)
+        ).mean,
         "Bayes-optimal (exact DP)": optimal.expected_returns(),
     }
     print(f"\nMeta-test return per inner episode on {config.train.eval_tasks} fixed test tasks")

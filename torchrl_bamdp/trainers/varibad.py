@@ -460,14 +460,23 @@ class Trainer:
         metrics["lr"] = self.elbo_optimizer.param_groups[0]["lr"]
         return metrics
 
-    def evaluate(self, num_tasks: int | None = None, episodes: int | None = None) -> MetaTestResult:
-        """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``)."""
+    def evaluate(
+        self,
+        num_tasks: int | None = None,
+        episodes: int | None = None,
+        policy: Any | None = None,
+    ) -> MetaTestResult:
+        """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``).
+
+        ``policy`` defaults to the trained actor; pass e.g.
+        ``uniform_random_policy(trainer.env.action_spec.n)`` for a reference on the same tasks.
+        """
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
         env = self._make_eval_env(num_tasks or train.eval_tasks, episodes)
         return meta_test(
             env,
-            self.agent.actor,
+            self.agent.actor if policy is None else policy,
             episodes=episodes,
             episode_length=self.config.env.episode_length,
             seed=EVAL_SEED,

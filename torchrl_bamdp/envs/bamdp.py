@@ -95,6 +95,12 @@ class BAMDPEnv(EnvBase):
         obs_spec["episode"] = Bounded(
             0, self.episodes_per_task, shape=(*shape, 1), dtype=torch.long, device=self.device
         )
+        # Steps already taken in the current inner episode (0 at a start state; episode_length
+        # only in the final state of a task): time-aware policies (the Bayes-optimal one) read
+        # it; learned agents may ignore it.
+        obs_spec["step_in_episode"] = Bounded(
+            0, self.episode_length, shape=(*shape, 1), dtype=torch.long, device=self.device
+        )
         obs_spec["episode_done"] = Categorical(
             2, shape=(*shape, 1), dtype=torch.bool, device=self.device
         )
@@ -132,6 +138,7 @@ class BAMDPEnv(EnvBase):
         out.update(
             {
                 "episode": self._episode.reshape(*self.batch_size, 1).clone(),
+                "step_in_episode": self._step_in_episode.reshape(*self.batch_size, 1).clone(),
                 "episode_done": flags,
                 "done": flags.clone(),
                 "terminated": flags.clone(),
@@ -174,6 +181,7 @@ class BAMDPEnv(EnvBase):
         out.update(
             {
                 "episode": self._episode.reshape(shape1).clone(),
+                "step_in_episode": self._step_in_episode.reshape(shape1).clone(),
                 "episode_done": episode_done.reshape(shape1),
                 "done": task_done.reshape(shape1),
                 # Inner terminations are not BAMDP terminations; only a termination of the

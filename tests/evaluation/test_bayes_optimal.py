@@ -1,4 +1,4 @@
-"""Tests of the exact Bayes-optimal GridNavi solver (pure Python, no torch needed)."""
+"""Tests of the exact Bayes-optimal GridNavi solver (pure Python) and of its TorchRL policy."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from fractions import Fraction
 from functools import cache
 
 import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.envs import TransformedEnv
 
+from torchrl_bamdp.envs import GridNaviEnv, make_env
 from torchrl_bamdp.evaluation.bayes_optimal import (
     ACTION_MOVES,
     BayesOptimalGridNavi,
+    BayesOptimalPolicy,
     GridNaviSpec,
     main,
 )
+from torchrl_bamdp.evaluation.meta_test import meta_test, per_episode_returns
+from torchrl_bamdp.transforms import BELIEF_PROBS, ExactGridBelief, exact_belief_transforms
 
 
 def _solver(grid_size: int, length: int, episodes: int, **rewards: float) -> BayesOptimalGridNavi:
@@ -345,3 +353,132 @@ def test_main_prints_the_returns(capsys):
     assert "episode 2: expected return 0.240000" in out
     assert "total:     0.260000" in out
     assert "known-goal return per episode: 0.240000" in out
+
+
+# -- the policy in the real env ------------------------------------------------------------------
+def _policy_env(grid_size: int, length: int, episodes: int, num_envs: int, **kwargs):
+    base = make_env(
+        num_envs=num_envs,
+        grid_size=grid_size,
+        episode_length=length,
+        episodes_per_task=episodes,
+        **kwargs,
+    )
+    return TransformedEnv(base, exact_belief_transforms(grid_size=grid_size))
+
+
+def _run(env, policy) -> tuple[torch.Tensor, TensorDict]:
+    base = env.base_env
+    with torch.no_grad():
+        rollout = env.rollout(base.horizon, policy, break_when_any_done=False)
+    return per_episode_returns(rollout, base.episodes_per_task), rollout
+
+
+@pytest.mark.parametrize(
+    ("grid_size", "length", "episodes", "copies"),
+    [(5, 15, 4, 2), (5, 15, 6, 1), (3, 4, 3, 2), (3, 4, 6, 1), (4, 7, 3, 1)],
+)
+def test_policy_in_the_env_attains_the_dp_returns_on_stratified_tasks(
+    grid_size, length, episodes, copies
+):
+    spec = GridNaviSpec(grid_size=grid_size, episode_length=length, episodes_per_task=episodes)
+    num_goals = len(spec.candidate_goals())
+    env = _policy_env(grid_size, length, episodes, copies * num_goals, stratified=True, seed=0)
+    policy = BayesOptimalPolicy.from_env(env)
+    assert policy.problem == spec
+    returns, rollout = _run(env, policy)
+    assert returns.shape == (copies * num_goals, episodes)
+    # Deterministic env and policy, every goal equally often: the mean is the exact expectation.
+    expected = BayesOptimalGridNavi(spec).expected_returns()
+    assert returns.double().mean(0).tolist() == pytest.approx(expected, abs=1e-5)
+    # Per task, the env run equals the solver's own simulation against that goal.
+    goals = env.base_env.fixed_tasks.long().tolist()
+    for task, goal in enumerate(goals):
+        assert returns[task].tolist() == pytest.approx(
+            policy.solver.simulate(tuple(goal)), abs=1e-5
+        )
+    assert rollout["action"].dtype == torch.long
+    assert env.action_spec.is_in(rollout["action"][:, 0])
+
+
+def test_policy_on_random_tasks_is_within_three_standard_errors_of_the_dp_value():
+    env = _policy_env(5, 15, 4, 500, seed=123)
+    policy = BayesOptimalPolicy.from_env(env)
+    returns, rollout = _run(env, policy)
+    goals = rollout["task"][:, 0]
+    assert len(torch.unique(goals, dim=0)) == 21  # a random sample, not stratified
+    total = returns.double().sum(1)
+    stderr = total.std() / math.sqrt(len(total))
+    value = BayesOptimalGridNavi(GridNaviSpec()).total_expected_return()
+    assert abs(total.mean().item() - value) <= 3 * stderr.item()
+
+
+def test_policy_handles_any_batch_shape_and_caches_states():
+    policy = BayesOptimalPolicy(GridNaviSpec())
+    belief = ExactGridBelief()
+    td = TensorDict(
+        {
+            "observation": torch.zeros(2, 3, 2),
+            "step_in_episode": torch.zeros(2, 3, 1, dtype=torch.long),
+            "episode": torch.zeros(2, 3, 1, dtype=torch.long),
+            "belief": {"probs": belief.prior.expand(2, 3, 25).clone()},
+        },
+        batch_size=[2, 3],
+    )
+    out = policy(td)
+    first = policy.solver.act((0, 0), 0, 0, None, None)
+    assert out["action"].shape == (2, 3) and out["action"].dtype == torch.long
+    assert (out["action"] == first).all()
+    assert len(policy._actions) == 1  # one distinct state, one solver call
+    # A known goal (a one-hot belief) is walked to; the state after a task's end gets a noop.
+    td = td[0]
+    td["belief", "probs"] = torch.zeros(3, 25)
+    td["belief", "probs"][:, 3 * 5 + 0] = 1.0
+    td["observation"][1] = torch.tensor([3.0, 0.0])
+    td["step_in_episode"][2] = 15
+    td["episode"][2] = 3
+    assert policy(td)["action"].tolist() == [2, 0, 0]
+    # A single env (batch size 1) in the real env.
+    env = _policy_env(3, 4, 2, 1, seed=0)
+    returns, _ = _run(env, BayesOptimalPolicy.from_env(env))
+    assert returns.shape == (1, 2)
+
+
+def test_policy_needs_the_exact_belief_of_the_same_grid():
+    env = make_env(num_envs=2, seed=0)
+    policy = BayesOptimalPolicy.from_env(env)
+    with pytest.raises(KeyError, match="ExactGridBelief"):
+        env.rollout(3, policy)
+    small = _policy_env(3, 4, 2, 2, seed=0)
+    with pytest.raises(ValueError, match=r"\[\*batch, 25\]"):
+        small.rollout(3, policy)
+    td = small.reset()
+    td["belief", "probs"] = torch.zeros(2, 9)
+    td["belief", "probs"][:, 4] = 1.0  # (1, 1): never a candidate goal
+    with pytest.raises(ValueError, match="not candidate goals"):
+        BayesOptimalPolicy.from_env(small)(td)
+    with pytest.raises(TypeError, match="BAMDPEnv"):
+        BayesOptimalPolicy.from_env(GridNaviEnv(num_envs=1))
+    assert BayesOptimalPolicy().probs_key == BELIEF_PROBS
+
+
+def test_policy_runs_in_a_collector_and_meta_test():
+    env = _policy_env(3, 4, 2, 5, stratified=True, seed=0)
+    policy = BayesOptimalPolicy.from_env(env)
+    expected = policy.solver.expected_returns()
+    collector = Collector(
+        env,
+        policy,
+        frames_per_batch=5 * 16,
+        total_frames=5 * 16,
+        auto_register_policy_transforms=False,
+    )
+    try:
+        batch = next(iter(collector))
+    finally:
+        collector.shutdown()
+    assert batch.batch_size == (5, 16)
+    for task in range(2):  # two tasks per env, the belief reset in between
+        returns = per_episode_returns(batch[:, 8 * task : 8 * (task + 1)], 2)
+        assert returns.double().mean(0).tolist() == pytest.approx(expected, abs=1e-5)
+    assert meta_test(env, policy, 2, 4).mean == pytest.approx(expected, abs=1e-5)

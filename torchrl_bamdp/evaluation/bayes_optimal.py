@@ -42,7 +42,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["ACTION_MOVES", "BayesOptimalGridNavi", "GridNaviSpec", "main"]
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torchrl.envs import EnvBase
+
+from torchrl_bamdp.envs.bamdp import BAMDPEnv
+from torchrl_bamdp.transforms.exact_belief import BELIEF_PROBS, find_grid_navi
+
+__all__ = [
+    "ACTION_MOVES",
+    "BayesOptimalGridNavi",
+    "BayesOptimalPolicy",
+    "GridNaviSpec",
+    "main",
+]
 
 # Action index -> (dx, dy): noop, up, right, down, left (as in ``torchrl_bamdp.envs.gridworld``).
 ACTION_MOVES: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0))
@@ -549,6 +564,195 @@ class BayesOptimalGridNavi:
             bound = min(bound, sum(slots) + weighted)
         self._upper[key] = bound
         return bound
+
+
+class BayesOptimalPolicy(TensorDictModuleBase):
+    """The exact Bayes-optimal GridNavi policy as a TorchRL policy (``policy(td)``).
+
+    It reads the position, the step within the inner episode, the inner-episode index and the
+    exact goal posterior written by
+    :class:`~torchrl_bamdp.transforms.exact_belief.ExactGridBelief`, and writes the action of
+    :meth:`BayesOptimalGridNavi.act`: the goals with a positive probability are the remaining
+    ones, and a single remaining goal is a known goal. The env must therefore carry
+    ``ExactGridBelief`` (e.g. ``TransformedEnv(env, exact_belief_transforms(...))``) built for
+    the same grid. Any batch shape works; actions are cached per (position, step, episode,
+    posterior support), so a large batch of tasks costs one solver call per distinct state.
+
+    Parameters
+    ----------
+    spec : GridNaviSpec
+        The problem (grid size, episode length, episodes per task, rewards) of the env; see
+        :meth:`from_env`. Kept as :attr:`problem` (TorchRL reserves ``spec`` on modules for
+        output specs); the solver is :attr:`solver`.
+    observation_key, step_key, episode_key, probs_key : NestedKey
+        Where to read the position (floats ``[*batch, 2]``), the steps already taken in the
+        inner episode (``[*batch, 1]``), the inner-episode index (``[*batch, 1]``) and the
+        posterior (``[*batch, N*N]``).
+    action_key : NestedKey
+        Where to write the action (long ``[*batch]``: 0 noop, 1 up, 2 right, 3 down, 4 left).
+
+    Notes
+    -----
+    A state after the last step of a task (``step >= episode_length`` or
+    ``episode >= episodes_per_task``; a policy never acts there in a rollout or a collector)
+    gets the no-op action.
+
+    Examples
+    --------
+    >>> from torchrl.envs import TransformedEnv
+    >>> from torchrl_bamdp.envs import make_env
+    >>> from torchrl_bamdp.evaluation.meta_test import per_episode_returns
+    >>> from torchrl_bamdp.transforms import exact_belief_transforms
+    >>> base = make_env(num_envs=5, grid_size=3, episode_length=2, episodes_per_task=2,
+    ...                 stratified=True)
+    >>> env = TransformedEnv(base, exact_belief_transforms(grid_size=3))
+    >>> policy = BayesOptimalPolicy.from_env(env)
+    >>> rollout = env.rollout(4, policy)
+    >>> [round(r, 4) for r in per_episode_returns(rollout, 2).mean(0).tolist()]
+    [0.02, 0.24]
+    >>> [round(r, 4) for r in policy.solver.expected_returns()]
+    [0.02, 0.24]
+    """
+
+    def __init__(
+        self,
+        spec: GridNaviSpec = GridNaviSpec(),  # noqa: B008
+        observation_key: NestedKey = "observation",
+        step_key: NestedKey = "step_in_episode",
+        episode_key: NestedKey = "episode",
+        probs_key: NestedKey = BELIEF_PROBS,
+        action_key: NestedKey = "action",
+    ) -> None:
+        super().__init__()
+        self.in_keys = [observation_key, step_key, episode_key, probs_key]
+        self.out_keys = [action_key]
+        self.observation_key = observation_key
+        self.step_key = step_key
+        self.episode_key = episode_key
+        self.probs_key = probs_key
+        self.action_key = action_key
+        self.problem = spec
+        self.solver = BayesOptimalGridNavi(spec)
+        n = spec.grid_size
+        self._cells: list[Cell] = [(x, y) for x in range(n) for y in range(n)]
+        self._candidates = frozenset(spec.candidate_goals())
+        self._actions: dict[tuple[int, ...], int] = {}
+
+    @classmethod
+    def from_env(cls, env: EnvBase, **keys: NestedKey) -> BayesOptimalPolicy:
+        """Build the policy for the GridNavi BAMDP inside ``env`` (a transformed ``BAMDPEnv``).
+
+        Grid size and rewards come from its :class:`~torchrl_bamdp.envs.GridNaviEnv`, episode
+        length and episodes per task from its :class:`~torchrl_bamdp.envs.BAMDPEnv`; ``keys``
+        are passed to the constructor.
+
+        Examples
+        --------
+        >>> from torchrl_bamdp.envs import make_env
+        >>> spec = BayesOptimalPolicy.from_env(make_env(num_envs=2, episodes_per_task=6)).problem
+        >>> spec.grid_size, spec.episode_length, spec.episodes_per_task
+        (5, 15, 6)
+        """
+        bamdp = env
+        for _ in range(64):
+            if isinstance(bamdp, BAMDPEnv) or not hasattr(bamdp, "base_env"):
+                break
+            bamdp = bamdp.base_env
+        if not isinstance(bamdp, BAMDPEnv):
+            raise TypeError(
+                f"{cls.__name__}.from_env: no BAMDPEnv inside {type(env).__name__} (the episode "
+                "length and the number of episodes per task come from it)"
+            )
+        grid = find_grid_navi(bamdp)
+        spec = GridNaviSpec(
+            grid_size=grid.grid_size,
+            episode_length=bamdp.episode_length,
+            episodes_per_task=bamdp.episodes_per_task,
+            goal_reward=grid.goal_reward,
+            step_penalty=grid.step_penalty,
+        )
+        return cls(spec, **keys)
+
+    def _read(self, tensordict: TensorDictBase, key: NestedKey, what: str) -> torch.Tensor:
+        value = tensordict.get(key, None)
+        if value is None:
+            hint = (
+                " (written by ExactGridBelief: wrap the env with exact_belief_transforms())"
+                if key == self.probs_key
+                else ""
+            )
+            raise KeyError(
+                f"{type(self).__name__}: no {what} entry {key!r} in the tensordict{hint}"
+            )
+        return value
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """Write the Bayes-optimal action of every env of the batch into ``tensordict``."""
+        position = self._read(tensordict, self.observation_key, "position")
+        step = self._read(tensordict, self.step_key, "step-in-episode")
+        episode = self._read(tensordict, self.episode_key, "episode")
+        probs = self._read(tensordict, self.probs_key, "goal posterior")
+        num_cells = self.problem.grid_size**2
+        batch = position.shape[:-1]
+        rows = batch.numel()
+        if probs.shape[-1] != num_cells or probs.numel() != rows * num_cells:
+            raise ValueError(
+                f"{type(self).__name__}: {self.probs_key!r} has shape {tuple(probs.shape)}, "
+                f"expected [*batch, {num_cells}] for the {self.problem.grid_size}x"
+                f"{self.problem.grid_size} grid of {self.problem}"
+            )
+        for name, value in (("step-in-episode", step), ("episode", episode)):
+            if value.numel() != rows:
+                raise ValueError(
+                    f"{type(self).__name__}: {name} entry of shape {tuple(value.shape)} does not "
+                    f"match the batch shape {tuple(batch)}"
+                )
+        # One row per env: (x, y, step, episode, support of the posterior); distinct rows only.
+        states = torch.cat(
+            [
+                position.detach().reshape(rows, 2).round().long().cpu(),
+                step.detach().reshape(rows, 1).long().cpu(),
+                episode.detach().reshape(rows, 1).long().cpu(),
+                (probs.detach().reshape(rows, num_cells) > 0).long().cpu(),
+            ],
+            dim=-1,
+        )
+        unique, inverse = torch.unique(states, dim=0, return_inverse=True)
+        actions = torch.tensor(
+            [self._action(tuple(row)) for row in unique.tolist()], dtype=torch.long
+        )
+        action = actions[inverse].reshape(batch).to(position.device)
+        tensordict.set(self.action_key, action)
+        return tensordict
+
+    def _action(self, state: tuple[int, ...]) -> int:
+        """The (cached) Bayes-optimal action of one ``(x, y, step, episode, *support)`` row."""
+        action = self._actions.get(state)
+        if action is not None:
+            return action
+        x, y, step, episode, *support = state
+        spec = self.problem
+        if step >= spec.episode_length or episode >= spec.episodes_per_task:
+            action = 0  # after the last step of the task: nothing left to decide
+        else:
+            remaining = [cell for cell, flag in zip(self._cells, support, strict=True) if flag]
+            if not remaining:
+                raise ValueError(f"{type(self).__name__}: the goal posterior is all zero")
+            stray = [cell for cell in remaining if cell not in self._candidates]
+            if stray:
+                raise ValueError(
+                    f"{type(self).__name__}: the goal posterior gives cells {stray} a positive "
+                    f"probability, but they are not candidate goals of {spec}: the belief was "
+                    "built for another grid or candidate set"
+                )
+            if len(remaining) == 1:
+                # A single goal left is a known goal (found, or every other candidate ruled out:
+                # the optimal walk to it is the same either way).
+                action = self.solver.act((x, y), step, episode, None, goal_known=remaining[0])
+            else:
+                action = self.solver.act((x, y), step, episode, frozenset(remaining), None)
+        self._actions[state] = action
+        return action
 
 
 def _greedy_slots(distances: Sequence[int], steps: int) -> list[int]:

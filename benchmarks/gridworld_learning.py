@@ -27,7 +27,7 @@ from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
-from torchrl_bamdp.trainers.varibad import environment_info
+from torchrl_bamdp.trainers.trainer import environment_info
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -320,7 +320,8 @@ def _group_options() -> list[tuple[str, str]]:
     options = []
     for group_dir in sorted(p for p in CONFIG_DIR.iterdir() if p.is_dir()):
         for yaml in sorted(group_dir.glob("*.yaml")):
-            options.append((group_dir.name, yaml.stem))
+            if not yaml.stem.startswith("_"):  # partials included by the options' defaults lists
+                options.append((group_dir.name, yaml.stem))
     return options
 
 
@@ -350,7 +351,29 @@ def test_every_yaml_composes_and_validates(group, option):
     cfg = load_config(data)
     yaml_values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"))
     assert yaml_values, f"{group}/{option}.yaml is empty"
+    included = yaml_values.pop("defaults", [])
+    for partial in included:
+        if partial != "_self_":
+            partial_values = OmegaConf.load(CONFIG_DIR / group / f"{partial}.yaml")
+            partial_values = OmegaConf.to_container(partial_values)
+            _assert_subset(
+                {k: v for k, v in partial_values.items() if k not in yaml_values},
+                config_to_dict(cfg)[group],
+                f"{group}/{partial}.yaml (via {option})",
+            )
     _assert_subset(yaml_values, config_to_dict(cfg)[group], f"{group}/{option}.yaml")
+
+
+@pytest.mark.parametrize("option", [o for g, o in _group_options() if g == "algo"])
+def test_every_algo_shares_the_ppo_settings(option):
+    cfg = load_config(_compose([f"algo={option}"]))
+    assert cfg.algo.name == option
+    shared = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "algo" / "_ppo.yaml"))["ppo"]
+    overridden = {"encoder_grad"} if option == "rl2" else set()
+    ppo = config_to_dict(cfg)["algo"]["ppo"]
+    assert {k: v for k, v in ppo.items() if k not in overridden} == {
+        k: v for k, v in shared.items() if k not in overridden
+    }
 
 
 def _assert_subset(expected: dict, actual: dict, where: str) -> None:

@@ -266,7 +266,7 @@ def test_sigkill_during_checkpoint_writes_then_resume(tmp_path):
     check_finished(run_dir, iterations, starts=3, out=out)
 
 
-# -- known gaps in Trainer's resume (torchrl_bamdp/trainers/varibad.py) -------------------------
+# -- known gaps in Trainer's resume (torchrl_bamdp/trainers/trainer.py) -------------------------
 # A kill is simulated in process (fast and deterministic) by putting the run directory in the
 # state a SIGKILL at that point leaves: the files written so far, and last.pt as it was.
 def tiny_config(iterations: int, checkpoint_interval: int, eval_interval: int):

@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 
 ENV_NAMES = ("gridworld",)
-ALGO_NAMES = ("varibad",)
+ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "random")
+#: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
+GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("grid_cells", "mse", "none")
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -270,6 +272,16 @@ class Config:
             raise ConfigError(
                 "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
                 f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
+            )
+        if self.algo.name in GRIDWORLD_ONLY_ALGOS and self.env.name != "gridworld":
+            raise ConfigError(
+                f"algo.name={self.algo.name!r} needs env.name='gridworld' (it computes the exact "
+                f"posterior over GridNavi goal cells; got env.name={self.env.name!r})"
+            )
+        if self.algo.name == "rl2" and not self.algo.ppo.encoder_grad:
+            raise ConfigError(
+                "algo.name='rl2' trains its recurrent memory with the RL loss only: "
+                "algo.ppo.encoder_grad must be true (got false)"
             )
         if self.train.eval_stratified and self.env.name == "gridworld":
             goals = self.env.grid_size**2 - 4

@@ -1,4 +1,9 @@
-"""VariBAD wiring in one readable place: collector + ELBO + PPO + logging + checkpoints."""
+"""Training wiring in one readable place: collector + PPO (+ ELBO) + logging + checkpoints.
+
+The algorithm (VariBAD, RL2, oracle, belief oracle, or a fixed reference policy) is the
+:class:`~torchrl_bamdp.trainers.agents.Agent` built from ``config.algo``; this loop is the same
+for all of them.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +24,10 @@ from torchrl.objectives.value import GAE
 
 from torchrl_bamdp.configs.schema import Config, config_to_dict
 from torchrl_bamdp.data import TrajectoryBuffer
-from torchrl_bamdp.envs import BAMDPEnv, make_env
+from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
-from torchrl_bamdp.modules import (
-    BeliefEncoder,
-    GridCellRewardDecoder,
-    RewardDecoder,
-    StateDecoder,
-    TaskDecoder,
-)
-from torchrl_bamdp.modules.actor_critic import find_input_normalizers, make_actor_critic
-from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.modules.actor_critic import find_input_normalizers
+from torchrl_bamdp.trainers.agents import build_agent
 from torchrl_bamdp.trainers.checkpoint import (
     ARCHITECTURE_FIELDS,
     CheckpointError,
@@ -46,7 +43,6 @@ from torchrl_bamdp.trainers.health import (
     nonfinite_terms,
 )
 from torchrl_bamdp.trainers.logging import MetricsLogger
-from torchrl_bamdp.transforms import varibad_transforms
 from torchrl_bamdp.utils import atomic_write_text
 
 CHECKPOINT_NAME = "last.pt"
@@ -99,89 +95,14 @@ EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in t
 PPO_LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy")
 
 
-@dataclass
-class VariBADAgent:
-    """The trainable parts of a VariBAD agent, built from a config.
-
-    Examples
-    --------
-    >>> from torchrl_bamdp.configs import load_config
-    >>> cfg = load_config({})
-    >>> agent = VariBADAgent.from_config(cfg, make_env(num_envs=2))
-    >>> agent.encoder.latent_dim
-    5
-    """
-
-    encoder: BeliefEncoder
-    elbo_loss: ELBOLoss
-    actor: nn.Module
-    critic: nn.Module
-
-    @classmethod
-    def from_config(cls, config: Config, env: BAMDPEnv) -> VariBADAgent:
-        algo, env_cfg = config.algo, config.env
-        obs_dim = env.observation_spec["observation"].shape[-1]
-        action_spec = env.action_spec
-        discrete = hasattr(action_spec, "n")
-        action_dim = action_spec.n if discrete else action_spec.shape[-1]
-        enc = algo.encoder
-        encoder = BeliefEncoder(
-            obs_dim=obs_dim,
-            action_dim=action_dim,
-            discrete_actions=discrete,
-            latent_dim=enc.latent_dim,
-            hidden_size=enc.hidden_size,
-            obs_embed=enc.obs_embed,
-            action_embed=enc.action_embed,
-            reward_embed=enc.reward_embed,
-        )
-        dec = algo.decoders
-        reward_decoder = None
-        if dec.reward == "grid_cells":
-            reward_decoder = GridCellRewardDecoder(
-                enc.latent_dim, env_cfg.grid_size, hidden=dec.reward_hidden
-            )
-        elif dec.reward == "mse":
-            reward_decoder = RewardDecoder(
-                enc.latent_dim, obs_dim, action_dim, dec.reward_hidden, discrete_actions=discrete
-            )
-        state_decoder = (
-            StateDecoder(enc.latent_dim, obs_dim, action_dim, dec.state_hidden, discrete)
-            if dec.state
-            else None
-        )
-        task_dim = env.observation_spec["task"].shape[-1]
-        task_decoder = TaskDecoder(enc.latent_dim, task_dim, dec.task_hidden) if dec.task else None
-        elbo_loss = ELBOLoss(
-            encoder,
-            reward_decoder=reward_decoder,
-            state_decoder=state_decoder,
-            task_decoder=task_decoder,
-            elbo_subsample=algo.elbo.elbo_subsample,
-            decode_subsample=algo.elbo.decode_subsample,
-        )
-        hyper_dim = obs_dim + 2 * enc.latent_dim
-        actor, critic = make_actor_critic(
-            hyper_dim,
-            action_spec,
-            algo.ppo.hidden,
-            algo.ppo.activation,
-            normalize_input=algo.ppo.normalize_input,
-        )
-        return cls(encoder, elbo_loss, actor, critic)
-
-    def transformed_env(self, env: BAMDPEnv) -> TransformedEnv:
-        """``env`` with the belief and hyper-state transforms (sharing this agent's encoder)."""
-        return TransformedEnv(env, varibad_transforms(self.encoder))
-
-
 class Trainer:
-    """Train VariBAD: collect whole tasks, update PPO on the stored beliefs, then the ELBO.
+    """Train any agent of ``config.algo``: collect whole tasks, PPO on ``hyper_state``, ELBO.
 
     Every iteration collects ``env.num_envs x steps_per_batch`` frames with a TorchRL
     ``Collector`` over the belief-transformed batched env, stores finished BAMDP trajectories in
     the trajectory buffer, runs the PPO epochs (ClipPPOLoss + GAE on ``hyper_state``) and the
-    ELBO updates, logs, evaluates on fixed test tasks and checkpoints. ``Trainer(config,
+    ELBO updates (VariBAD only), logs, evaluates on fixed test tasks and checkpoints. Agents
+    that are not trained (``bayes_optimal``, ``random``) are only evaluated. ``Trainer(config,
     run_dir)`` on a run directory that holds a checkpoint continues from it; a corrupt checkpoint,
     or one from a run with another architecture or env, raises a
     :class:`~torchrl_bamdp.trainers.checkpoint.CheckpointError` before anything is written.
@@ -233,33 +154,33 @@ class Trainer:
             device=self.device,
             grid_size=env_cfg.grid_size,
         )
-        self.agent = VariBADAgent.from_config(config, self.env)
-        self.agent.elbo_loss.to(self.device)
-        self.agent.actor.to(self.device)
-        self.agent.critic.to(self.device)
+        self.agent = build_agent(config, self.env).to(self.device)
         self.train_env = self.agent.transformed_env(self.env)
 
         ppo = config.algo.ppo
-        self.gae = GAE(
-            gamma=ppo.gamma, lmbda=ppo.lmbda, value_network=self.agent.critic, average_gae=False
-        )
-        self.ppo_loss = ClipPPOLoss(
-            self.agent.actor,
-            self.agent.critic,
-            clip_epsilon=ppo.clip_epsilon,
-            entropy_coeff=ppo.entropy_coef,
-            critic_coeff=ppo.critic_coef,
-            loss_critic_type="smooth_l1",
-            normalize_advantage=ppo.normalize_advantage,
-            clip_value=ppo.value_clip,
-        )
-        policy_params = list(self.agent.actor.parameters()) + list(self.agent.critic.parameters())
-        if ppo.encoder_grad:
-            policy_params += list(self.agent.encoder.parameters())
-        self.ppo_optimizer = torch.optim.Adam(policy_params, lr=ppo.lr, eps=1e-5)
-        self.elbo_optimizer = torch.optim.Adam(
-            self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
-        )
+        # Reference policies (bayes_optimal, random) have no critic and are not trained.
+        self.gae = self.ppo_loss = self.ppo_optimizer = self.elbo_optimizer = None
+        if self.agent.trains_policy:
+            self.gae = GAE(
+                gamma=ppo.gamma, lmbda=ppo.lmbda, value_network=self.agent.critic, average_gae=False
+            )
+            self.ppo_loss = ClipPPOLoss(
+                self.agent.actor,
+                self.agent.critic,
+                clip_epsilon=ppo.clip_epsilon,
+                entropy_coeff=ppo.entropy_coef,
+                critic_coeff=ppo.critic_coef,
+                loss_critic_type="smooth_l1",
+                normalize_advantage=ppo.normalize_advantage,
+                clip_value=ppo.value_clip,
+            )
+            self.ppo_optimizer = torch.optim.Adam(
+                self.agent.policy_parameters(), lr=ppo.lr, eps=1e-5
+            )
+        if self.agent.elbo_loss is not None:
+            self.elbo_optimizer = torch.optim.Adam(
+                self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
+            )
         self.buffer = TrajectoryBuffer(
             capacity=config.algo.elbo.buffer_trajectories,
             horizon=env_cfg.horizon,
@@ -336,7 +257,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         for _ in range(ppo.epochs):
-            if ppo.encoder_grad:
+            if self.agent.reencode is not None:
                 minibatches = self._trajectory_minibatches(batch, ppo.minibatches)
             else:
                 flat = batch.reshape(-1)
@@ -405,19 +326,13 @@ class Trainer:
         perm = torch.randperm(tasks.shape[0], device=tasks.device)
         for chunk in tasks[perm].split(max(1, tasks.shape[0] // minibatches)):
             chunk = chunk.clone(False)
-            mean, logvar, _ = self.agent.encoder.sequence(
-                chunk["action"], chunk["next", "reward"], chunk["next", "observation"]
-            )
-            chunk.set(
-                "hyper_state",
-                torch.cat([chunk["observation"], mean[:, :-1], logvar[:, :-1]], dim=-1),
-            )
+            chunk.set("hyper_state", self.agent.reencode(chunk))
             yield chunk.reshape(-1)
 
     def elbo_update(self) -> dict[str, float]:
         """``updates_per_iteration`` ELBO steps on trajectories sampled from the buffer."""
         elbo = self.config.algo.elbo
-        if len(self.buffer) == 0 or elbo.updates_per_iteration == 0:
+        if self.elbo_optimizer is None or len(self.buffer) == 0 or elbo.updates_per_iteration == 0:
             return {}
         weights = {
             "loss_reward": elbo.reward_weight,
@@ -490,7 +405,7 @@ class Trainer:
             raise RuntimeError("this Trainer was opened read_only (evaluation); it cannot train")
         cfg = self.config
         remaining = cfg.train.total_frames - self.frames
-        if remaining > 0:
+        if remaining > 0 and self.agent.trains_policy:
             self._train_frames(remaining)
         if self.last_eval is None or self.last_eval.get("frames") != self.frames:
             self._run_eval()
@@ -592,6 +507,8 @@ class Trainer:
             (self.ppo_optimizer, self.config.algo.ppo.lr),
             (self.elbo_optimizer, self.config.algo.elbo.lr),
         ):
+            if optimizer is None:
+                continue
             for group in optimizer.param_groups:
                 group["lr"] = base * scale
 
@@ -628,11 +545,11 @@ class Trainer:
             "frames": self.frames,
             "iteration": self.iteration,
             "last_eval": self.last_eval,
-            "elbo_loss": self.agent.elbo_loss.state_dict(),
-            "actor": self.agent.actor.state_dict(),
-            "critic": self.agent.critic.state_dict(),
-            "ppo_optimizer": self.ppo_optimizer.state_dict(),
-            "elbo_optimizer": self.elbo_optimizer.state_dict(),
+            # Parts an algorithm does not have are stored empty (every checkpoint has every entry).
+            **{
+                part: module.state_dict() if module is not None else {}
+                for part, module in self._stateful_parts().items()
+            },
             "buffer": self.buffer.state_dict(),
             "health": self.health.state_dict(),
             "rng": {
@@ -642,6 +559,19 @@ class Trainer:
                 "buffer_generator": self.buffer.generator.get_state(),
             },
         }
+
+    def _stateful_parts(self) -> dict[str, Any]:
+        modules = self.agent.modules()
+        parts = {
+            "elbo_loss": modules.get("elbo_loss"),
+            "actor": modules.get("actor"),
+            "critic": modules.get("critic"),
+            "ppo_optimizer": self.ppo_optimizer,
+            "elbo_optimizer": self.elbo_optimizer,
+        }
+        if "encoder" in modules:  # RL2's memory (VariBAD's encoder lives in elbo_loss)
+            parts["encoder"] = modules["encoder"]
+        return parts
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint atomically (temp file + rename)."""
@@ -697,11 +627,9 @@ class Trainer:
             self.buffer.generator.set_state(state["rng"]["buffer_generator"])
 
         load("frames/iteration", scalars)
-        load("elbo_loss", lambda: self.agent.elbo_loss.load_state_dict(state["elbo_loss"]))
-        load("actor", lambda: self.agent.actor.load_state_dict(state["actor"]))
-        load("critic", lambda: self.agent.critic.load_state_dict(state["critic"]))
-        load("ppo_optimizer", lambda: self.ppo_optimizer.load_state_dict(state["ppo_optimizer"]))
-        load("elbo_optimizer", lambda: self.elbo_optimizer.load_state_dict(state["elbo_optimizer"]))
+        for part, module in self._stateful_parts().items():
+            if module is not None:
+                load(part, lambda module=module, part=part: module.load_state_dict(state[part]))
         load("buffer", lambda: self.buffer.load_state_dict(state["buffer"]))
         load("health", lambda: self.health.load_state_dict(state.get("health", {})))
         load("rng", rng)

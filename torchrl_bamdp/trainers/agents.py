@@ -1,0 +1,254 @@
+"""Every algorithm of the toolkit as one :class:`Agent`: the transforms that make its hyper-state
+and the policy that reads it (DESIGN.md §2: swapping an algorithm is swapping a transform).
+
+=================  ==========================================  ===============================
+``algo.name``      hyper-state transform                       policy / training
+=================  ==========================================  ===============================
+``varibad``        learned belief (GRU encoder, ELBO)          PPO on [s, mean, logvar]
+``rl2``            RL2 memory (same GRU, trained by PPO)       PPO on [s, hidden], end to end
+``oracle``         the true task                               PPO on [s, task]
+``belief_oracle``  exact posterior over goal cells (GridNavi)  PPO on [s, posterior]
+``bayes_optimal``  exact posterior over goal cells (GridNavi)  exact DP policy, not trained
+``random``         none                                        uniform actions, not trained
+=================  ==========================================  ===============================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from torch import nn
+from torchrl.envs import TransformedEnv
+from torchrl.envs.transforms import Compose, Transform
+
+from torchrl_bamdp.configs.schema import Config
+from torchrl_bamdp.envs import BAMDPEnv
+from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
+from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
+from torchrl_bamdp.modules import (
+    BeliefEncoder,
+    GridCellRewardDecoder,
+    RewardDecoder,
+    StateDecoder,
+    TaskDecoder,
+)
+from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.transforms import varibad_transforms
+from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
+from torchrl_bamdp.transforms.oracle import oracle_transforms
+from torchrl_bamdp.transforms.rl2 import RL2Memory, rl2_transforms
+
+#: Algorithms that are trained with PPO (the others are fixed reference policies).
+TRAINED_ALGORITHMS = ("varibad", "rl2", "oracle", "belief_oracle")
+REFERENCE_ALGORITHMS = ("bayes_optimal", "random")
+
+
+@dataclass
+class Agent:
+    """The parts of one BAMDP agent: hyper-state transforms, policy, and what trains them.
+
+    Parameters
+    ----------
+    name : str
+        The algorithm (``algo.name``).
+    actor : callable
+        The policy: a TensorDict module writing ``action`` (and ``action_log_prob`` if trained).
+    critic : nn.Module or None
+        The PPO value network; ``None`` for reference policies that are not trained.
+    make_transforms : callable
+        Returns a fresh transform (sharing this agent's modules) that builds the policy's input.
+    encoder : BeliefEncoder or None
+        VariBAD's belief encoder or RL2's recurrent memory.
+    elbo_loss : ELBOLoss or None
+        VariBAD's ELBO (owns the encoder and decoders).
+    reencode : callable or None
+        ``reencode(tasks)`` recomputes the hyper-state of ``[n, T]`` whole tasks with gradients,
+        so that PPO trains the recurrent part too (RL2, or VariBAD with ``encoder_grad``).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> agent = build_agent(load_config({"algo": {"name": "oracle"}}), make_env(num_envs=2))
+    >>> agent.trains_policy, agent.elbo_loss is None
+    (True, True)
+    """
+
+    name: str
+    actor: Any
+    critic: nn.Module | None
+    make_transforms: Callable[[], Transform]
+    encoder: BeliefEncoder | None = None
+    elbo_loss: ELBOLoss | None = None
+    reencode: Callable[[TensorDictBase], torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def trains_policy(self) -> bool:
+        """Whether PPO trains this agent's policy."""
+        return self.critic is not None
+
+    def transformed_env(self, env: BAMDPEnv) -> TransformedEnv:
+        """``env`` with this agent's hyper-state transforms."""
+        return TransformedEnv(env, self.make_transforms())
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The stateful parts, by checkpoint entry."""
+        parts: dict[str, nn.Module] = {}
+        if self.elbo_loss is not None:
+            parts["elbo_loss"] = self.elbo_loss
+        elif self.encoder is not None:
+            parts["encoder"] = self.encoder
+        if isinstance(self.actor, nn.Module):
+            parts["actor"] = self.actor
+        if self.critic is not None:
+            parts["critic"] = self.critic
+        return parts
+
+    def policy_parameters(self) -> list[nn.Parameter]:
+        """What the PPO optimiser updates: actor, critic and, when re-encoded, the encoder."""
+        params = list(self.actor.parameters()) + list(self.critic.parameters())
+        if self.reencode is not None and self.encoder is not None:
+            params += list(self.encoder.parameters())
+        return params
+
+    def to(self, device: torch.device) -> Agent:
+        for module in self.modules().values():
+            module.to(device)
+        return self
+
+
+def _action_dims(env: BAMDPEnv) -> tuple[int, bool]:
+    spec = env.action_spec
+    discrete = hasattr(spec, "n")
+    return (spec.n if discrete else spec.shape[-1]), discrete
+
+
+def _encoder(config: Config, obs_dim: int, env: BAMDPEnv) -> BeliefEncoder:
+    enc = config.algo.encoder
+    action_dim, discrete = _action_dims(env)
+    return BeliefEncoder(
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        discrete_actions=discrete,
+        latent_dim=enc.latent_dim,
+        hidden_size=enc.hidden_size,
+        obs_embed=enc.obs_embed,
+        action_embed=enc.action_embed,
+        reward_embed=enc.reward_embed,
+    )
+
+
+def _actor_critic(config: Config, env: BAMDPEnv, input_dim: int) -> tuple[nn.Module, nn.Module]:
+    ppo = config.algo.ppo
+    return make_actor_critic(
+        input_dim,
+        env.action_spec,
+        ppo.hidden,
+        ppo.activation,
+        normalize_input=ppo.normalize_input,
+    )
+
+
+def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
+    algo, env_cfg = config.algo, config.env
+    encoder = _encoder(config, obs_dim, env)
+    action_dim, discrete = _action_dims(env)
+    latent, dec = algo.encoder.latent_dim, algo.decoders
+    reward_decoder = None
+    if dec.reward == "grid_cells":
+        reward_decoder = GridCellRewardDecoder(latent, env_cfg.grid_size, hidden=dec.reward_hidden)
+    elif dec.reward == "mse":
+        reward_decoder = RewardDecoder(
+            latent, obs_dim, action_dim, dec.reward_hidden, discrete_actions=discrete
+        )
+    state_decoder = (
+        StateDecoder(latent, obs_dim, action_dim, dec.state_hidden, discrete) if dec.state else None
+    )
+    task_dim = env.observation_spec["task"].shape[-1]
+    task_decoder = TaskDecoder(latent, task_dim, dec.task_hidden) if dec.task else None
+    elbo_loss = ELBOLoss(
+        encoder,
+        reward_decoder=reward_decoder,
+        state_decoder=state_decoder,
+        task_decoder=task_decoder,
+        elbo_subsample=algo.elbo.elbo_subsample,
+        decode_subsample=algo.elbo.decode_subsample,
+    )
+    actor, critic = _actor_critic(config, env, obs_dim + 2 * latent)
+
+    def reencode(tasks: TensorDictBase) -> torch.Tensor:
+        mean, logvar, _ = encoder.sequence(
+            tasks["action"], tasks["next", "reward"], tasks["next", "observation"]
+        )
+        return torch.cat([tasks["observation"], mean[:, :-1], logvar[:, :-1]], dim=-1)
+
+    return Agent(
+        "varibad",
+        actor,
+        critic,
+        lambda: varibad_transforms(encoder),
+        encoder=encoder,
+        elbo_loss=elbo_loss,
+        reencode=reencode if algo.ppo.encoder_grad else None,
+    )
+
+
+def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
+    # The GRU also reads the inner-episode done flag, appended to the observation.
+    encoder = _encoder(config, obs_dim + 1, env)
+    memory = RL2Memory(encoder)
+    actor, critic = _actor_critic(config, env, obs_dim + encoder.hidden_size)
+
+    def reencode(tasks: TensorDictBase) -> torch.Tensor:
+        return torch.cat([tasks["observation"], memory.encode_sequence(tasks)], dim=-1)
+
+    return Agent(
+        "rl2", actor, critic, lambda: rl2_transforms(encoder), encoder=encoder, reencode=reencode
+    )
+
+
+def build_agent(config: Config, env: BAMDPEnv) -> Agent:
+    """Build the agent of ``config.algo.name`` for ``env`` (an untransformed BAMDP env).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> env = make_env(num_envs=2)
+    >>> rl2 = load_config({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}})
+    >>> build_agent(rl2, env).trains_policy
+    True
+    >>> build_agent(load_config({"algo": {"name": "bayes_optimal"}}), env).trains_policy
+    False
+    """
+    name = config.algo.name
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    if name == "varibad":
+        return _varibad(config, env, obs_dim)
+    if name == "rl2":
+        return _rl2(config, env, obs_dim)
+    if name == "oracle":
+        task_dim = env.observation_spec["task"].shape[-1]
+        actor, critic = _actor_critic(config, env, obs_dim + task_dim)
+        return Agent(name, actor, critic, oracle_transforms)
+    grid = config.env.grid_size
+    if name == "belief_oracle":
+        actor, critic = _actor_critic(config, env, obs_dim + grid * grid)
+        return Agent(name, actor, critic, lambda: exact_belief_transforms(grid))
+    if name == "bayes_optimal":
+        policy = BayesOptimalPolicy.from_env(env)
+        return Agent(name, policy, None, lambda: Compose(ExactGridBelief(grid)))
+    if name == "random":
+        num_actions, discrete = _action_dims(env)
+        if not discrete:
+            raise ValueError("algo.name='random' needs a discrete action space")
+        policy = uniform_random_policy(num_actions, seed=config.seed)
+        return Agent(name, policy, None, Compose)
+    raise ValueError(
+        f"algo.name must be one of {TRAINED_ALGORITHMS + REFERENCE_ALGORITHMS} (got {name!r})"
+    )

@@ -69,6 +69,9 @@ class Agent:
     reencode : callable or None
         ``reencode(tasks)`` recomputes the hyper-state of ``[n, T]`` whole tasks with gradients,
         so that PPO trains the recurrent part too (RL2, or VariBAD with ``encoder_grad``).
+    make_policy : callable or None
+        ``make_policy(env)`` builds the policy for another env (e.g. a meta-test with more
+        episodes per task): the Bayes-optimal policy plans for the env's horizon.
 
     Examples
     --------
@@ -86,6 +89,7 @@ class Agent:
     encoder: BeliefEncoder | None = None
     elbo_loss: ELBOLoss | None = None
     reencode: Callable[[TensorDictBase], torch.Tensor] | None = field(default=None, repr=False)
+    make_policy: Callable[[BAMDPEnv], Any] | None = field(default=None, repr=False)
 
     @property
     def trains_policy(self) -> bool:
@@ -95,6 +99,10 @@ class Agent:
     def transformed_env(self, env: BAMDPEnv) -> TransformedEnv:
         """``env`` with this agent's hyper-state transforms."""
         return TransformedEnv(env, self.make_transforms())
+
+    def policy_for(self, env: BAMDPEnv) -> Any:
+        """The policy to run in ``env`` (the trained actor, unless it depends on the horizon)."""
+        return self.actor if self.make_policy is None else self.make_policy(env)
 
     def modules(self) -> dict[str, nn.Module]:
         """The stateful parts, by checkpoint entry."""
@@ -242,7 +250,13 @@ def build_agent(config: Config, env: BAMDPEnv) -> Agent:
         return Agent(name, actor, critic, lambda: exact_belief_transforms(grid))
     if name == "bayes_optimal":
         policy = BayesOptimalPolicy.from_env(env)
-        return Agent(name, policy, None, lambda: Compose(ExactGridBelief(grid)))
+        return Agent(
+            name,
+            policy,
+            None,
+            lambda: Compose(ExactGridBelief(grid)),
+            make_policy=BayesOptimalPolicy.from_env,
+        )
     if name == "random":
         num_actions, discrete = _action_dims(env)
         if not discrete:

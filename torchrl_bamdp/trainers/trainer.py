@@ -188,6 +188,8 @@ class Trainer:
         )
         self.frames = 0
         self.iteration = 0
+        # Wall-clock seconds spent in training iterations, summed over every resume of the run.
+        self.train_seconds = 0.0
         self.last_eval: dict[str, Any] | None = None
         self.health = HealthMonitor(config.train.on_nonfinite, config.train.max_skipped_updates)
         self.checkpoint_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
@@ -391,7 +393,7 @@ class Trainer:
         env = self._make_eval_env(num_tasks or train.eval_tasks, episodes)
         return meta_test(
             env,
-            self.agent.actor if policy is None else policy,
+            self.agent.policy_for(env) if policy is None else policy,
             episodes=episodes,
             episode_length=self.config.env.episode_length,
             seed=EVAL_SEED,
@@ -455,6 +457,8 @@ class Trainer:
                 now = time.perf_counter()
                 metrics["perf/fps"] = (self.frames - last_frames) / max(now - last_time, 1e-9)
                 metrics["perf/wall_clock"] = now - start
+                self.train_seconds += now - last_time
+                metrics["perf/train_seconds"] = self.train_seconds
                 last_time, last_frames = now, self.frames
                 every = cfg.train.eval_interval
                 if every and self.iteration % every == 0:
@@ -544,6 +548,7 @@ class Trainer:
             "config": config_to_dict(self.config),
             "frames": self.frames,
             "iteration": self.iteration,
+            "train_seconds": self.train_seconds,
             "last_eval": self.last_eval,
             # Parts an algorithm does not have are stored empty (every checkpoint has every entry).
             **{
@@ -617,6 +622,7 @@ class Trainer:
         def scalars() -> None:
             self.frames = int(state["frames"])
             self.iteration = int(state["iteration"])
+            self.train_seconds = float(state.get("train_seconds", 0.0))
             if state["last_eval"] is not None and not isinstance(state["last_eval"], dict):
                 raise TypeError(f"last_eval is a {type(state['last_eval']).__name__}, not a dict")
             self.last_eval = state["last_eval"]

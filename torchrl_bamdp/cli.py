@@ -1,4 +1,4 @@
-"""Console scripts: ``bamdp-train`` (Hydra) and ``bamdp-eval``."""
+"""Console scripts: ``bamdp-train`` (Hydra), ``bamdp-eval`` and ``bamdp-plot``."""
 
 from __future__ import annotations
 
@@ -154,26 +154,109 @@ def train_main() -> None:
 
 
 EVAL_USAGE = (
-    "usage: bamdp-eval run_dir=<run directory> [tasks=210] [episodes=<k>] [deterministic=true]"
+    "usage: bamdp-eval run_dir=<run directory, or a folder of runs> [run_dir=...] [tasks=210] "
+    "[episodes=<k>] [deterministic=true] [out=<path stem for a multi-run summary>]"
+)
+PLOT_USAGE = (
+    "usage: bamdp-plot run_dir=<run directory, or a folder of runs> [run_dir=...] "
+    "[out=<folder>] [goal=<x>,<y>]"
 )
 
 
-def eval_main(argv: list[str] | None = None) -> None:
-    """Entry point of ``bamdp-eval``: meta-test a trained run, write JSON and Markdown.
+def _parse_args(
+    argv: list[str] | None, allowed: set[str], usage: str, script: str
+) -> tuple[list[Path], dict[str, str]]:
+    """``key=value`` arguments; ``run_dir`` may repeat. Exits 2 on unknown or missing ones."""
+    pairs = [a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv)]
+    unknown = sorted({k for k, _ in pairs} - allowed - {"run_dir"})
+    run_dirs = [Path(v) for k, v in pairs if k == "run_dir"]
+    if unknown or not run_dirs:
+        print(f"{script}: unknown or missing arguments {unknown}\n{usage}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    return run_dirs, {k: v for k, v in pairs if k != "run_dir"}
 
-    The run is opened read-only: its config, metrics and logger are left untouched; only
-    ``meta_test.json`` and ``meta_test.md`` are written into the run directory.
+
+def _find_runs_or_exit(paths: list[Path], script: str) -> list[Path]:
+    from torchrl_bamdp.evaluation.report import find_runs
+
+    for path in paths:
+        if not (path / "config.json").exists() and not path.is_dir():
+            print(f"{script}: run_dir={path} holds no config.json", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    runs = find_runs(paths)
+    if not runs:
+        print(f"{script}: no run (a folder with config.json) under {paths}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    return runs
+
+
+def eval_main(argv: list[str] | None = None) -> None:
+    """Entry point of ``bamdp-eval``: meta-test trained runs, write JSON and Markdown.
+
+    With one run directory, ``meta_test.json`` and ``meta_test.md`` are written into it. With
+    several (``run_dir=`` repeated, or a folder holding runs, e.g. a multirun's), every run is
+    evaluated on the same test tasks and the per-episode returns are aggregated per algorithm
+    over seeds (mean +- s.e. over seeds) into ``<out>.json`` / ``<out>.md`` (default
+    ``meta_test_summary`` in the folder given, or in the working directory). Runs are opened
+    read-only: their config, metrics and logger are left untouched.
     """
-    args = dict(a.partition("=")[::2] for a in (sys.argv[1:] if argv is None else argv))
-    allowed = {"run_dir", "tasks", "episodes", "deterministic"}
-    unknown = set(args) - allowed
-    if unknown or "run_dir" not in args:
+    allowed = {"tasks", "episodes", "deterministic", "out"}
+    paths, args = _parse_args(argv, allowed, EVAL_USAGE, "bamdp-eval")
+    try:
+        for key in ("tasks", "episodes"):
+            if key in args and int(args[key]) < 1:
+                raise ValueError
+    except ValueError:
         print(
-            f"bamdp-eval: unknown or missing arguments {sorted(unknown)}\n{EVAL_USAGE}",
+            f"bamdp-eval: tasks and episodes must be positive integers (got "
+            f"tasks={args.get('tasks')!r}, episodes={args.get('episodes')!r})\n{EVAL_USAGE}",
             file=sys.stderr,
         )
         sys.exit(EXIT_BAD_INPUT)
-    run_dir = Path(args["run_dir"])
+    if len(paths) == 1 and ((paths[0] / "config.json").exists() or not paths[0].is_dir()):
+        _eval_one(paths[0], args)
+        return
+    runs = _find_runs_or_exit(paths, "bamdp-eval")
+    default_out = (paths[0] if len(paths) == 1 else Path(".")) / "meta_test_summary"
+    _eval_many(runs, args, Path(args.get("out", default_out)))
+
+
+def _eval_many(runs: list[Path], args: dict[str, str], out: Path) -> None:
+    from torchrl_bamdp.evaluation.report import aggregate, evaluate_run, markdown_table
+    from torchrl_bamdp.trainers import CheckpointError
+
+    deterministic = None
+    if "deterministic" in args:
+        deterministic = args["deterministic"].lower() == "true"
+    reports = []
+    for run_dir in runs:
+        try:
+            reports.append(
+                evaluate_run(
+                    run_dir,
+                    tasks=int(args["tasks"]) if "tasks" in args else None,
+                    episodes=int(args["episodes"]) if "episodes" in args else None,
+                    deterministic=deterministic,
+                )
+            )
+        except (CheckpointError, FileNotFoundError, ConfigError, ValueError) as err:
+            print(f"bamdp-eval: {run_dir}: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    try:
+        aggregated = aggregate(reports)
+    except ValueError as err:
+        print(f"bamdp-eval: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"runs": reports, "algorithms": aggregated}
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    table = markdown_table(aggregated)
+    out.with_suffix(".md").write_text(table)
+    print(table, end="")
+    print(f"bamdp-eval: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
+def _eval_one(run_dir: Path, args: dict[str, str]) -> None:
     if not (run_dir / "config.json").exists():
         print(f"bamdp-eval: run_dir={run_dir} holds no config.json", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
@@ -189,20 +272,8 @@ def eval_main(argv: list[str] | None = None) -> None:
     except ConfigError as err:
         print(f"bamdp-eval: {run_dir}/config.json is invalid: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    try:
-        tasks = int(args.get("tasks", config.train.eval_tasks))
-        episodes = int(
-            args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task)
-        )
-        if tasks < 1 or episodes < 1:
-            raise ValueError
-    except ValueError:
-        print(
-            f"bamdp-eval: tasks and episodes must be positive integers (got "
-            f"tasks={args.get('tasks')!r}, episodes={args.get('episodes')!r})\n{EVAL_USAGE}",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_BAD_INPUT)
+    tasks = int(args.get("tasks", config.train.eval_tasks))
+    episodes = int(args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task))
     from torchrl_bamdp.trainers import CheckpointError, Trainer
 
     try:
@@ -222,3 +293,45 @@ def eval_main(argv: list[str] | None = None) -> None:
         lines.append(f"| {k + 1} | {m:.3f} +- {s:.3f} |")
     (run_dir / "meta_test.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def plot_main(argv: list[str] | None = None) -> None:
+    """Entry point of ``bamdp-plot``: the paper's figures from one run or many.
+
+    Fig 4 (per-episode return of each algorithm, mean +- s.e. over seeds, from each run's latest
+    evaluation; learning curves from ``eval.jsonl``) and, for a VariBAD GridNavi run, Fig 3a
+    (belief heatmaps along a test rollout on the task with goal ``goal``, next to the exact
+    posterior) and Fig 3b (latent mean and log-variance). PNG and PDF into ``out`` (default
+    ``<run_dir>/figures``).
+    """
+    paths, args = _parse_args(argv, {"out", "goal"}, PLOT_USAGE, "bamdp-plot")
+    try:
+        goal = tuple(int(v) for v in args.get("goal", "4,2").split(","))
+        if len(goal) != 2:
+            raise ValueError
+    except ValueError:
+        print(f"bamdp-plot: goal must be two integers x,y (got {args['goal']!r})", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    runs = _find_runs_or_exit(paths, "bamdp-plot")
+    from torchrl_bamdp.evaluation.report import (
+        aggregate,
+        bayes_optimal_returns,
+        last_eval_report,
+        open_run,
+        write_figures,
+    )
+
+    try:
+        aggregated = aggregate([last_eval_report(run) for run in runs])
+        config = open_run(runs[0]).config
+        episodes = len(next(iter(aggregated.values()))["mean"])
+        out = Path(args.get("out", (paths[0] if len(paths) == 1 else Path(".")) / "figures"))
+        out.mkdir(parents=True, exist_ok=True)
+        written = write_figures(
+            aggregated, out, optimal=bayes_optimal_returns(config, episodes), rollout_goal=goal
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"bamdp-plot: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    for path in written:
+        print(f"bamdp-plot: wrote {path}")

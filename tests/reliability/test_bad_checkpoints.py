@@ -20,7 +20,11 @@ import torch
 from torchrl_bamdp.cli import EXIT_BAD_INPUT, eval_main, run_training
 from torchrl_bamdp.configs import config_to_dict, load_config
 from torchrl_bamdp.trainers import CheckpointError, Trainer
-from torchrl_bamdp.trainers.checkpoint import REQUIRED_ENTRIES, architecture_differences
+from torchrl_bamdp.trainers.checkpoint import (
+    OPTIONAL_ENTRIES,
+    REQUIRED_ENTRIES,
+    architecture_differences,
+)
 
 RUN = "env=gridworld algo=varibad seed=0"
 BIN = Path(sys.executable).parent
@@ -155,7 +159,8 @@ def test_corrupt_checkpoint_read_only(run_dir):
 def test_required_entries_match_what_is_saved(run_dir):
     state = load_state(run_dir)
     assert set(REQUIRED_ENTRIES) <= state.keys()
-    assert set(state) - set(REQUIRED_ENTRIES) == {"health"}  # optional: older checkpoints
+    assert set(state) - set(REQUIRED_ENTRIES) <= set(OPTIONAL_ENTRIES)
+    assert {"health", "train_seconds"} <= state.keys()
 
 
 # -- mismatched architecture / env -------------------------------------------------------------

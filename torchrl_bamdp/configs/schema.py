@@ -200,6 +200,8 @@ class TrainConfig:
     num_threads: int = 1
     on_nonfinite: str = "skip"
     max_skipped_updates: int = 10
+    figures: bool = True
+    figure_goal: list[int] | None = None
 
     def validate(self, path: str) -> None:
         _at_least(path, "total_frames", self.total_frames, 1)
@@ -215,6 +217,10 @@ class TrainConfig:
         _at_least(path, "num_threads", self.num_threads, 1)
         _choice(path, "on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _at_least(path, "max_skipped_updates", self.max_skipped_updates, 1)
+        if self.figure_goal is not None and len(self.figure_goal) != 2:
+            raise ConfigError(
+                f"{path}.figure_goal must be a cell [x, y] (got {self.figure_goal!r})"
+            )
 
 
 @dataclass
@@ -283,6 +289,15 @@ class Config:
                 "algo.name='rl2' trains its recurrent memory with the RL loss only: "
                 "algo.ppo.encoder_grad must be true (got false)"
             )
+        if self.env.name == "gridworld" and self.train.figure_goal is not None:
+            x, y = self.train.figure_goal
+            n = self.env.grid_size
+            if not (0 <= x < n and 0 <= y < n) or (x <= 1 and y <= 1):
+                raise ConfigError(
+                    f"train.figure_goal {self.train.figure_goal} is not a GridNavi goal: a cell "
+                    f"[x, y] with 0 <= x, y < env.grid_size = {n}, not one of the four cells "
+                    "next to the start ([0, 0], [0, 1], [1, 0], [1, 1])"
+                )
         if self.train.eval_stratified and self.env.name == "gridworld":
             goals = self.env.grid_size**2 - 4
             if self.train.eval_tasks % goals != 0:

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from torchrl_bamdp.configs.schema import Config, config_to_dict
@@ -217,8 +218,32 @@ class MetricsLogger:
         with self.csv_path.open("a", newline="") as f:
             f.write(buf.getvalue())  # one write: a kill leaves whole iterations or a torn tail
         if self.wandb is not None:
-            for name, value in metrics.items():
-                self.wandb.log_scalar(name, float(value), step=step)
+            # One W&B history row per iteration; TorchRL's WandbLogger adds a "<group>/step"
+            # (frames) per metric group, so every group can be plotted against frames.
+            self.wandb.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_images(self, images: dict[str, str | Path], step: int) -> None:
+        """Log image files (figures already saved in the run directory) to W&B as images.
+
+        Without the W&B backend this does nothing: the files are the record.
+        """
+        if self.wandb is None or not images:
+            return
+        import wandb
+
+        payload = {name: wandb.Image(str(path)) for name, path in images.items()}
+        self.wandb.log_metrics(payload, step=step)
+
+    def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        """Log a table (e.g. the per-episode meta-test returns) to W&B as a ``wandb.Table``.
+
+        Without the W&B backend this does nothing (``eval.jsonl`` holds the same numbers).
+        """
+        if self.wandb is None:
+            return
+        import wandb
+
+        self.wandb.log_metrics({name: wandb.Table(columns=columns, data=rows)}, step=step)
 
     def read(self) -> list[dict]:
         """All rows of the CSV as dicts (numbers parsed).

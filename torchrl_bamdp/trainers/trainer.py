@@ -412,6 +412,8 @@ class Trainer:
         if self.last_eval is None or self.last_eval.get("frames") != self.frames:
             self._run_eval()
         self.save_checkpoint()
+        if cfg.train.figures:
+            self.write_figures()
         self.logger.close()
         return {"frames": self.frames, "iterations": self.iteration, "eval": self.last_eval}
 
@@ -525,9 +527,43 @@ class Trainer:
             metrics[f"eval/stderr_episode_{k + 1}"] = s
         with (self.run_dir / "eval.jsonl").open("a") as f:
             f.write(json.dumps({"iteration": self.iteration, **self.last_eval}) + "\n")
+        rows = [
+            [k + 1, m, s] for k, (m, s) in enumerate(zip(result.mean, result.stderr, strict=True))
+        ]
+        self.logger.log_table("eval/per_episode", ["episode", "mean", "stderr"], rows, self.frames)
         if log:
             self.logger.log(metrics, step=self.frames, iteration=self.iteration)
         return metrics
+
+    def write_figures(self) -> list[Path]:
+        """This run's figures in ``<run_dir>/figures`` (PNG + PDF), also logged to W&B.
+
+        The learning curve and the per-episode returns of the latest evaluation for every
+        algorithm; for VariBAD on GridNavi also the belief rollout (Fig 3a) and the latent
+        trace (Fig 3b) on the test task with goal ``train.figure_goal``.
+        """
+        from torchrl_bamdp.evaluation.report import (
+            aggregate,
+            bayes_optimal_returns,
+            last_eval_report,
+            write_figures,
+        )
+
+        out = self.run_dir / "figures"
+        out.mkdir(parents=True, exist_ok=True)
+        aggregated = aggregate([last_eval_report(self.run_dir)])
+        episodes = len(self.last_eval["mean"])
+        grid = self.config.env.grid_size
+        written = write_figures(
+            aggregated,
+            out,
+            optimal=bayes_optimal_returns(self.config, episodes),
+            rollout_goal=self.config.train.figure_goal or (grid - 1, grid // 2),
+            trainers={str(self.run_dir): self},
+        )
+        pngs = {f"figures/{p.stem}": p for p in written if p.suffix == ".png"}
+        self.logger.log_images(pngs, step=self.frames)
+        return written
 
     def _progress_bar(self):
         if not self.config.train.progress_bar:

@@ -1,0 +1,131 @@
+"""VariBAD next to RL2, oracle, belief oracle, Bayes-optimal and random on GridNavi (issue #4).
+
+One command trains every algorithm for every seed with ``bamdp-train`` (each run in its own
+directory, ``--jobs`` processes at a time), meta-tests every run on the same fixed test tasks,
+aggregates per-episode returns over seeds and draws the paper's figures:
+
+- ``fig3a_belief_rollout``: a VariBAD test rollout, the decoder's reward posterior per cell at
+  every step next to the exact posterior;
+- ``fig3b_latents``: VariBAD's latent mean and log-variance along that rollout;
+- ``fig4_per_episode``: per-episode test return of every algorithm (mean +- s.e. over seeds)
+  with the Bayes-optimal and oracle values as references;
+- ``fig4_learning_curves``: test return vs frames for every trained algorithm.
+
+Runs that exist already are continued from their checkpoint (or skipped once finished), so a
+killed benchmark loses at most one checkpoint interval per run when started again.
+
+Run: ``.venv/bin/python benchmarks/gridworld_baselines.py`` (defaults: 5 seeds, 3M frames per
+run, 2 processes; about 75 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINED = ("varibad", "rl2", "oracle", "belief_oracle")
+REFERENCES = ("bayes_optimal", "random")
+
+
+def _finished(run_dir: Path, frames: int) -> bool:
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    if not checkpoint.exists():
+        return False
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception:  # a torn checkpoint: let bamdp-train report or redo it
+        return False
+    name = state.get("config", {}).get("algo", {}).get("name")
+    return name in REFERENCES or state.get("frames", 0) >= frames
+
+
+def train_all(args: argparse.Namespace) -> list[Path]:
+    """Start (or continue) every (algo, seed) run; ``--jobs`` at a time. Returns the run dirs."""
+    bamdp_train = Path(sys.executable).parent / "bamdp-train"
+    pending, runs = [], []
+    for seed in args.seeds:
+        for algo in args.algos:
+            run_dir = args.runs_dir / algo / f"seed{seed}"
+            runs.append(run_dir)
+            if _finished(run_dir, args.frames):
+                continue
+            command = [
+                str(bamdp_train),
+                f"algo={algo}",
+                f"seed={seed}",
+                f"run_dir={run_dir}",
+                f"train.total_frames={args.frames}",
+                "train.progress_bar=false",
+                *args.override,
+            ]
+            pending.append((run_dir, command))
+    running: list[tuple[Path, subprocess.Popen, float]] = []
+    failed = []
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            run_dir, command = pending.pop(0)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = (run_dir / "train.log").open("a")
+            print(f"start  {run_dir}", flush=True)
+            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            running.append((run_dir, proc, time.perf_counter()))
+        time.sleep(1.0)
+        for item in list(running):
+            run_dir, proc, started = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            took = time.perf_counter() - started
+            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+            print(f"{status:6} {run_dir} after {took:.0f} s", flush=True)
+            if proc.returncode != 0:
+                failed.append(run_dir)
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed; see train.log in {failed}")
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=[*TRAINED, *REFERENCES])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--frames", type=int, default=3_000_000)
+    parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
+    parser.add_argument("--eval-tasks", type=int, default=420)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "gridworld_baselines")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "baselines")
+    parser.add_argument("--skip-training", action="store_true")
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="extra bamdp-train overrides for every run"
+    )
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.skip_training:
+        runs = [args.runs_dir / a / f"seed{s}" for s in args.seeds for a in args.algos]
+    else:
+        runs = train_all(args)
+    from torchrl_bamdp.evaluation.report import write_baseline_report
+
+    report = write_baseline_report(
+        runs,
+        args.out,
+        eval_tasks=args.eval_tasks,
+        command=" ".join(["python", *(sys.argv if argv is None else [__file__, *argv])]),
+        extra={"frames_budget": args.frames, "seeds": args.seeds, "jobs": args.jobs},
+    )
+    report["benchmark_wall_clock_s"] = time.perf_counter() - start
+    (args.out / "gridworld_baselines.json").write_text(json.dumps(report, indent=2))
+    print((args.out / "gridworld_baselines.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Meta-test reports over runs and seeds, belief rollouts and the paper's figures.
+
+Used by ``bamdp-eval`` (tables), ``bamdp-plot`` (figures) and
+``benchmarks/gridworld_baselines.py`` (both, for every algorithm and seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from torchrl_bamdp.evaluation.plots import (
+    BeliefRollout,
+    load_eval_curves,
+    plot_learning_curves,
+    plot_per_episode_returns,
+)
+
+#: Display names, in the order of tables and legends.
+ALGO_LABELS = {
+    "varibad": "VariBAD",
+    "rl2": "RL2",
+    "oracle": "Oracle",
+    "belief_oracle": "Belief oracle",
+    "bayes_optimal": "Bayes-optimal",
+    "random": "Random",
+}
+
+
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories (holding ``config.json``) among ``paths`` or below them, sorted.
+
+    Examples
+    --------
+    >>> find_runs([])
+    []
+    """
+    runs: set[Path] = set()
+    for path in map(Path, paths):
+        if (path / "config.json").is_file():
+            runs.add(path)
+        elif path.is_dir():
+            runs.update(p.parent for p in path.rglob("config.json"))
+        else:
+            raise FileNotFoundError(f"run_dir={path} is neither a run directory nor a folder")
+    return sorted(runs)
+
+
+def open_run(run_dir: str | Path, **train_overrides: Any):
+    """A read-only :class:`~torchrl_bamdp.trainers.Trainer` on a run's config and checkpoint."""
+    from torchrl_bamdp.configs import load_config
+    from torchrl_bamdp.trainers import Trainer
+
+    run_dir = Path(run_dir)
+    data = json.loads((run_dir / "config.json").read_text())
+    data.setdefault("train", {}).update({"progress_bar": False, **train_overrides})
+    return Trainer(load_config(data), run_dir, read_only=True)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    tasks: int | None = None,
+    episodes: int | None = None,
+    deterministic: bool | None = None,
+) -> dict[str, Any]:
+    """Meta-test one run's checkpoint; returns its per-episode result and identity.
+
+    Keys: ``run_dir``, ``env``, ``algo``, ``seed``, ``frames``, ``train_seconds`` and those of
+    :meth:`MetaTestResult.to_dict` (``num_tasks``, ``episodes``, ``mean``, ``stderr``, ...).
+    """
+    overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
+    trainer = open_run(run_dir, **overrides)
+    result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
+    config = trainer.config
+    return {
+        "run_dir": str(run_dir),
+        "env": config.env.name,
+        "algo": config.algo.name,
+        "seed": config.seed,
+        "frames": trainer.frames,
+        "train_seconds": trainer.train_seconds,
+        **result.to_dict(),
+    }
+
+
+def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Group run reports by algorithm: per-episode mean over seeds and its standard error.
+
+    The standard error is over seeds (the spread between training runs), ``NaN`` with one seed.
+
+    Examples
+    --------
+    >>> r = [{"algo": "a", "seed": s, "mean": [s, 2.0 * s], "frames": 10, "train_seconds": 1.0}
+    ...      for s in (1, 3)]
+    >>> agg = aggregate(r)["a"]
+    >>> agg["mean"], agg["stderr"], agg["seeds"]
+    ([2.0, 4.0], [1.0, 2.0], [1, 3])
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        groups.setdefault(report["algo"], []).append(report)
+    order = {name: i for i, name in enumerate(ALGO_LABELS)}
+    out: dict[str, dict[str, Any]] = {}
+    for algo in sorted(groups, key=lambda a: (order.get(a, len(order)), a)):
+        runs = sorted(groups[algo], key=lambda r: r["seed"])
+        lengths = {len(r["mean"]) for r in runs}
+        if len(lengths) != 1:
+            raise ValueError(f"runs of {algo!r} were evaluated on different episode counts")
+        means = torch.tensor([r["mean"] for r in runs], dtype=torch.float64)
+        n = means.shape[0]
+        stderr = (means.std(0) / math.sqrt(n)).tolist() if n > 1 else [math.nan] * len(means[0])
+        totals = means.sum(1)
+        out[algo] = {
+            "label": ALGO_LABELS.get(algo, algo),
+            "seeds": [r["seed"] for r in runs],
+            "mean": means.mean(0).tolist(),
+            "stderr": stderr,
+            "total_mean": float(totals.mean()),
+            "total_stderr": float(totals.std() / math.sqrt(n)) if n > 1 else math.nan,
+            "frames": [r["frames"] for r in runs],
+            "train_seconds": [r["train_seconds"] for r in runs],
+            "per_seed": [
+                {k: r[k] for k in ("seed", "run_dir", "frames", "train_seconds", "mean") if k in r}
+                for r in runs
+            ],
+        }
+    return out
+
+
+def markdown_table(aggregated: dict[str, dict[str, Any]]) -> str:
+    """Algorithm x episode table (mean +- s.e. over seeds), with seeds, frames and wall-clock.
+
+    Examples
+    --------
+    >>> agg = {"varibad": {"label": "VariBAD", "mean": [1.0], "stderr": [0.5], "seeds": [0, 1],
+    ...        "total_mean": 1.0, "total_stderr": 0.5, "frames": [10, 10],
+    ...        "train_seconds": [60.0, 120.0]}}
+    >>> print(markdown_table(agg).splitlines()[2])
+    | VariBAD | 1.000 +- 0.500 | 1.000 +- 0.500 | 2 | 10 | 1.5 |
+    """
+    episodes = max(len(a["mean"]) for a in aggregated.values())
+    header = ["algorithm", *(f"episode {k + 1}" for k in range(episodes)), "total"]
+    header += ["seeds", "frames per run", "minutes per run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cell(mean: float, se: float) -> str:
+        return f"{mean:.3f}" if math.isnan(se) else f"{mean:.3f} +- {se:.3f}"
+
+    for algo in aggregated.values():
+        cells = [cell(m, s) for m, s in zip(algo["mean"], algo["stderr"], strict=True)]
+        frames = sorted(set(algo["frames"]))
+        minutes = sum(algo["train_seconds"]) / len(algo["train_seconds"]) / 60.0
+        row = [
+            algo["label"],
+            *cells,
+            cell(algo["total_mean"], algo["total_stderr"]),
+            str(len(algo["seeds"])),
+            "/".join(str(f) for f in frames),
+            f"{minutes:.1f}",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = None):
+    """Roll a trained VariBAD agent out on one GridNavi task and record its belief at every step.
+
+    Returns a :class:`~torchrl_bamdp.evaluation.plots.BeliefRollout` with the agent's cells, the
+    reward decoder's goal probability per cell for the belief mean at every step (t = 0 is the
+    prior), the latent mean/log-variance, and the exact posterior for comparison.
+    """
+    from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
+
+    from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
+    from torchrl_bamdp.modules import GridCellRewardDecoder
+    from torchrl_bamdp.transforms import BELIEF_LOGVAR, BELIEF_MEAN, BELIEF_PROBS, ExactGridBelief
+
+    config = trainer.config
+    decoder = trainer.agent.elbo_loss.reward_decoder if trainer.agent.elbo_loss else None
+    if config.env.name != "gridworld" or not isinstance(decoder, GridCellRewardDecoder):
+        raise ValueError(
+            "belief rollouts need a VariBAD run on gridworld with algo.decoders.reward=grid_cells "
+            f"(got env={config.env.name!r}, algo={config.algo.name!r})"
+        )
+    episodes = episodes or config.env.episodes_per_task
+    grid = config.env.grid_size
+    task = torch.tensor([list(goal)], dtype=torch.float32)
+    base = BAMDPEnv(
+        GridNaviEnv(num_envs=1, grid_size=grid),
+        episode_length=config.env.episode_length,
+        episodes_per_task=episodes,
+        fixed_tasks=task,
+    )
+    env = TransformedEnv(base, trainer.agent.make_transforms())
+    env.append_transform(ExactGridBelief(grid))
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        rollout = env.rollout(
+            episodes * config.env.episode_length, trainer.agent.actor, break_when_any_done=False
+        )[0]
+
+    def with_start(key):
+        return torch.cat([rollout[key][:1], rollout["next", key]], dim=0)
+
+    mean = with_start(BELIEF_MEAN)
+    done = torch.cat([torch.zeros(1, dtype=torch.bool), rollout["next", "episode_done"][:, 0]])
+    return BeliefRollout(
+        positions=with_start("observation").long(),
+        reward_probs=decoder.probabilities(mean),
+        goal=tuple(int(g) for g in goal),
+        episode_done=done,
+        mean=mean,
+        logvar=with_start(BELIEF_LOGVAR),
+        exact_probs=with_start(BELIEF_PROBS),
+        grid_size=grid,
+    )
+
+
+def last_eval_report(run_dir: str | Path) -> dict[str, Any]:
+    """A run's latest evaluation from its ``eval.jsonl`` (no new rollouts), as :func:`evaluate_run`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "config.json").write_text(json.dumps({"algo": {"name": "rl2"}, "seed": 3}))
+    >>> _ = (d / "eval.jsonl").write_text(json.dumps({"frames": 9, "mean": [1.0]}) + "\n")
+    >>> last_eval_report(d)["algo"], last_eval_report(d)["mean"]
+    ('rl2', [1.0])
+    """
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    last = None
+    path = run_dir / "eval.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            last = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a kill
+            continue
+    if last is None:
+        raise ValueError(f"{run_dir} has no evaluation yet (eval.jsonl is missing or empty)")
+    return {
+        "run_dir": str(run_dir),
+        "env": config.get("env", {}).get("name", "gridworld"),
+        "algo": config.get("algo", {}).get("name", "varibad"),
+        "seed": config.get("seed", 0),
+        "train_seconds": math.nan,
+        **last,
+    }
+
+
+def bayes_optimal_returns(config, episodes: int) -> list[float] | None:
+    """Exact Bayes-optimal per-episode returns for a GridNavi config (``None`` for other envs)."""
+    from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
+
+    if config.env.name != "gridworld":
+        return None
+    spec = GridNaviSpec(
+        grid_size=config.env.grid_size,
+        episode_length=config.env.episode_length,
+        episodes_per_task=episodes,
+    )
+    return BayesOptimalGridNavi(spec).expected_returns()
+
+
+def write_figures(
+    aggregated: dict[str, dict[str, Any]],
+    out: str | Path,
+    optimal: Sequence[float] | None = None,
+    rollout_goal: Sequence[int] = (4, 2),
+    subtitle: str = "",
+    trainers: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Fig 4 (per-episode returns, learning curves) and, with a VariBAD run, Fig 3a/3b.
+
+    Fig 3a/3b come from the VariBAD run of the lowest seed, on the GridNavi task whose goal is
+    ``rollout_goal``. Every figure is written as PNG and PDF into ``out``; returns the paths.
+    ``trainers`` maps run directories to already open trainers (else runs are opened
+    read-only from their checkpoints).
+    """
+    out = Path(out)
+    written: list[Path] = []
+    learners = {a: v for a, v in aggregated.items() if a not in ("bayes_optimal", "random")}
+    references: dict[str, Any] = {}
+    if optimal is not None:
+        references["Bayes-optimal (DP)"] = list(optimal)
+    # The oracle is a reference line next to other algorithms, and the result when alone.
+    oracle_is_reference = "oracle" in aggregated and len(aggregated) > 1
+    if oracle_is_reference:
+        references["Oracle"] = aggregated["oracle"]["mean"]
+    results = {
+        v["label"]: (v["mean"], v["stderr"])
+        for a, v in aggregated.items()
+        if not (a == "oracle" and oracle_is_reference)
+    }
+    if results:
+        written += plot_per_episode_returns(
+            results,
+            out / "fig4_per_episode",
+            references=references,
+            title=f"Meta-test return per episode, mean +- s.e. over seeds{subtitle}",
+        )
+    curves = {}
+    for values in learners.values():
+        frames, mean, stderr = load_eval_curves([p["run_dir"] for p in values["per_seed"]])
+        curves[values["label"]] = (frames, mean, stderr)
+    if curves:
+        written += plot_learning_curves(
+            curves,
+            out / "fig4_learning_curves",
+            references={"Bayes-optimal (DP)": float(sum(optimal))} if optimal else None,
+            title="Test return during training (mean +- s.e. over seeds)",
+        )
+    if "varibad" in aggregated:
+        run_dir = aggregated["varibad"]["per_seed"][0]["run_dir"]
+        trainer = (trainers or {}).get(str(run_dir)) or open_run(run_dir)
+        if trainer.config.env.name == "gridworld":
+            episodes = len(aggregated["varibad"]["mean"])
+            rollout = record_belief_rollout(trainer, rollout_goal, episodes=episodes)
+            goal = tuple(rollout_goal)
+            written += rollout.plot_belief(
+                out / "fig3a_belief_rollout",
+                title=f"VariBAD test rollout, goal {goal}: decoder belief (top) vs exact posterior",
+            )
+            written += rollout.plot_latents(
+                out / "fig3b_latents", title=f"VariBAD latent along the rollout, goal {goal}"
+            )
+    return written
+
+
+def write_baseline_report(
+    runs: Sequence[str | Path],
+    out: str | Path,
+    eval_tasks: int | None = None,
+    episodes: int | None = None,
+    rollout_goal: Sequence[int] = (4, 2),
+    command: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``runs``, aggregate over seeds per algorithm, write JSON, Markdown and figures.
+
+    Writes ``gridworld_baselines.json`` / ``.md`` and the figures of :func:`write_figures`
+    into ``out``; returns the report.
+    """
+    from torchrl_bamdp.trainers.trainer import environment_info
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for run in runs:
+        report = evaluate_run(run, tasks=eval_tasks, episodes=episodes)
+        reports.append(report)
+        means = ", ".join(f"{m:.3f}" for m in report["mean"])
+        print(f"evaluated {run}: [{means}]", flush=True)
+    aggregated = aggregate(reports)
+    config = open_run(runs[0]).config
+    k = len(reports[0]["mean"])
+    optimal = bayes_optimal_returns(config, k)
+    report = {
+        "command": command,
+        "environment": environment_info(config.seed),
+        "env": {
+            "name": config.env.name,
+            "grid_size": config.env.grid_size,
+            "episode_length": config.env.episode_length,
+            "episodes": k,
+        },
+        "eval_tasks": reports[0]["num_tasks"],
+        "bayes_optimal_dp": optimal,
+        "algorithms": aggregated,
+        **(extra or {}),
+    }
+    (out / "gridworld_baselines.md").write_text(markdown_table(aggregated))
+    (out / "gridworld_baselines.json").write_text(json.dumps(report, indent=2))
+    write_figures(
+        aggregated,
+        out,
+        optimal=optimal,
+        rollout_goal=rollout_goal,
+        subtitle=f" ({report['eval_tasks']} test tasks)",
+    )
+    return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -90,3 +91,27 @@ def test_other_run_dirs_get_other_ids(tmp_path, wandb_env):
     Trainer(config(240), tmp_path / "b").train()
     ids = {(tmp_path / d / "wandb_id.txt").read_text().strip() for d in ("a", "b")}
     assert len(ids) == 2
+
+
+def test_wandb_gets_figures_tables_name_and_group(tmp_path, wandb_env):
+    run_dir = tmp_path / "run"
+    Trainer(config(240), run_dir).train()
+    (run,) = offline_runs(run_dir)
+    data = next(run.glob("*.wandb")).read_bytes()
+    # the run's name and group encode env, algo and seed
+    assert b"gridworld-varibad-seed0" in data and b"gridworld-varibad" in data
+    # figures as W&B images, the per-episode evaluation as a W&B table
+    for key in (
+        b"figures/fig3a_belief_rollout",
+        b"figures/fig4_learning_curves",
+        b"eval/per_episode",
+    ):
+        assert key in data, key
+    images = list((run / "files" / "media" / "images").rglob("*.png"))
+    assert {p.name.split("_")[0] for p in images} >= {"fig3a", "fig3b", "fig4"}
+    tables = list((run / "files" / "media" / "table").rglob("*.table.json"))
+    assert tables
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"] == ["episode", "mean", "stderr"] and len(table["data"]) == 4
+    # the same figures are files of the run directory
+    assert (run_dir / "figures" / "fig3a_belief_rollout.png").stat().st_size > 0

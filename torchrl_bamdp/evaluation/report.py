@@ -229,7 +229,7 @@ def last_eval_report(run_dir: str | Path) -> dict[str, Any]:
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
     >>> _ = (d / "config.json").write_text(json.dumps({"algo": {"name": "rl2"}, "seed": 3}))
-    >>> _ = (d / "eval.jsonl").write_text(json.dumps({"frames": 9, "mean": [1.0]}) + "\n")
+    >>> _ = (d / "eval.jsonl").write_text(json.dumps({"frames": 9, "mean": [1.0]}) + chr(10))
     >>> last_eval_report(d)["algo"], last_eval_report(d)["mean"]
     ('rl2', [1.0])
     """

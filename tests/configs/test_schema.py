@@ -261,7 +261,7 @@ def test_bad_choice_lists_allowed_values(path, value, allowed):
 
 
 def test_known_choices_sanity():
-    assert set(REWARD_DECODERS) == {"grid_cells", "mse", "none"}
+    assert set(REWARD_DECODERS) == {"auto", "grid_cells", "mse", "none"}
     assert set(LOGGER_BACKENDS) == {"csv", "wandb"}
     assert "offline" in WANDB_MODES and "online" in WANDB_MODES
     assert {"tanh", "relu"} <= set(ACTIVATIONS)
@@ -489,3 +489,19 @@ def test_logger_names_are_not_empty():
         nested("logger.project", " ")
     )
     assert "config.logger.group" in load_error(nested("logger.group", ""))
+
+
+def test_auto_choices_resolve_per_env():
+    grid = load_config({})
+    assert grid.reward_decoder == "grid_cells" and grid.eval_stratified
+    cheetah = load_config({"env": {"name": "cheetah_vel"}, "train": {"eval_tasks": 16}})
+    assert cheetah.reward_decoder == "mse" and not cheetah.eval_stratified
+    direction = load_config({"env": {"name": "cheetah_dir"}, "train": {"eval_tasks": 16}})
+    assert direction.eval_stratified and direction.num_finite_tasks == 2
+
+
+def test_stratified_evaluation_needs_a_finite_task_set():
+    msg = load_error({"env": {"name": "cheetah_vel"}, "train": {"eval_stratified": True}})
+    assert "train.eval_stratified" in msg and "cheetah_vel" in msg
+    msg = load_error({"env": {"name": "cheetah_dir"}, "train": {"eval_tasks": 15}})
+    assert "train.eval_tasks" in msg and "2" in msg

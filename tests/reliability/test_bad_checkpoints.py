@@ -169,7 +169,7 @@ MISMATCHES = [
     ("algo.encoder.hidden_size", 32, "algo.encoder.hidden_size: checkpoint 64, this run 32"),
     ("algo.ppo.hidden", [32], "algo.ppo.hidden: checkpoint [64, 64], this run [32]"),
     ("algo.ppo.encoder_grad", True, "algo.ppo.encoder_grad: checkpoint False, this run True"),
-    ("algo.decoders.reward", "mse", "decoders.reward: checkpoint 'grid_cells', this run 'mse'"),
+    ("algo.decoders.reward", "mse", "decoders.reward: checkpoint 'auto', this run 'mse'"),
     ("env.episode_length", 10, "env.episode_length: checkpoint 15, this run 10"),
     ("env.grid_size", 6, "env.grid_size: checkpoint 5, this run 6"),
 ]

@@ -7,7 +7,7 @@ import torch
 from test_trainer import tiny
 
 from torchrl_bamdp.configs import ConfigError, load_config
-from torchrl_bamdp.configs.schema import ALGO_NAMES
+from torchrl_bamdp.configs.schema import ALGO_NAMES, ENV_NAMES
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer, build_agent
@@ -118,3 +118,19 @@ def test_random_is_seeded(tmp_path):
     c = Trainer(load_config(data), tmp_path / "c").train()["eval"]["mean"]
     assert a == b and a != c
     assert all(-1.5 - 1e-5 <= m < 0 for m in a)
+
+
+@pytest.mark.parametrize("env_name", ENV_NAMES)
+@pytest.mark.parametrize("name", ["varibad", "rl2"])
+def test_every_env_family_trains_a_few_iterations(env_name, name, tmp_path):
+    data = algo_config(name, total_frames=40)
+    data["env"] = {"name": env_name, "num_envs": 2, "episode_length": 10, "episodes_per_task": 2}
+    data["algo"]["ppo"]["minibatches"] = 2
+    data["algo"]["elbo"]["batch_trajectories"] = 2
+    data["train"].update({"eval_tasks": 42 if env_name == "gridworld" else 2, "figures": False})
+    trainer = Trainer(load_config(data), tmp_path)
+    actor = params(trainer.agent.actor)
+    result = trainer.train()
+    assert result["frames"] == 40 and len(result["eval"]["mean"]) == 2
+    assert all(torch.isfinite(torch.tensor(result["eval"]["mean"])))
+    assert moved(actor, trainer.agent.actor)

@@ -22,11 +22,23 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, out of range or inconsistent."""
 
 
-ENV_NAMES = ("gridworld",)
+ENV_NAMES = (
+    "gridworld",
+    "point_robot_sparse",
+    "point_robot_dense",
+    "cheetah_vel",
+    "cheetah_dir",
+    "ant_dir",
+    "ant_goal",
+    "walker_rand_params",
+    "humanoid_dir",
+)
 ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "random")
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
-REWARD_DECODERS = ("grid_cells", "mse", "none")
+REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
+#: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
+FINITE_TASK_FAMILIES = {"cheetah_dir": 2, "ant_dir": 2}
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
@@ -52,6 +64,11 @@ class EnvConfig:
         _at_least(path, "episode_length", self.episode_length, 1)
         _at_least(path, "episodes_per_task", self.episodes_per_task, 1)
         _at_least(path, "grid_size", self.grid_size, 3)
+        if self.name != "gridworld" and self.grid_size != 5:
+            raise ConfigError(
+                f"{path}.grid_size is a GridNavi option: leave it at 5 for env.name="
+                f"{self.name!r} (got {self.grid_size})"
+            )
 
     @property
     def horizon(self) -> int:
@@ -81,7 +98,7 @@ class EncoderConfig:
 class DecoderConfig:
     """Which decoders the ELBO reconstructs with."""
 
-    reward: str = "grid_cells"
+    reward: str = "auto"
     reward_hidden: list[int] = field(default_factory=lambda: [64, 64])
     state: bool = False
     state_hidden: list[int] = field(default_factory=lambda: [64, 32])
@@ -192,7 +209,7 @@ class TrainConfig:
     steps_per_batch: int | None = None
     eval_interval: int = 20
     eval_tasks: int = 210
-    eval_stratified: bool = True
+    eval_stratified: bool | None = None
     eval_episodes: int | None = None
     eval_deterministic: bool = True
     checkpoint_interval: int = 20
@@ -298,14 +315,19 @@ class Config:
                     f"[x, y] with 0 <= x, y < env.grid_size = {n}, not one of the four cells "
                     "next to the start ([0, 0], [0, 1], [1, 0], [1, 1])"
                 )
-        if self.train.eval_stratified and self.env.name == "gridworld":
-            goals = self.env.grid_size**2 - 4
-            if self.train.eval_tasks % goals != 0:
-                raise ConfigError(
-                    f"train.eval_tasks ({self.train.eval_tasks}) must be a multiple of the "
-                    f"{goals} GridNavi goals with train.eval_stratified=true (every goal is "
-                    "tested equally often), or set train.eval_stratified=false"
-                )
+        tasks = self.num_finite_tasks
+        if self.train.eval_stratified and tasks is None:
+            raise ConfigError(
+                f"train.eval_stratified=true needs a finite task set, but env.name="
+                f"{self.env.name!r} samples tasks from a continuous distribution; set "
+                "train.eval_stratified=null (auto) or false"
+            )
+        if self.eval_stratified and self.train.eval_tasks % tasks != 0:
+            raise ConfigError(
+                f"train.eval_tasks ({self.train.eval_tasks}) must be a multiple of the {tasks} "
+                f"tasks of env.name={self.env.name!r} with stratified evaluation (every task is "
+                "tested equally often), or set train.eval_stratified=false"
+            )
         frames_per_batch = self.frames_per_batch
         if frames_per_batch % self.algo.ppo.minibatches != 0:
             raise ConfigError(
@@ -318,6 +340,30 @@ class Config:
                 f"algo.ppo.minibatches ({self.algo.ppo.minibatches}) must divide env.num_envs "
                 f"({self.env.num_envs})"
             )
+
+    @property
+    def num_finite_tasks(self) -> int | None:
+        """Size of the env's task set if it is finite (GridNavi goals, directions), else None."""
+        if self.env.name == "gridworld":
+            return self.env.grid_size**2 - 4
+        return FINITE_TASK_FAMILIES.get(self.env.name)
+
+    @property
+    def eval_stratified(self) -> bool:
+        """Whether meta-tests cover every task equally often (``train.eval_stratified``;
+        ``null`` = whenever the task set is finite)."""
+        if self.train.eval_stratified is None:
+            return self.num_finite_tasks is not None
+        return self.train.eval_stratified
+
+    @property
+    def reward_decoder(self) -> str:
+        """``algo.decoders.reward`` resolved: ``auto`` is ``grid_cells`` on GridNavi, else
+        ``mse``."""
+        reward = self.algo.decoders.reward
+        if reward == "auto":
+            return "grid_cells" if self.env.name == "gridworld" else "mse"
+        return reward
 
     @property
     def steps_per_batch(self) -> int:

@@ -3,6 +3,31 @@
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
 from torchrl_bamdp.envs.factory import ENV_FAMILIES, make_env
 from torchrl_bamdp.envs.gridworld import GridNaviEnv, candidate_goal_cells
+from torchrl_bamdp.envs.mujoco import (
+    AntDirEnv,
+    AntGoalEnv,
+    CheetahDirEnv,
+    CheetahVelEnv,
+    HumanoidDirEnv,
+    MujocoTaskEnv,
+    WalkerRandParamsEnv,
+)
+from torchrl_bamdp.envs.point_robot import PointRobotEnv
 from torchrl_bamdp.envs.task_env import TaskEnv
 
-__all__ = ["ENV_FAMILIES", "BAMDPEnv", "GridNaviEnv", "TaskEnv", "candidate_goal_cells", "make_env"]
+__all__ = [
+    "ENV_FAMILIES",
+    "AntDirEnv",
+    "AntGoalEnv",
+    "BAMDPEnv",
+    "CheetahDirEnv",
+    "CheetahVelEnv",
+    "GridNaviEnv",
+    "HumanoidDirEnv",
+    "MujocoTaskEnv",
+    "PointRobotEnv",
+    "TaskEnv",
+    "WalkerRandParamsEnv",
+    "candidate_goal_cells",
+    "make_env",
+]

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
 from torchrl_bamdp.envs.gridworld import GridNaviEnv
+from torchrl_bamdp.envs.mujoco import MUJOCO_FAMILIES
+from torchrl_bamdp.envs.point_robot import PointRobotEnv
+from torchrl_bamdp.envs.task_env import TaskEnv
 
-ENV_FAMILIES = ("gridworld",)
+#: Point-robot family name -> its ``sparse`` flag.
+POINT_ROBOT_FAMILIES = {"point_robot_sparse": True, "point_robot_dense": False}
+ENV_FAMILIES = ("gridworld", *POINT_ROBOT_FAMILIES, *MUJOCO_FAMILIES)
+#: GridNavi's default grid size: the only ``grid_size`` other families accept (and ignore), so
+#: that callers may pass the GridNavi option unconditionally.
+_DEFAULT_GRID_SIZE = inspect.signature(GridNaviEnv.__init__).parameters["grid_size"].default
 
 
 def make_env(
@@ -31,7 +41,7 @@ def make_env(
     episode_length, episodes_per_task : int
         The BAMDP horizon (see :class:`~torchrl_bamdp.envs.BAMDPEnv`).
     seed : int, optional
-        Seed of task sampling.
+        Seed of task sampling (and of the MuJoCo simulators' reset noise).
     device : torch.device or str
         Device of the env's tensors.
     stratified : bool
@@ -39,7 +49,10 @@ def make_env(
         envs instead of sampling (``num_envs`` must be a multiple of the number of tasks), so
         that averages over the envs are exact expectations over the task distribution.
     **family_kwargs
-        Passed to the family's task env (e.g. ``grid_size`` for GridNavi).
+        Passed to the family's task env: ``grid_size`` (GridNavi); ``goal_radius``,
+        ``step_size`` (point robot); ``terminate_when_unhealthy``, ``gym_kwargs`` (MuJoCo).
+        ``grid_size`` equal to GridNavi's default (5) is ignored by the other families; any other
+        option a family does not have raises a ``ValueError``.
 
     Examples
     --------
@@ -47,10 +60,7 @@ def make_env(
     >>> env.horizon
     60
     """
-    if name == "gridworld":
-        task_env = GridNaviEnv(num_envs=num_envs, device=device, **family_kwargs)
-    else:
-        raise ValueError(f"env name must be one of {list(ENV_FAMILIES)} (got {name!r})")
+    task_env = _make_task_env(name, num_envs, seed, device, dict(family_kwargs))
     fixed_tasks = None
     if stratified:
         support = task_env.task_support()
@@ -63,3 +73,29 @@ def make_env(
             )
         fixed_tasks = support.repeat(num_envs // len(support), 1)
     return BAMDPEnv(task_env, episode_length, episodes_per_task, seed=seed, fixed_tasks=fixed_tasks)
+
+
+def _make_task_env(
+    name: str, num_envs: int, seed: int | None, device: torch.device | str, options: dict
+) -> TaskEnv:
+    """The task env of family ``name``, after checking ``options`` against what it accepts."""
+    if name not in ENV_FAMILIES:
+        raise ValueError(f"env name must be one of {list(ENV_FAMILIES)} (got {name!r})")
+    if name == "gridworld":
+        cls, fixed = GridNaviEnv, {}
+    elif name in POINT_ROBOT_FAMILIES:
+        cls, fixed = PointRobotEnv, {"sparse": POINT_ROBOT_FAMILIES[name]}
+    else:
+        cls, fixed = MUJOCO_FAMILIES[name], {"seed": 0 if seed is None else int(seed)}
+    if name != "gridworld" and options.get("grid_size", _DEFAULT_GRID_SIZE) == _DEFAULT_GRID_SIZE:
+        options.pop("grid_size", None)
+    skip = {"self", "num_envs", "device", *fixed}
+    accepted = set(inspect.signature(cls.__init__).parameters) - skip
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(
+            f"make_env({name!r}): unknown option(s) {unknown}; {name} accepts "
+            f"{sorted(accepted) or 'none'}"
+            + (" (grid_size is a GridNavi option)" if "grid_size" in unknown else "")
+        )
+    return cls(num_envs=num_envs, device=device, **fixed, **options)

@@ -158,9 +158,11 @@ def make_actor_critic(
             in_keys=["loc", "scale"],
             spec=action_spec,
             distribution_class=TanhNormal,
+            # The bounds of one action: a batched env's spec repeats them per env, and the
+            # distribution must broadcast over any batch (PPO minibatches are flat).
             distribution_kwargs={
-                "low": action_spec.space.low,
-                "high": action_spec.space.high,
+                "low": action_spec.space.low.reshape(-1, action_dim)[0],
+                "high": action_spec.space.high.reshape(-1, action_dim)[0],
             },
             return_log_prob=True,
         )

@@ -168,9 +168,9 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     action_dim, discrete = _action_dims(env)
     latent, dec = algo.encoder.latent_dim, algo.decoders
     reward_decoder = None
-    if dec.reward == "grid_cells":
+    if config.reward_decoder == "grid_cells":
         reward_decoder = GridCellRewardDecoder(latent, env_cfg.grid_size, hidden=dec.reward_hidden)
-    elif dec.reward == "mse":
+    elif config.reward_decoder == "mse":
         reward_decoder = RewardDecoder(
             latent, obs_dim, action_dim, dec.reward_hidden, discrete_actions=discrete
         )

@@ -245,7 +245,7 @@ class Trainer:
             episodes_per_task=episodes,
             seed=EVAL_SEED,
             device=self.device,
-            stratified=self.config.train.eval_stratified,
+            stratified=self.config.eval_stratified,
             grid_size=env_cfg.grid_size,
         )
         return self.agent.transformed_env(env)

@@ -1,0 +1,570 @@
+"""The MuJoCo task families of VariBAD on gymnasium v5, as batched TaskEnvs.
+
+One class, :class:`MujocoTaskEnv`, holds ``num_envs`` gymnasium v5 environments and steps them
+**in process** with a lean loop over ``env.unwrapped``: it writes the control, calls
+``mujoco.mj_step`` with the env's ``frame_skip`` (and ``mj_rnePostConstraint`` where contact forces
+are read, as gymnasium does) and reads the v5 observation with the env's own ``_get_obs``. The
+dynamics, observations, reset noise and the standard reward terms (control cost, contact cost,
+healthy reward) are gymnasium v5's, computed by v5's own code with v5's constants except where a
+family states otherwise; each family only adds its task term and its task distribution:
+
+========================  ======================================================================
+family                    task, task reward (``v`` = velocity from positions before/after / dt)
+========================  ======================================================================
+``cheetah_vel``           ``v* ~ U[0, 3]``; ``-|v_x - v*|``; ctrl cost ``0.05 * |a|^2``
+``cheetah_dir``           ``d`` uniform in ``{-1, +1}``; ``d * v_x``; ctrl cost ``0.05 * |a|^2``
+``ant_dir``               ``d`` uniform in ``{-1, +1}`` (backward/forward along x); ``d * v_x``
+                          of the torso; v5 terms: ctrl ``0.5|a|^2``, contact ``5e-4``, healthy 1
+``ant_goal``              goal ``r (cos t, sin t)``, ``t ~ U[0, 2pi)``, ``r = 3 sqrt(U[0, 1])``
+                          (uniform on the disc of radius 3); ``-||xy - goal||_1`` of the torso
+                          after the step; ctrl ``0.1|a|^2``, contact ``5e-4``, healthy 0
+``walker_rand_params``    exponents ``u ~ U[-3, 3]`` per entry of body_mass, body_inertia,
+                          dof_damping, geom_friction; model value = default * base^u (bases
+                          1.5, 1.5, 1.3, 1.5); v5 reward ``v_x + healthy 1 - 1e-3|a|^2``
+``humanoid_dir``          angle ``t ~ U[0, 2pi)``; ``1.25 * v_com . (cos t, sin t)`` (mass-centre
+                          velocity); v5 terms: ctrl ``0.1|a|^2``, contact, healthy 5
+========================  ======================================================================
+
+These are the original VariBAD task distributions and reward constants (``environments/mujoco``
+of lmzintgraf/varibad) on gymnasium v5's models (the original used older gym XML files), with
+these deliberate differences, each documented in its class:
+
+* ``ant_dir`` is true backward/forward; the original uses +-1 as an *angle* (about +-57 deg);
+* no family terminates inner episodes by default (``terminate_when_unhealthy=False``; the
+  original ends AntDir, HumanoidDir and Walker episodes when unhealthy), so every task lasts
+  exactly ``episodes_per_task x episode_length`` steps, as the trainer's whole-task batches need.
+  When unhealthy and not terminating, v5's healthy reward is 0 for that step;
+* actions are clipped to the action bounds before the control cost (the simulator clips the
+  control to the same range); HumanoidDir keeps v5's ``[-0.4, 0.4]`` bounds (the original
+  rescales ``[-1, 1]`` to them);
+* walker_rand_params calls ``mj_setConst`` after changing the parameters.
+
+Actions outside the bounds are clipped; NaN/inf actions or a wrong shape raise a ``ValueError``
+naming the env. Reset noise comes from one numpy generator per env, spawned from the env seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import gymnasium
+import mujoco
+import numpy as np
+import torch
+from gymnasium.envs.mujoco.humanoid_v5 import mass_center
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+
+from torchrl_bamdp.envs.task_env import TaskEnv
+
+
+class MujocoTaskEnv(TaskEnv):
+    """Base class of the batched MuJoCo task families (gymnasium v5 simulators, in process).
+
+    A family sets :attr:`gym_id` (and :attr:`gym_kwargs`, passed to ``gymnasium.make``),
+    implements :meth:`sample_tasks`, :attr:`task_dim` and :meth:`_task_reward`, and may override
+    :meth:`_position` (what the velocity is measured on; default ``qpos[0]``) and
+    :meth:`_apply_task` (change the simulator per task, e.g. its physical parameters).
+
+    Keys: ``observation`` (the v5 observation, float32), ``task``, ``action`` (``Bounded`` by the
+    gymnasium action space), ``reward``, ``done``/``terminated`` (never true unless
+    ``terminate_when_unhealthy``).
+
+    Parameters
+    ----------
+    num_envs : int
+        Number of simulators stepped together (the env's batch size).
+    seed : int
+        Seed of the per-env reset-noise generators (see :meth:`set_seed`) and of the tasks held
+        before the first reset that brings one.
+    terminate_when_unhealthy : bool
+        End the inner episode (``terminated``) when v5's ``is_healthy`` is false, as the original
+        AntDir, HumanoidDir and Walker envs do. Off by default (fixed-length tasks).
+    gym_kwargs : mapping, optional
+        Overrides of the family's ``gymnasium.make`` keyword arguments (e.g. reward weights).
+    device : torch.device or str
+        Device of the returned tensors (the simulators run on the CPU).
+
+    Examples
+    --------
+    >>> env = CheetahVelEnv(num_envs=2, seed=0)
+    >>> td = env.reset()
+    >>> td["observation"].shape, td["task"].shape
+    (torch.Size([2, 17]), torch.Size([2, 1]))
+    >>> env.rand_step(td)["next", "reward"].shape
+    torch.Size([2, 1])
+    """
+
+    #: gymnasium id of the simulator (a v5 MuJoCo env).
+    gym_id: ClassVar[str] = ""
+    #: Keyword arguments of ``gymnasium.make`` (reward weights, observation options).
+    gym_kwargs: ClassVar[Mapping[str, Any]] = {}
+    #: Size of :meth:`_position` (1: x; 2: xy).
+    position_dim: ClassVar[int] = 1
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        seed: int = 0,
+        terminate_when_unhealthy: bool = False,
+        gym_kwargs: Mapping[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if type(self).gym_id == "":
+            raise TypeError("MujocoTaskEnv is abstract: use a task family such as CheetahVelEnv")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1 (got {num_envs})")
+        super().__init__(device=device, batch_size=torch.Size([num_envs]))
+        self.num_envs = num_envs
+        self.make_kwargs = {**type(self).gym_kwargs, **(gym_kwargs or {})}
+        self.envs = [
+            gymnasium.make(self.gym_id, **self.make_kwargs).unwrapped for _ in range(num_envs)
+        ]
+        first = self.envs[0]
+        # Not `frame_skip`: TorchRL would wrap an env with that attribute in a FrameSkipTransform.
+        self.substeps = int(first.frame_skip)
+        self.dt = float(first.dt)
+        self.action_low = np.asarray(first.action_space.low, dtype=np.float64)
+        self.action_high = np.asarray(first.action_space.high, dtype=np.float64)
+        self.action_dim = int(self.action_low.shape[0])
+        self.obs_dim = int(first.observation_space.shape[0])
+        # Standard v5 terms, read from the env so that its own constants (or our overrides) hold.
+        self.ctrl_cost_weight = float(first._ctrl_cost_weight)
+        self.forward_reward_weight = float(getattr(first, "_forward_reward_weight", 1.0))
+        self.has_healthy = hasattr(type(first), "is_healthy")
+        self.healthy_weight = float(getattr(first, "_healthy_reward", 0.0))
+        self.has_contact = hasattr(type(first), "contact_cost")
+        self.terminate_when_unhealthy = bool(terminate_when_unhealthy)
+        if self.terminate_when_unhealthy and not self.has_healthy:
+            raise ValueError(
+                f"{type(self).__name__}: terminate_when_unhealthy=True, but {self.gym_id} has "
+                "no health condition"
+            )
+
+        self._on_envs_created()
+        self._obs = np.zeros((num_envs, self.obs_dim), dtype=np.float32)
+        self._task = torch.zeros(num_envs, self.task_dim, device=self.device)
+        self._task_np = np.zeros((num_envs, self.task_dim), dtype=np.float64)
+        self._set_seed(seed)
+        # A task per env until a reset brings one (standalone use, ``check_env_specs``).
+        self._set_tasks(
+            range(num_envs),
+            self.sample_tasks(num_envs, torch.Generator().manual_seed(int(seed))).cpu(),
+        )
+        self._make_specs()
+
+    # -- specs -------------------------------------------------------------------------------
+    def _make_specs(self) -> None:
+        shape = self.batch_size
+        n, d = self.num_envs, self.action_dim
+        low = torch.as_tensor(self.action_low, dtype=torch.float32).expand(n, d)
+        high = torch.as_tensor(self.action_high, dtype=torch.float32).expand(n, d)
+        self.observation_spec = Composite(
+            observation=Unbounded(shape=(*shape, self.obs_dim), device=self.device),
+            task=Unbounded(shape=(*shape, self.task_dim), device=self.device),
+            shape=shape,
+        )
+        self.action_spec = Bounded(low, high, shape=(n, d), device=self.device)
+        self.reward_spec = Unbounded(shape=(*shape, 1), device=self.device)
+        self.done_spec = Composite(
+            done=Categorical(2, shape=(*shape, 1), dtype=torch.bool, device=self.device),
+            terminated=Categorical(2, shape=(*shape, 1), dtype=torch.bool, device=self.device),
+            shape=shape,
+        )
+
+    # -- family hooks ------------------------------------------------------------------------
+    def _on_envs_created(self) -> None:
+        """Read what the family needs from the simulators (before any task is set)."""
+        return None
+
+    def _position(self, env: Any) -> np.ndarray | float:
+        """What the velocity is measured on (default: the root x position ``qpos[0]``)."""
+        return env.data.qpos[0]
+
+    def _task_reward(
+        self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray
+    ) -> np.ndarray:
+        """The task term of the reward, ``[B]``, from ``[B, position_dim]`` velocities and
+        positions (after the step) and the ``[B, task_dim]`` tasks."""
+        raise NotImplementedError
+
+    def _apply_task(self, index: int) -> None:
+        """Make simulator ``index`` follow task ``self._task_np[index]`` (called at its resets)."""
+        return None
+
+    # -- tasks -------------------------------------------------------------------------------
+    def _set_tasks(self, indices: Any, tasks: torch.Tensor) -> None:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        tasks = tasks.reshape(len(index), self.task_dim).to(torch.float32)
+        self._task[index.to(self.device)] = tasks.to(self.device)
+        self._task_np[index.numpy()] = tasks.cpu().double().numpy()
+
+    @property
+    def tasks(self) -> torch.Tensor:
+        """The current ``[num_envs, task_dim]`` tasks (a copy)."""
+        return self._task.clone()
+
+    # -- dynamics ----------------------------------------------------------------------------
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
+        mask, task = self._reset_mask_and_task(tensordict)
+        if mask is None:
+            indices = list(range(self.num_envs))
+        else:
+            indices = mask.reshape(-1).nonzero().flatten().tolist()
+        if task is not None and indices:
+            task = task.reshape(self.num_envs, self.task_dim).cpu()
+            self._set_tasks(indices, task[indices])
+        for i in indices:
+            env = self.envs[i]
+            self._apply_task(i)
+            mujoco.mj_resetData(env.model, env.data)
+            self._obs[i] = env.reset_model()
+        done = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
+        return self._output(done)
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        action = self._validated_action(tensordict.get("action", None))
+        n, pdim = self.num_envs, self.position_dim
+        before = np.empty((n, pdim))
+        after = np.empty((n, pdim))
+        healthy = np.ones(n, dtype=bool)
+        contact = np.zeros(n)
+        obs = self._obs
+        rne = self.has_contact
+        for i, env in enumerate(self.envs):
+            model, data = env.model, env.data
+            before[i] = self._position(env)
+            data.ctrl[:] = action[i]
+            mujoco.mj_step(model, data, nstep=self.substeps)
+            if rne:  # contact forces (cfrc_ext) for the contact cost and the observation
+                mujoco.mj_rnePostConstraint(model, data)
+                contact[i] = env.contact_cost
+            after[i] = self._position(env)
+            obs[i] = env._get_obs()
+            if self.has_healthy:
+                healthy[i] = env.is_healthy
+        velocity = (after - before) / self.dt
+        reward = (
+            self._task_reward(velocity, after, self._task_np)
+            + self.healthy_weight * healthy
+            - self.ctrl_cost_weight * np.square(action).sum(-1)
+            - contact
+        )
+        terminated = ~healthy if self.terminate_when_unhealthy else np.zeros(n, dtype=bool)
+        out = self._output(torch.from_numpy(terminated).reshape(n, 1).to(self.device))
+        out.set("reward", torch.from_numpy(reward.astype(np.float32)).reshape(n, 1).to(self.device))
+        return out
+
+    def _validated_action(self, action: torch.Tensor | None) -> np.ndarray:
+        """The ``[B, A]`` float64 numpy action, clipped to the bounds; ``ValueError`` if bad."""
+        name = f"{type(self).__name__}.step"
+        expected = (
+            f"expected a float tensor of shape {(self.num_envs, self.action_dim)} with finite "
+            f"values in [{self.action_low.min():g}, {self.action_high.max():g}] (values outside "
+            "are clipped)"
+        )
+        if action is None:
+            raise KeyError(f"{name}: the tensordict has no 'action' entry; {expected}")
+        if tuple(action.shape) != (self.num_envs, self.action_dim) or not (
+            action.is_floating_point()
+        ):
+            raise ValueError(
+                f"{name}: invalid 'action' of shape {tuple(action.shape)} and dtype "
+                f"{action.dtype}; {expected}"
+            )
+        array = action.detach().to("cpu", torch.float64).numpy()
+        if not np.isfinite(array).all():
+            bad = np.flatnonzero(~np.isfinite(array).all(-1))
+            raise ValueError(
+                f"{name}: non-finite (NaN/inf) 'action' in env(s) {bad[:5].tolist()}"
+                f"{' ...' if len(bad) > 5 else ''}; {expected}"
+            )
+        return np.clip(array, self.action_low, self.action_high)
+
+    def _output(self, terminated: torch.Tensor) -> TensorDictBase:
+        return TensorDict(
+            {
+                "observation": torch.from_numpy(self._obs.copy()).to(self.device),
+                "task": self._task.clone(),
+                "done": terminated,
+                "terminated": terminated.clone(),
+            },
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        """Give every simulator its own reset-noise generator, spawned from ``seed``."""
+        children = np.random.SeedSequence(0 if seed is None else int(seed)).spawn(self.num_envs)
+        for env, child in zip(self.envs, children, strict=True):
+            env.np_random = np.random.Generator(np.random.PCG64(child))
+
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        for env in self.envs:
+            env.close()
+        super().close(raise_if_closed=raise_if_closed)
+
+
+# -- HalfCheetah ---------------------------------------------------------------------------------
+class _CheetahTaskEnv(MujocoTaskEnv):
+    # VariBAD's cheetah cost: 0.5 * 1e-1 * sum(a^2) (v5 default: 0.1).
+    gym_id = "HalfCheetah-v5"
+    gym_kwargs: ClassVar[Mapping[str, Any]] = {"ctrl_cost_weight": 0.05}
+
+
+class CheetahVelEnv(_CheetahTaskEnv):
+    """HalfCheetah with a target velocity ``v* ~ U[0, 3]`` (task ``[v*]``).
+
+    Reward ``-|v_x - v*| - 0.05 * |a|^2`` with ``v_x`` the root x velocity
+    (``(x_after - x_before) / dt``, as v5); no termination. Observation: v5's 17 dims.
+
+    Examples
+    --------
+    >>> env = CheetahVelEnv(num_envs=2)
+    >>> env.sample_tasks(3, torch.Generator().manual_seed(0)).shape
+    torch.Size([3, 1])
+    """
+
+    max_velocity: ClassVar[float] = 3.0
+
+    @property
+    def task_dim(self) -> int:
+        return 1
+
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return (torch.rand(num, 1, generator=generator) * self.max_velocity).to(self.device)
+
+    def _task_reward(
+        self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray
+    ) -> np.ndarray:
+        return -np.abs(velocity[:, 0] - task[:, 0])
+
+
+class _DirectionMixin:
+    """Tasks ``d`` uniform in ``{-1, +1}`` (a finite task set, usable for stratified eval)."""
+
+    @property
+    def task_dim(self) -> int:
+        return 1
+
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        sign = torch.randint(0, 2, (num, 1), generator=generator).float() * 2.0 - 1.0
+        return sign.to(self.device)
+
+    def task_support(self) -> torch.Tensor:
+        return torch.tensor([[-1.0], [1.0]], device=self.device)
+
+    def _task_reward(
+        self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray
+    ) -> np.ndarray:
+        return task[:, 0] * velocity[:, 0]
+
+
+class CheetahDirEnv(_DirectionMixin, _CheetahTaskEnv):
+    """HalfCheetah running backward (``d = -1``) or forward (``d = +1``), ``d`` uniform.
+
+    Reward ``d * v_x - 0.05 * |a|^2``; no termination. Observation: v5's 17 dims.
+
+    Examples
+    --------
+    >>> env = CheetahDirEnv(num_envs=2)
+    >>> env.task_support().flatten().tolist()
+    [-1.0, 1.0]
+    """
+
+
+# -- Ant ---------------------------------------------------------------------------------------
+class _AntTaskEnv(MujocoTaskEnv):
+    gym_id = "Ant-v5"
+    position_dim = 2
+
+    def _on_envs_created(self) -> None:
+        # v5 measures the velocity on its main body (the torso).
+        self._body = int(self.envs[0].data.body(self.envs[0]._main_body).id)
+
+    def _position(self, env: Any) -> np.ndarray:
+        return env.data.xpos[self._body, :2]
+
+
+class AntDirEnv(_DirectionMixin, _AntTaskEnv):
+    """Ant running backward (``d = -1``) or forward (``d = +1``) along x, ``d`` uniform.
+
+    Reward (v5 terms, which equal the original AntDir's): ``d * v_x + 1 * healthy
+    - 0.5 * |a|^2 - 5e-4 * |clip(cfrc_ext, -1, 1)|^2`` with ``v_x`` the torso x velocity.
+    The original VariBAD AntDir uses ``d`` as an *angle* (direction ``(cos d, sin d)``, about
+    +-57 degrees) although described as forward/backward; we use true forward/backward. No
+    termination by default (the original terminates when the torso height leaves [0.2, 1]).
+    Observation: v5's 105 dims (no xy, with contact forces).
+
+    Examples
+    --------
+    >>> env = AntDirEnv(num_envs=2)
+    >>> env.reset()["observation"].shape
+    torch.Size([2, 105])
+    """
+
+
+class AntGoalEnv(_AntTaskEnv):
+    """Ant walking to a goal uniform on the disc of radius 3.
+
+    Goal ``r (cos t, sin t)``, ``t ~ U[0, 2pi)``, ``r = 3 sqrt(u)``, ``u ~ U[0, 1]`` (task
+    ``[gx, gy]``). Reward (original AntGoal): ``-||xy - goal||_1 - 0.1 * |a|^2
+    - 5e-4 * |clip(cfrc_ext, -1, 1)|^2`` with ``xy`` the torso position after the step, no
+    survive reward and no termination. Observation: v5's with the xy position included
+    (``exclude_current_positions_from_observation=False``, 107 dims), as the original
+    includes the full ``qpos``: the agent must know where it is to find the goal.
+
+    Examples
+    --------
+    >>> env = AntGoalEnv(num_envs=2)
+    >>> bool((env.sample_tasks(100).norm(dim=-1) <= 3).all())
+    True
+    """
+
+    gym_kwargs: ClassVar[Mapping[str, Any]] = {
+        "ctrl_cost_weight": 0.1,
+        "contact_cost_weight": 5e-4,
+        "healthy_reward": 0.0,
+        "exclude_current_positions_from_observation": False,
+    }
+    goal_radius: ClassVar[float] = 3.0
+
+    @property
+    def task_dim(self) -> int:
+        return 2
+
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = torch.rand(num, 2, generator=generator)
+        angle = u[:, 0] * (2.0 * math.pi)
+        radius = self.goal_radius * u[:, 1].sqrt()
+        goal = torch.stack([radius * angle.cos(), radius * angle.sin()], -1)
+        return goal.to(self.device)
+
+    def _task_reward(
+        self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray
+    ) -> np.ndarray:
+        return -np.abs(position - task).sum(-1)
+
+
+# -- Walker2d with random physical parameters -------------------------------------------------
+class WalkerRandParamsEnv(MujocoTaskEnv):
+    """Walker2d whose physical parameters are drawn per task ("rand params").
+
+    For every entry of ``body_mass`` (8), ``body_inertia`` (8 x 3), ``dof_damping`` (9) and
+    ``geom_friction`` (8 x 3) an exponent ``u ~ U[-3, 3]`` is drawn and the model value is set to
+    ``default * base^u``, with base 1.5 (1.3 for ``dof_damping``), as the original
+    ``RandomEnv``. The task is the flat vector of exponents (65 values, in that order). At every
+    reset of an env (new task *or* inner episode) its model is rebuilt from the saved defaults
+    and the task's scales, then ``mj_setConst`` recomputes the derived constants (the original
+    only overwrote the arrays). Reward (v5, equal to the original's):
+    ``v_x + 1 * healthy - 1e-3 * |a|^2``; no termination by default (the original terminates
+    when unhealthy). Observation: v5's 17 dims (velocities clipped to +-10).
+
+    Examples
+    --------
+    >>> env = WalkerRandParamsEnv(num_envs=2)
+    >>> env.task_dim
+    65
+    """
+
+    gym_id = "Walker2d-v5"
+    #: (model field, base of the per-entry multiplier base^u)
+    RAND_PARAMS: ClassVar[tuple[tuple[str, float], ...]] = (
+        ("body_mass", 1.5),
+        ("body_inertia", 1.5),
+        ("dof_damping", 1.3),
+        ("geom_friction", 1.5),
+    )
+    log_scale_limit: ClassVar[float] = 3.0
+
+    def _on_envs_created(self) -> None:
+        model = self.envs[0].model
+        self._param_shapes = [getattr(model, name).shape for name, _ in self.RAND_PARAMS]
+        self._task_dim = int(sum(int(np.prod(s)) for s in self._param_shapes))
+        #: Per env, the model's own parameter values: every task scales these.
+        self.default_params = [
+            {name: getattr(env.model, name).copy() for name, _ in self.RAND_PARAMS}
+            for env in self.envs
+        ]
+
+    @property
+    def task_dim(self) -> int:
+        return self._task_dim
+
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = torch.rand(num, self.task_dim, generator=generator, dtype=torch.float64)
+        return ((u * 2.0 - 1.0) * self.log_scale_limit).float().to(self.device)
+
+    def scales(self, task: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """The multipliers ``base^u`` of one task, per model field (shaped like the field)."""
+        task = np.asarray(task.cpu() if isinstance(task, torch.Tensor) else task, np.float64)
+        out, start = {}, 0
+        for (name, base), shape in zip(self.RAND_PARAMS, self._param_shapes, strict=True):
+            size = int(np.prod(shape))
+            out[name] = np.power(base, task[start : start + size]).reshape(shape)
+            start += size
+        return out
+
+    def _apply_task(self, index: int) -> None:
+        env = self.envs[index]
+        defaults = self.default_params[index]
+        for name, scale in self.scales(self._task_np[index]).items():
+            getattr(env.model, name)[:] = defaults[name] * scale
+        mujoco.mj_setConst(env.model, env.data)
+
+    def _task_reward(
+        self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray
+    ) -> np.ndarray:
+        return velocity[:, 0]
+
+
+# -- Humanoid ----------------------------------------------------------------------------------
+class HumanoidDirEnv(MujocoTaskEnv):
+    """Humanoid running in a direction at angle ``t ~ U[0, 2pi)`` (task ``[t]``).
+
+    Reward (v5 terms; the original HumanoidDir, after PEARL, uses the same constants):
+    ``1.25 * v . (cos t, sin t) + 5 * healthy - 0.1 * |a|^2 - min(5e-7 * |cfrc_ext|^2, 10)``
+    with ``v`` the xy velocity of the mass centre. Actions are v5's ``[-0.4, 0.4]^17`` (the
+    original rescales ``[-1, 1]`` to it). No termination by default (the original terminates
+    when the torso height leaves (1, 2)). Observation: v5's 348 dims.
+
+    Examples
+    --------
+    >>> env = HumanoidDirEnv(num_envs=1)
+    >>> env.action_spec.space.high[0, 0].item()
+    0.4000000059604645
+    """
+
+    gym_id = "Humanoid-v5"
+    position_dim = 2
+
+    @property
+    def task_dim(self) -> int:
+        return 1
+
+    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return (torch.rand(num, 1, generator=generator) * (2.0 * math.pi)).to(self.device)
+
+    def _position(self, env: Any) -> np.ndarray:
+        return mass_center(env.model, env.data)
+
+    def _task_reward(
+        self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray
+    ) -> np.ndarray:
+        angle = task[:, 0]
+        return self.forward_reward_weight * (
+            velocity[:, 0] * np.cos(angle) + velocity[:, 1] * np.sin(angle)
+        )
+
+
+#: Family name -> class, as registered in :func:`~torchrl_bamdp.envs.make_env`.
+MUJOCO_FAMILIES: dict[str, type[MujocoTaskEnv]] = {
+    "cheetah_vel": CheetahVelEnv,
+    "cheetah_dir": CheetahDirEnv,
+    "ant_dir": AntDirEnv,
+    "ant_goal": AntGoalEnv,
+    "walker_rand_params": WalkerRandParamsEnv,
+    "humanoid_dir": HumanoidDirEnv,
+}

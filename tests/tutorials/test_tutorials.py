@@ -1,0 +1,167 @@
+"""Every tutorial runs end to end (with tiny budgets) and renders as a notebook.
+
+Each ``tutorials/0*.py`` is executed as a script in a subprocess with
+``BAMDP_TUTORIAL_FAST=1`` (tiny budgets) and ``BAMDP_TUTORIAL_OUT`` pointing to a temporary
+folder; the test checks its exit code, the figures it wrote and the key numbers it printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TUTORIALS = sorted((ROOT / "tutorials").glob("0*.py"))
+
+# Figures (PNG, relative to the output folder) and printed lines a tutorial must produce. A
+# tutorial without an entry here is still run and must exit 0.
+EXPECTED = {
+    "01_bamdp_basics": {
+        "figures": [
+            "goals.png",
+            "exact_belief_random_policy.png",
+            "exact_belief_bayes_optimal.png",
+        ],
+        "printed": [
+            "21 candidate goals",
+            "same seed, same tasks: True",
+            "episode_done fired 4 times, TorchRL done 1 time (at t = 59)",
+            "Bayes-optimal expected return per episode (DP): 4.000 11.071 11.071 11.071",
+            "expected return of walking straight to a known goal: 11.071",
+            "BayesOptimalPolicy reproduces the DP values: True",
+            "Bayes-optimal policy, candidates left at the end of each episode: [7, 1, 1, 1]",
+        ],
+    },
+    "02_varibad_gridworld": {
+        "figures": [
+            "learning_curve.png",
+            "fig3a_belief_rollout.png",
+            "fig3b_latents.png",
+            "fig3a_via_trainer.png",
+        ],
+        "printed": [
+            "hyper_state size: 12 = 2 + 5 + 5",
+            "Bayes-optimal (exact DP)        4.000     11.071     11.071     11.071     37.214",
+            "record_belief_rollout gives the same path as the hand-built rollout: True",
+        ],
+    },
+    "03_custom_task_family": {
+        "figures": ["per_episode_returns.png", "corridor_belief.png"],
+        "printed": [
+            "check_env_specs: passed",
+            "goal distribution: [-4, -3, -2, 2, 3, 4]",
+            "known-goal return per episode (upper bound): 9.800",
+            "nll shape: (2, 3, 5)",
+            "VariBAD (greedy) beats random in every episode:",
+            "VariBAD (sampled) beats random in every episode:",
+        ],
+    },
+    "04_swap_the_belief": {
+        "figures": ["per_episode_returns.png"],
+        "printed": [
+            "hyper_state size: 27 = 2 (position) + 25 (visit map)",
+            "exact DP values: 4.000 11.071 11.071 11.071",
+        ],
+    },
+}
+
+
+def _run(tutorial: Path, tmp_path: Path) -> tuple[str, Path]:
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "BAMDP_TUTORIAL_FAST": "1",
+        "BAMDP_TUTORIAL_OUT": str(out),
+        "MPLBACKEND": "Agg",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+    }
+    proc = subprocess.run(
+        [sys.executable, str(tutorial)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"{tutorial.name} exited with {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}"
+        f"\n--- stderr ---\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout, out
+
+
+def _numbers(line: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.\d+", line)]
+
+
+def _line(stdout: str, prefix: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.strip().startswith(prefix)]
+    assert lines, f"no line starting with {prefix!r} in the output:\n{stdout}"
+    return lines[-1]
+
+
+def test_tutorials_are_found():
+    assert set(EXPECTED) <= {t.stem for t in TUTORIALS}
+
+
+def _per_episode(stdout: str, name: str) -> list[float]:
+    """The returns of a ``<name> ... | per episode: r1 r2 ...`` line of tutorial 4."""
+    for line in stdout.splitlines():
+        if line.startswith(f"{name} ") and "per episode:" in line:
+            return _numbers(line.split("per episode:")[1])
+    raise AssertionError(f"no per-episode line for {name!r} in the output:\n{stdout}")
+
+
+@pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])
+def test_tutorial_runs(tutorial: Path, tmp_path: Path):
+    stdout, out = _run(tutorial, tmp_path)
+    expected = EXPECTED.get(tutorial.stem)
+    if expected is None:
+        return
+    for name in expected["figures"]:
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 1000, f"missing or empty figure {path}"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for text in expected["printed"]:
+        assert text in stdout, f"{text!r} not printed by {tutorial.name}:\n{stdout}"
+    assert f"done: tutorial {int(tutorial.stem[:2])}" in stdout
+    # Nothing is written outside BAMDP_TUTORIAL_OUT (the subprocess ran in tmp_path).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+    if tutorial.stem == "01_bamdp_basics":
+        dp = _numbers(_line(stdout, "Bayes-optimal (DP)"))
+        env_returns = _numbers(_line(stdout, "BayesOptimalPolicy (env)"))
+        assert dp == pytest.approx([4.0, 11.071, 11.071, 11.071], abs=1e-3)
+        assert env_returns == dp  # printed with 3 decimals: the policy reproduces the DP
+        random = _numbers(_line(stdout, "random policy  "))
+        assert len(random) == 4 and max(random) < 0
+    if tutorial.stem == "02_varibad_gridworld":
+        trainer = _numbers(_line(stdout, "Trainer.evaluate():"))
+        ours = _numbers(_line(stdout, "our meta_test:"))
+        assert len(ours) == 4 and trainer == ours
+    if tutorial.stem == "04_swap_the_belief":
+        for name in ("varibad", "belief_oracle", "rl2", "oracle", "visit_map", "random"):
+            assert len(_per_episode(stdout, name)) == 4
+        trainer_bo = _per_episode(stdout, "bayes_optimal")
+        assert trainer_bo == pytest.approx([4.0, 11.07, 11.07, 11.07], abs=1e-6)
+        for name in ("varibad", "belief_oracle", "rl2", "oracle"):
+            assert (out / "runs" / name / "config.json").is_file()
+
+
+@pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])
+def test_tutorial_is_a_notebook(tutorial: Path):
+    jupytext = pytest.importorskip("jupytext")
+    notebook = jupytext.read(tutorial)
+    kinds = [cell.cell_type for cell in notebook.cells]
+    assert kinds.count("markdown") >= 4 and kinds.count("code") >= 4, kinds
+    assert notebook.cells[0].cell_type == "markdown"
+    assert notebook.cells[0].source.startswith("# Tutorial")
+    # Round trip: the notebook written back as a percent script keeps every cell.
+    again = jupytext.reads(jupytext.writes(notebook, fmt="py:percent"), fmt="py:percent")
+    assert [c.cell_type for c in again.cells] == kinds

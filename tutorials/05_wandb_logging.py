@@ -187,3 +187,6 @@ subprocess.run(command, cwd=sweep_dir, check=True, capture_output=True, text=Tru
 for run in sorted((sweep_dir / "runs").iterdir()):
     (w,) = (run / "wandb").glob("offline-run-*")
     print(run.name, "->", w.name)
+
+# %%
+print("done: tutorial 5")

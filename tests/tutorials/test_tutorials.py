@@ -50,6 +50,21 @@ EXPECTED = {
             "record_belief_rollout gives the same path as the hand-built rollout: True",
         ],
     },
+    "05_wandb_logging": {
+        "figures": [
+            "run/figures/fig3a_belief_rollout.png",
+            "run/figures/fig4_learning_curves.png",
+        ],
+        "printed": [
+            "figures logged as W&B images: ['fig3a_belief_rollout_",
+            "per-episode tables, the last one: ['episode', 'mean', 'stderr']",
+            "to upload: wandb sync ",
+            "resumed at 7680 frames",
+            "(one per session), all with id ",
+            "gridworld-varibad-seed0-",
+            "gridworld-varibad-seed1-",
+        ],
+    },
     "03_custom_task_family": {
         "figures": ["per_episode_returns.png", "corridor_belief.png"],
         "printed": [

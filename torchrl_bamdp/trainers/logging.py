@@ -359,7 +359,9 @@ class MetricsLogger:
         return WandbLogger(
             exp_name=name,
             offline=mode != "online",
-            save_dir=str(self.run_dir),
+            # Absolute: a W&B service shared with a parent process resolves relative paths
+            # against its own working directory, not this process's.
+            save_dir=str(self.run_dir.resolve()),
             id=self._run_id(),
             project=config.logger.project,
             log_env_packages=False,

@@ -232,18 +232,20 @@ class MujocoTaskEnv(TaskEnv):
         healthy = np.ones(n, dtype=bool)
         contact = np.zeros(n)
         obs = self._obs
-        rne = self.has_contact
+        # Looked up once, not per simulator: this loop is the hot path of MuJoCo collection.
+        position, substeps, mj_step = self._position, self.substeps, mujoco.mj_step
+        rne, has_healthy = self.has_contact, self.has_healthy
         for i, env in enumerate(self.envs):
             model, data = env.model, env.data
-            before[i] = self._position(env)
+            before[i] = position(env)
             data.ctrl[:] = action[i]
-            mujoco.mj_step(model, data, nstep=self.substeps)
+            mj_step(model, data, nstep=substeps)
             if rne:  # contact forces (cfrc_ext) for the contact cost and the observation
                 mujoco.mj_rnePostConstraint(model, data)
                 contact[i] = env.contact_cost
-            after[i] = self._position(env)
+            after[i] = position(env)
             obs[i] = env._get_obs()
-            if self.has_healthy:
+            if has_healthy:
                 healthy[i] = env.is_healthy
         velocity = (after - before) / self.dt
         reward = (
@@ -259,29 +261,35 @@ class MujocoTaskEnv(TaskEnv):
 
     def _validated_action(self, action: torch.Tensor | None) -> np.ndarray:
         """The ``[B, A]`` float64 numpy action, clipped to the bounds; ``ValueError`` if bad."""
-        name = f"{type(self).__name__}.step"
-        expected = (
-            f"expected a float tensor of shape {(self.num_envs, self.action_dim)} with finite "
-            f"values in [{self.action_low.min():g}, {self.action_high.max():g}] (values outside "
-            "are clipped)"
-        )
         if action is None:
-            raise KeyError(f"{name}: the tensordict has no 'action' entry; {expected}")
+            raise KeyError(self._action_error("the tensordict has no 'action' entry"))
         if tuple(action.shape) != (self.num_envs, self.action_dim) or not (
             action.is_floating_point()
         ):
             raise ValueError(
-                f"{name}: invalid 'action' of shape {tuple(action.shape)} and dtype "
-                f"{action.dtype}; {expected}"
+                self._action_error(
+                    f"invalid 'action' of shape {tuple(action.shape)} and dtype {action.dtype}"
+                )
             )
         array = action.detach().to("cpu", torch.float64).numpy()
         if not np.isfinite(array).all():
             bad = np.flatnonzero(~np.isfinite(array).all(-1))
             raise ValueError(
-                f"{name}: non-finite (NaN/inf) 'action' in env(s) {bad[:5].tolist()}"
-                f"{' ...' if len(bad) > 5 else ''}; {expected}"
+                self._action_error(
+                    f"non-finite (NaN/inf) 'action' in env(s) {bad[:5].tolist()}"
+                    f"{' ...' if len(bad) > 5 else ''}"
+                )
             )
         return np.clip(array, self.action_low, self.action_high)
+
+    def _action_error(self, problem: str) -> str:
+        """The message of a bad action (built only on errors: ``_step`` is the hot path)."""
+        return (
+            f"{type(self).__name__}.step: {problem}; expected a float tensor of shape "
+            f"{(self.num_envs, self.action_dim)} with finite values in "
+            f"[{self.action_low.min():g}, {self.action_high.max():g}] (values outside are "
+            "clipped)"
+        )
 
     def _output(self, terminated: torch.Tensor) -> TensorDictBase:
         return TensorDict(

@@ -134,3 +134,24 @@ def test_every_env_family_trains_a_few_iterations(env_name, name, tmp_path):
     assert result["frames"] == 40 and len(result["eval"]["mean"]) == 2
     assert all(torch.isfinite(torch.tensor(result["eval"]["mean"])))
     assert moved(actor, trainer.agent.actor)
+
+
+def test_trainer_trains_a_user_made_agent(tmp_path):
+    """A custom hyper-state transform + policy, trained by the same loop."""
+    from torchrl.envs.transforms import Compose
+
+    from torchrl_bamdp.modules.actor_critic import make_actor_critic
+    from torchrl_bamdp.trainers import Agent
+    from torchrl_bamdp.transforms import hyper_state_transform
+
+    def observation_only(config, env):
+        actor, critic = make_actor_critic(2, env.action_spec, [16])
+        return Agent(
+            "custom", actor, critic, lambda: Compose(hyper_state_transform(belief_keys=[]))
+        )
+
+    trainer = Trainer(load_config(algo_config("oracle")), tmp_path, agent=observation_only)
+    assert trainer.agent.name == "custom"
+    before = params(trainer.agent.actor)
+    assert trainer.train()["frames"] == 480
+    assert moved(before, trainer.agent.actor)

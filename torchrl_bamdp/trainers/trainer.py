@@ -11,6 +11,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
 from torchrl_bamdp.modules.actor_critic import find_input_normalizers
-from torchrl_bamdp.trainers.agents import build_agent
+from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.checkpoint import (
     ARCHITECTURE_FIELDS,
     CheckpointError,
@@ -122,6 +123,10 @@ class Trainer:
     read_only : bool
         Load the run's checkpoint for evaluation and write nothing (no config, metrics or
         logger); :meth:`train` is then refused.
+    agent : callable, optional
+        ``agent(config, env) -> Agent`` builds the agent instead of
+        :func:`~torchrl_bamdp.trainers.agents.build_agent`: a user-made hyper-state transform
+        and policy trained by this same loop (see ``tutorials/04_swap_the_belief.py``).
 
     Examples
     --------
@@ -134,7 +139,13 @@ class Trainer:
     240
     """
 
-    def __init__(self, config: Config, run_dir: str | Path, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        config: Config,
+        run_dir: str | Path,
+        read_only: bool = False,
+        agent: Callable[[Config, Any], Agent] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.read_only = read_only
@@ -154,7 +165,7 @@ class Trainer:
             device=self.device,
             grid_size=env_cfg.grid_size,
         )
-        self.agent = build_agent(config, self.env).to(self.device)
+        self.agent = (agent or build_agent)(config, self.env).to(self.device)
         self.train_env = self.agent.transformed_env(self.env)
 
         ppo = config.algo.ppo

@@ -228,6 +228,7 @@ def plot_belief_rollout(
     grid_size: int = 5,
     max_steps: int | None = None,
     title: str | None = None,
+    labels: tuple[str, str] = ("VariBAD decoder", "exact posterior"),
 ) -> list[Path]:
     """Draw the GridNavi belief at every step of one test task ("Fig 3a" of VariBAD).
 
@@ -262,6 +263,9 @@ def plot_belief_rollout(
         rows ("exact posterior") is drawn below the decoder's ("VariBAD decoder").
     grid_size : int
         Side of the grid.
+    labels : tuple of str
+        Titles of the two row sets (``reward_probs``, ``exact_probs``), e.g. to plot another
+        belief than VariBAD's.
     max_steps : int, optional
         Only draw steps ``0..max_steps``. If step ``max_steps`` is an ``episode_done`` step
         other than the last one given, it is dropped too: its observation is already the start
@@ -318,7 +322,7 @@ def plot_belief_rollout(
 
     rows = _episode_rows(done)
     ncols = max(len(r) for r in rows)
-    sets = [("VariBAD decoder", probs)] + ([] if exact is None else [("exact posterior", exact)])
+    sets = [(labels[0], probs)] + ([] if exact is None else [(labels[1], exact)])
     panel_in = min(1.1, max(0.42, 9.0 / ncols))
     width = ncols * panel_in * 1.25 + 2.0
     set_heights = [len(rows) * panel_in * 1.25 + 0.45 for _ in sets]

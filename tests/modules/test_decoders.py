@@ -149,3 +149,36 @@ def test_task_decoder_by_hand_and_missing_task():
     torch.testing.assert_close(dec.nll(latent, b), expected)
     with pytest.raises(KeyError, match="task"):
         dec.nll(latent, _batch(task=False))
+
+
+def test_grid_decoder_credits_the_last_step_of_an_episode_to_the_cell_reached():
+    """At an inner-episode end s_{t+1} is the start state; the cell comes from s_t and a_t."""
+    dec = GridCellRewardDecoder(1, grid_size=5)
+    obs = torch.tensor([[[3.0, 2.0], [4.0, 4.0], [0.0, 0.0]]])  # s_t
+    action = torch.tensor([[2, 1, 4]])  # right -> (4, 2); up at the top wall -> (4, 4); left
+    next_obs = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])  # all reset start states
+    batch = TransitionBatch(obs, action, next_obs, torch.zeros(1, 3, 1))
+    batch.valid_next_obs = torch.tensor([[False, False, True]])
+    assert dec.landing_cells(batch).tolist() == [[[4, 2], [4, 4], [0, 0]]]
+    # the likelihood reads the logit of the landed cell
+    with torch.no_grad():
+        dec.net[-1].weight.zero_()
+        dec.net[-1].bias.copy_(torch.arange(25, dtype=torch.float32))
+    nll = dec.nll(torch.zeros(1, 1, 1), batch)
+    expected = torch.nn.functional.softplus(torch.tensor([4.0 * 5 + 2, 4.0 * 5 + 4, 0.0]))
+    torch.testing.assert_close(nll[0, 0], expected)
+
+
+def test_mse_reward_decoder_masks_steps_whose_next_state_was_reset():
+    dec = RewardDecoder(2, obs_dim=2, action_dim=5, discrete_actions=True)
+    b = TransitionBatch(
+        torch.zeros(2, 4, 2),
+        torch.zeros(2, 4, dtype=torch.long),
+        torch.zeros(2, 4, 2),
+        torch.ones(2, 4, 1),
+    )
+    b.valid_next_obs = torch.tensor([[True, False, True, True], [True, True, True, False]])
+    nll = dec.nll(torch.zeros(2, 3, 2), b)
+    assert nll.shape == (2, 3, 4)
+    assert (nll[0, :, 1] == 0).all() and (nll[1, :, 3] == 0).all()
+    assert (nll[0, :, 0] > 0).all()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torchrl_bamdp.envs.gridworld import GRID_MOVES
 from torchrl_bamdp.utils import make_mlp
 
 
@@ -81,8 +82,12 @@ def _action_features(action: torch.Tensor, action_dim: int, discrete: bool) -> t
 class GridCellRewardDecoder(nn.Module):
     """GridNavi reward decoder: one Bernoulli "the goal is here" logit per grid cell.
 
-    The likelihood of r_{t+1} is that of the cell s_{t+1} being the goal (``reward >
-    goal_threshold``). ``probabilities(latent)`` gives the per-cell belief plotted as a heatmap.
+    The likelihood of r_{t+1} is that of the cell the agent landed in being the goal (``reward
+    > goal_threshold``). That cell is s_{t+1}, except at the end of an inner episode, where
+    s_{t+1} is already the start state of the next one (``valid_next_obs`` is ``False``): there
+    it is computed from s_t and a_t with the GridNavi moves (off-grid moves stay put), so the
+    reward of the last step of an episode is credited to the right cell.
+    ``probabilities(latent)`` gives the per-cell belief plotted as a heatmap.
 
     Parameters
     ----------
@@ -113,6 +118,8 @@ class GridCellRewardDecoder(nn.Module):
         self.grid_size = grid_size
         self.goal_threshold = goal_threshold
         self.net = make_mlp(latent_dim, grid_size * grid_size, hidden, activation="relu")
+        # Not part of the state dict: the moves are GridNavi's, not learned.
+        self.register_buffer("moves", torch.tensor(GRID_MOVES), persistent=False)
 
     def logits(self, latent: torch.Tensor) -> torch.Tensor:
         return self.net(latent)
@@ -121,9 +128,20 @@ class GridCellRewardDecoder(nn.Module):
         """Per-cell probability that the goal is there, ``[..., grid_size**2]``."""
         return torch.sigmoid(self.logits(latent))
 
+    def landing_cells(self, batch: TransitionBatch) -> torch.Tensor:
+        """``[N, T, 2]`` cell each transition ended in (s_{t+1}, or s_t moved by a_t after an
+        inner-episode end)."""
+        landed = batch.next_obs.long()
+        if bool(batch.valid_next_obs.all()):
+            return landed
+        action = batch.action.reshape(batch.obs.shape[:2]).long()
+        moved = (batch.obs.long() + self.moves[action]).clamp(0, self.grid_size - 1)
+        return torch.where(batch.valid_next_obs.unsqueeze(-1), landed, moved)
+
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         logits = self.logits(latent)  # [N, Te, C]
-        cell = batch.next_obs[..., 0].long() * self.grid_size + batch.next_obs[..., 1].long()
+        landed = self.landing_cells(batch)
+        cell = landed[..., 0] * self.grid_size + landed[..., 1]
         n, te, _ = logits.shape
         index = cell.unsqueeze(1).expand(n, te, cell.shape[1])  # [N, Te, T]
         cell_logits = logits.gather(-1, index)
@@ -184,7 +202,10 @@ class RewardDecoder(nn.Module):
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         prediction = self.predict(latent, batch)
         target = batch.reward.unsqueeze(1).expand_as(prediction)
-        return (prediction - target).pow(2).sum(-1)
+        error = (prediction - target).pow(2).sum(-1)
+        # After an inner-episode end the s_{t+1} input is the next episode's start state, not
+        # the state the reward was received in: those steps are not decoded.
+        return error * batch.valid_next_obs.unsqueeze(1).to(error.dtype)
 
 
 class StateDecoder(nn.Module):

@@ -465,3 +465,25 @@ def test_elbo_on_bamdp_rollout_all_terms():
         assert value.item() >= 0
     sum(out.values()).backward()
     assert enc.gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_reward_labels_land_on_the_goal_across_inner_episode_ends():
+    """On real BAMDP rollouts every goal reward is credited to the goal cell, including the
+    last step of an inner episode, whose next observation is already the start state."""
+    from torchrl.envs import TransformedEnv
+
+    from torchrl_bamdp.envs import make_env
+    from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
+    from torchrl_bamdp.transforms import exact_belief_transforms
+
+    env = TransformedEnv(make_env(num_envs=42, stratified=True, seed=0), exact_belief_transforms())
+    with torch.no_grad():
+        rollout = env.rollout(60, BayesOptimalPolicy.from_env(env), break_when_any_done=False)
+    decoder = GridCellRewardDecoder(5, grid_size=5)
+    batch = ELBOLoss(BeliefEncoder(2, 5, True), reward_decoder=decoder)._batch(rollout)
+    cells = decoder.landing_cells(batch)
+    hit = batch.reward[..., 0] > 0
+    goal = rollout["task"].long()
+    assert bool((hit & ~batch.valid_next_obs).any())  # goal rewards at episode ends occur
+    assert bool((cells[hit] == goal[hit]).all())
+    assert not bool(((cells == goal).all(-1) & ~hit).any())

@@ -19,7 +19,13 @@ EXIT_NONFINITE = 3
 
 
 def default_run_dir(config: Config) -> Path:
-    """``runs/<env>-<algo>-seed<seed>-<YYYYmmdd-HHMMSS>`` under the working directory."""
+    """``runs/<env>-<algo>-seed<seed>-<YYYYmmdd-HHMMSS>`` under the working directory.
+
+    Examples
+    --------
+    >>> default_run_dir(Config(seed=3)).as_posix()  # doctest: +ELLIPSIS
+    'runs/gridworld-varibad-seed3-...'
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{config.env.name}-{config.algo.name}-seed{config.seed}-{stamp}"
 
@@ -74,6 +80,24 @@ def resolve_run(data: dict[str, Any], overrides: list[str]) -> tuple[Config, Pat
 
     With ``resume=<run_dir>`` the run's saved ``config.json`` is the base and only the
     command-line overrides are applied on top (e.g. a larger ``train.total_frames``).
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from torchrl_bamdp.configs.schema import config_to_dict
+    >>> d = tempfile.mkdtemp()
+    >>> config, run_dir = resolve_run({"run_dir": d, "env": {"num_envs": 8}}, [])
+    >>> run_dir == Path(d), config.env.num_envs
+    (True, 8)
+    >>> _ = (run_dir / "config.json").write_text(json.dumps(config_to_dict(config)))
+    >>> config, _ = resolve_run({"resume": d}, ["train.total_frames=960"])
+    >>> config.env.num_envs, config.train.total_frames, config.resume == d
+    (8, 960, True)
+    >>> resolve_run({"resume": tempfile.mkdtemp()}, [])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    torchrl_bamdp.configs.schema.ConfigError: resume='...': no config.json there; is it a run \
+directory?
     """
     resume = data.get("resume")
     if resume:
@@ -147,7 +171,21 @@ def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def train_main() -> None:
-    """Entry point of ``bamdp-train`` (Hydra: ``bamdp-train env=gridworld algo=varibad``)."""
+    """Entry point of ``bamdp-train`` (Hydra: ``bamdp-train env=gridworld algo=varibad``).
+
+    Examples
+    --------
+    An invalid configuration is reported on stderr, before anything runs, with exit code 2:
+
+    >>> import sys
+    >>> from unittest import mock
+    >>> with mock.patch.object(sys, "argv", ["bamdp-train", "train.total_frames=0"]):
+    ...     try:
+    ...         train_main()
+    ...     except SystemExit as err:
+    ...         print("exit code", err.code)
+    exit code 2
+    """
     import hydra
 
     hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")(_train)()
@@ -199,6 +237,16 @@ def eval_main(argv: list[str] | None = None) -> None:
     over seeds (mean +- s.e. over seeds) into ``<out>.json`` / ``<out>.md`` (default
     ``meta_test_summary`` in the folder given, or in the working directory). Runs are opened
     read-only: their config, metrics and logger are left untouched.
+
+    Examples
+    --------
+    A misspelt argument (``task`` for ``tasks``) is a usage error, exit code 2:
+
+    >>> try:
+    ...     eval_main(["run_dir=runs/demo", "task=21"])
+    ... except SystemExit as err:
+    ...     print("exit code", err.code)
+    exit code 2
     """
     allowed = {"tasks", "episodes", "deterministic", "out"}
     paths, args = _parse_args(argv, allowed, EVAL_USAGE, "bamdp-eval")
@@ -303,6 +351,16 @@ def plot_main(argv: list[str] | None = None) -> None:
     (belief heatmaps along a test rollout on the task with goal ``goal``, next to the exact
     posterior) and Fig 3b (latent mean and log-variance). PNG and PDF into ``out`` (default
     ``<run_dir>/figures``).
+
+    Examples
+    --------
+    Arguments are checked before any run is opened: a goal that is not ``x,y`` exits with code 2.
+
+    >>> try:
+    ...     plot_main(["run_dir=runs/demo", "goal=4"])
+    ... except SystemExit as err:
+    ...     print("exit code", err.code)
+    exit code 2
     """
     paths, args = _parse_args(argv, {"out", "goal"}, PLOT_USAGE, "bamdp-plot")
     try:

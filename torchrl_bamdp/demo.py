@@ -21,6 +21,25 @@ from torchrl_bamdp.trainers import Trainer
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train, meta-test and print the comparison table (``make demo``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        ``--frames`` (default 3M, or ``$BAMDP_DEMO_FRAMES``), ``--seed`` and ``--run-dir``;
+        ``None`` reads ``sys.argv``.
+
+    Examples
+    --------
+    ``make demo`` runs ``python -m torchrl_bamdp.demo`` (minutes of training, so not run here);
+    a shorter run from Python:
+
+    >>> main(["--frames", "200000", "--run-dir", "runs/demo-short"])  # doctest: +SKIP
+    Training VariBAD on GridNavi for 200,000 frames -> runs/demo-short
+    ...
+    | policy | episode 1 | episode 2 | episode 3 | episode 4 |
+    ...
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     default_frames = int(os.environ.get("BAMDP_DEMO_FRAMES", 3_000_000))
     parser.add_argument("--frames", type=int, default=default_frames)

@@ -19,7 +19,18 @@ from typing import Any
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, out of range or inconsistent."""
+    """A configuration value is unknown, of the wrong type, out of range or inconsistent.
+
+    Examples
+    --------
+    >>> try:
+    ...     load_config({"env": {"num_envs": 0}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.env.num_envs must be >= 1 (got 0)
+    >>> issubclass(ConfigError, ValueError)
+    True
+    """
 
 
 ENV_NAMES = (
@@ -50,7 +61,18 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed take a
 
 @dataclass
 class EnvConfig:
-    """Task family and BAMDP horizon."""
+    """Task family and BAMDP horizon.
+
+    Examples
+    --------
+    >>> load_config({"env": {"episodes_per_task": 2}}).env.horizon
+    30
+    >>> EnvConfig(name="cheetah_vel", grid_size=7).validate("config.env")
+    Traceback (most recent call last):
+    ...
+    torchrl_bamdp.configs.schema.ConfigError: config.env.grid_size is a GridNavi option: leave \
+it at 5 for env.name='cheetah_vel' (got 7)
+    """
 
     name: str = "gridworld"
     num_envs: int = 64
@@ -77,7 +99,18 @@ class EnvConfig:
 
 @dataclass
 class EncoderConfig:
-    """The GRU belief encoder."""
+    """The GRU belief encoder.
+
+    Examples
+    --------
+    >>> load_config({"algo": {"encoder": {"latent_dim": 8}}}).algo.encoder.latent_dim
+    8
+    >>> EncoderConfig(obs_embed=0, reward_embed=0).validate("config.algo.encoder")
+    Traceback (most recent call last):
+    ...
+    torchrl_bamdp.configs.schema.ConfigError: config.algo.encoder: obs_embed + action_embed + \
+reward_embed must be > 0
+    """
 
     latent_dim: int = 5
     hidden_size: int = 64
@@ -96,7 +129,17 @@ class EncoderConfig:
 
 @dataclass
 class DecoderConfig:
-    """Which decoders the ELBO reconstructs with."""
+    """Which decoders the ELBO reconstructs with.
+
+    Examples
+    --------
+    >>> DecoderConfig(reward="none", task=True).validate("config.algo.decoders")  # task only
+    >>> DecoderConfig(reward="none").validate("config.algo.decoders")
+    Traceback (most recent call last):
+    ...
+    torchrl_bamdp.configs.schema.ConfigError: config.algo.decoders: at least one decoder is \
+needed (reward, state or task)
+    """
 
     reward: str = "auto"
     reward_hidden: list[int] = field(default_factory=lambda: [64, 64])
@@ -116,7 +159,18 @@ class DecoderConfig:
 
 @dataclass
 class ELBOConfig:
-    """Encoder/decoder optimisation."""
+    """Encoder/decoder optimisation.
+
+    Examples
+    --------
+    >>> ELBOConfig().max_grad_norm
+    5000.0
+    >>> try:
+    ...     load_config({"algo": {"elbo": {"lr": 0}}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.algo.elbo.lr must be > 0 (got 0.0)
+    """
 
     lr: float = 3e-3
     kl_weight: float = 0.01
@@ -148,7 +202,18 @@ class ELBOConfig:
 
 @dataclass
 class PPOConfig:
-    """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic."""
+    """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic.
+
+    Examples
+    --------
+    >>> load_config({"algo": {"ppo": {"hidden": [32]}}}).algo.ppo.hidden
+    [32]
+    >>> try:
+    ...     load_config({"algo": {"ppo": {"gamma": 1.5}}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.algo.ppo.gamma must be in [0, 1] (got 1.5)
+    """
 
     lr: float = 1e-3
     epochs: int = 4
@@ -187,7 +252,19 @@ class PPOConfig:
 
 @dataclass
 class AlgoConfig:
-    """The algorithm: which belief, and how each part is trained."""
+    """The algorithm: which belief, and how each part is trained.
+
+    Examples
+    --------
+    >>> load_config({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}}).algo.name
+    'rl2'
+    >>> try:
+    ...     load_config({"algo": {"name": "varibab"}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.algo.name must be one of ['varibad', 'rl2', 'oracle', 'belief_oracle', \
+'bayes_optimal', 'random'] (got 'varibab')
+    """
 
     name: str = "varibad"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -201,7 +278,19 @@ class AlgoConfig:
 
 @dataclass
 class TrainConfig:
-    """Budget, evaluation and checkpoint cadence, and what NaN/inf does (``on_nonfinite``)."""
+    """Budget, evaluation and checkpoint cadence, and what NaN/inf does (``on_nonfinite``).
+
+    Examples
+    --------
+    >>> TrainConfig().eval_stratified is None  # auto: resolved by Config.eval_stratified
+    True
+    >>> try:
+    ...     load_config({"train": {"eval_tasks": 20}})
+    ... except ConfigError as err:
+    ...     print(err)
+    train.eval_tasks (20) must be a multiple of the 21 tasks of env.name='gridworld' with \
+stratified evaluation (every task is tested equally often), or set train.eval_stratified=false
+    """
 
     total_frames: int = 2_000_000
     max_minutes: float | None = None
@@ -242,7 +331,18 @@ class TrainConfig:
 
 @dataclass
 class LoggerConfig:
-    """CSV is always written; W&B on top when ``backend=wandb``."""
+    """CSV is always written; W&B on top when ``backend=wandb``.
+
+    Examples
+    --------
+    >>> LoggerConfig().backend, LoggerConfig().mode
+    ('csv', 'offline')
+    >>> try:
+    ...     load_config({"logger": {"backend": "tensorboard"}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.logger.backend must be one of ['csv', 'wandb'] (got 'tensorboard')
+    """
 
     backend: str = "csv"
     project: str = "torchrl_bamdp"
@@ -260,7 +360,22 @@ class LoggerConfig:
 
 @dataclass
 class Config:
-    """The whole run configuration (``bamdp-train`` composes it with Hydra)."""
+    """The whole run configuration (``bamdp-train`` composes it with Hydra).
+
+    Examples
+    --------
+    >>> config = Config()
+    >>> config.reward_decoder, config.eval_stratified, config.num_finite_tasks
+    ('grid_cells', True, 21)
+    >>> robot = load_config({"env": {"name": "point_robot_sparse"}})
+    >>> robot.reward_decoder, robot.eval_stratified, robot.num_finite_tasks
+    ('mse', False, None)
+    >>> try:
+    ...     load_config({"env": {"num_envs": 5}})
+    ... except ConfigError as err:
+    ...     print(err)
+    algo.ppo.minibatches (16) must divide the batch of env.num_envs x steps_per_batch = 300 frames
+    """
 
     seed: int = 0
     device: str = "cpu"
@@ -491,5 +606,15 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """Plain nested dict of a config (for saving and logging)."""
+    """Plain nested dict of a config (for saving and logging).
+
+    Examples
+    --------
+    >>> config = load_config({"env": {"num_envs": 8}})
+    >>> data = config_to_dict(config)
+    >>> data["env"]["num_envs"], data["algo"]["ppo"]["lr"]
+    (8, 0.001)
+    >>> load_config(data) == config
+    True
+    """
     return dataclasses.asdict(config)

@@ -122,6 +122,17 @@ def meta_test(
         Seed of the test tasks.
     deterministic : bool
         Greedy (mode) actions if ``True``, sampled actions otherwise.
+
+    Examples
+    --------
+    A random policy on the 21 GridNavi tasks, each tested once (stratified), two episodes each:
+
+    >>> from torchrl_bamdp.envs import make_env
+    >>> env = make_env(num_envs=21, stratified=True, episodes_per_task=2)
+    >>> policy = uniform_random_policy(env.action_spec.n)
+    >>> result = meta_test(env, policy, episodes=2, episode_length=15)
+    >>> result.num_tasks, result.to_dict()["episodes"], result.returns.shape
+    (21, 2, torch.Size([21, 2]))
     """
     env.set_seed(seed)
     exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM

@@ -52,7 +52,26 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def open_run(run_dir: str | Path, **train_overrides: Any):
-    """A read-only :class:`~torchrl_bamdp.trainers.Trainer` on a run's config and checkpoint."""
+    """A read-only :class:`~torchrl_bamdp.trainers.Trainer` on a run's config and checkpoint.
+
+    ``train_overrides`` replace entries of the saved ``train`` config (e.g. ``eval_tasks``).
+
+    Examples
+    --------
+    A run of the (untrained) random policy is the cheapest to make; any run opens the same way.
+
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.trainers import Trainer
+    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
+    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
+    ...                              "progress_bar": False, "figures": False}})
+    >>> run_dir = tempfile.mkdtemp()
+    >>> _ = Trainer(cfg, run_dir).train()
+    >>> trainer = open_run(run_dir, eval_tasks=42)
+    >>> trainer.read_only, trainer.config.algo.name, trainer.config.train.eval_tasks
+    (True, 'random', 42)
+    """
     from torchrl_bamdp.configs import load_config
     from torchrl_bamdp.trainers import Trainer
 
@@ -72,6 +91,20 @@ def evaluate_run(
 
     Keys: ``run_dir``, ``env``, ``algo``, ``seed``, ``frames``, ``train_seconds`` and those of
     :meth:`MetaTestResult.to_dict` (``num_tasks``, ``episodes``, ``mean``, ``stderr``, ...).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.trainers import Trainer
+    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
+    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
+    ...                              "progress_bar": False, "figures": False}})
+    >>> run_dir = tempfile.mkdtemp()
+    >>> _ = Trainer(cfg, run_dir).train()
+    >>> report = evaluate_run(run_dir, tasks=21, episodes=2)
+    >>> report["algo"], report["num_tasks"], report["episodes"], len(report["mean"])
+    ('random', 21, 2, 2)
     """
     overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
     trainer = open_run(run_dir, **overrides)
@@ -174,6 +207,21 @@ def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = N
     Returns a :class:`~torchrl_bamdp.evaluation.plots.BeliefRollout` with the agent's cells, the
     reward decoder's goal probability per cell for the belief mean at every step (t = 0 is the
     prior), the latent mean/log-variance, and the exact posterior for comparison.
+
+    Examples
+    --------
+    A freshly built (untrained) VariBAD trainer is enough to see what is recorded:
+
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.trainers import Trainer
+    >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"progress_bar": False}})
+    >>> trainer = Trainer(cfg, tempfile.mkdtemp())
+    >>> rollout = record_belief_rollout(trainer, goal=(4, 2))
+    >>> rollout.positions.shape, rollout.reward_probs.shape  # 60 steps + the prior, 5x5 cells
+    (torch.Size([61, 2]), torch.Size([61, 25]))
+    >>> int((rollout.exact_probs[0] > 0).sum())  # the exact prior: uniform over 21 goals
+    21
     """
     from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
@@ -255,7 +303,16 @@ def last_eval_report(run_dir: str | Path) -> dict[str, Any]:
 
 
 def bayes_optimal_returns(config, episodes: int) -> list[float] | None:
-    """Exact Bayes-optimal per-episode returns for a GridNavi config (``None`` for other envs)."""
+    """Exact Bayes-optimal per-episode returns for a GridNavi config (``None`` for other envs).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> [round(r, 2) for r in bayes_optimal_returns(load_config({}), episodes=4)]
+    [4.0, 11.07, 11.07, 11.07]
+    >>> print(bayes_optimal_returns(load_config({"env": {"name": "point_robot_sparse"}}), 4))
+    None
+    """
     from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 
     if config.env.name != "gridworld":
@@ -282,6 +339,19 @@ def write_figures(
     ``rollout_goal``. Every figure is written as PNG and PDF into ``out``; returns the paths.
     ``trainers`` maps run directories to already open trainers (else runs are opened
     read-only from their checkpoints).
+
+    Examples
+    --------
+    Two seeds of the random policy (no learning curve, no belief): the per-episode figure only.
+
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> reports = [{"algo": "random", "seed": s, "mean": [-1.5 + s, -1.4], "frames": 0,
+    ...             "train_seconds": 0.0} for s in (0, 1)]
+    >>> optimal = bayes_optimal_returns(load_config({}), episodes=2)
+    >>> paths = write_figures(aggregate(reports), tempfile.mkdtemp(), optimal=optimal)
+    >>> [p.name for p in paths]
+    ['fig4_per_episode.png', 'fig4_per_episode.pdf']
     """
     out = Path(out)
     written: list[Path] = []
@@ -346,6 +416,25 @@ def write_baseline_report(
 
     Writes ``gridworld_baselines.json`` / ``.md`` and the figures of :func:`write_figures`
     into ``out``; returns the report.
+
+    Examples
+    --------
+    One (cheap) random-policy run; VariBAD runs add learning curves and belief figures (Fig 3).
+
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.trainers import Trainer
+    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
+    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
+    ...                              "progress_bar": False, "figures": False}})
+    >>> run_dir, out = tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> _ = Trainer(cfg, run_dir).train()
+    >>> report = write_baseline_report([run_dir], out, episodes=2)  # doctest: +ELLIPSIS
+    evaluated ...: [...]
+    >>> report["eval_tasks"], list(report["algorithms"]), report["env"]["episodes"]
+    (21, ['random'], 2)
+    >>> sorted(p.name for p in Path(out).glob("gridworld_baselines.*"))
+    ['gridworld_baselines.json', 'gridworld_baselines.md']
     """
     from torchrl_bamdp.trainers.trainer import environment_info
 

@@ -63,7 +63,18 @@ class InputNormalizer(nn.Module):
 
 
 def find_input_normalizers(module: nn.Module) -> list[InputNormalizer]:
-    """The distinct :class:`InputNormalizer` instances inside ``module``."""
+    """The distinct :class:`InputNormalizer` instances inside ``module``.
+
+    Examples
+    --------
+    >>> actor, critic = make_actor_critic(12, Categorical(5, shape=(4,)))
+    >>> (norm,) = find_input_normalizers(actor)
+    >>> find_input_normalizers(critic) == [norm]  # one normaliser shared by both networks
+    True
+    >>> actor, _ = make_actor_critic(12, Categorical(5, shape=(4,)), normalize_input=False)
+    >>> find_input_normalizers(actor)
+    []
+    """
     found: dict[int, InputNormalizer] = {}
     for m in module.modules():
         if isinstance(m, InputNormalizer):

@@ -39,23 +39,18 @@ from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
-from torch import nn
 from torch.nn import functional as F
-from torchrl.collectors import Collector
 from torchrl.data import Bounded, Composite
 from torchrl.envs import Compose, TransformedEnv
 from torchrl.envs.transforms import Transform
-from torchrl.objectives import ClipPPOLoss
-from torchrl.objectives.value import GAE
 
 from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.envs.gridworld import GRID_MOVES
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi
-from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.evaluation.plots import plot_per_episode_returns
-from torchrl_bamdp.modules.actor_critic import find_input_normalizers, make_actor_critic
-from torchrl_bamdp.trainers import Trainer, build_agent
+from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.trainers import Agent, Trainer, build_agent
 from torchrl_bamdp.transforms import hyper_state_transform
 
 FAST = os.environ.get("BAMDP_TUTORIAL_FAST", "0") not in ("", "0")
@@ -218,52 +213,32 @@ print("visit map of env 0 after 20 random steps (rows y = 4..0, columns x = 0..4
 print(td["next", *VISITS][0, -1].reshape(5, 5).T.flip(0).long())
 
 # %% [markdown]
-# Now the same actor-critic (`make_actor_critic` on the new hyper-state size) and a bare PPO
-# loop: collector -> GAE -> `ClipPPOLoss` epochs, the PPO half of tutorial 2 (no ELBO, since
-# nothing is learnt in this belief). Same budget and PPO settings as the runs above.
+# Now train it with the very same `Trainer` as the library's algorithms: `Trainer(...,
+# agent=...)` takes a function `(config, env) -> Agent`, and an `Agent` is just the transform
+# that makes the hyper-state plus the policy and value networks that read it
+# (`make_actor_critic` on the new hyper-state size). The config supplies the PPO settings and the
+# budget (its `algo.name` only names the run; there is no ELBO since nothing is learnt in this
+# belief). Same budget and PPO settings as the runs above.
+
 
 # %%
-torch.manual_seed(SEED)
-actor, critic = make_actor_critic(2 + 25, env.action_spec, hidden=[64, 64])
-gae = GAE(gamma=0.99, lmbda=0.95, value_network=critic, average_gae=False)
-ppo_loss = ClipPPOLoss(
-    actor, critic, clip_epsilon=0.2, entropy_coeff=0.01, loss_critic_type="smooth_l1"
-)
-params = list(actor.parameters()) + list(critic.parameters())
-optimizer = torch.optim.Adam(params, lr=1e-3, eps=1e-5)
-normalizer = find_input_normalizers(actor)[0]
-collector = Collector(
-    env,
-    actor,
-    frames_per_batch=NUM_ENVS * 60,
-    total_frames=FRAMES,
-    auto_register_policy_transforms=False,
-)
-start = time.perf_counter()
-for batch in collector:
-    with torch.no_grad():
-        gae(batch)
-    flat = batch.reshape(-1)
-    for _epoch in range(4):
-        for minibatch in flat[torch.randperm(flat.shape[0])].split(flat.shape[0] // 16):
-            losses = ppo_loss(minibatch)
-            loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(params, 0.5)
-            optimizer.step()
-    normalizer.update(batch["hyper_state"])
-collector.shutdown()
-seconds["visit_map"] = time.perf_counter() - start
+def visit_map_agent(config, base_env):
+    actor, critic = make_actor_critic(2 + 25, base_env.action_spec, hidden=config.algo.ppo.hidden)
+    return Agent("visit_map", actor, critic, visit_map_transforms)
 
-test_env = TransformedEnv(
-    make_env("gridworld", num_envs=EVAL_TASKS, seed=12345, stratified=True),
-    visit_map_transforms(),
+
+run_dir = OUT / "runs" / "visit_map"
+shutil.rmtree(run_dir, ignore_errors=True)
+start = time.perf_counter()
+trainer = Trainer(make_config({"name": "oracle"}), run_dir, agent=visit_map_agent)
+final = trainer.train()
+seconds["visit_map"] = time.perf_counter() - start
+results["visit_map"] = final["eval"]
+means = " ".join(f"{m:6.2f}" for m in final["eval"]["mean"])
+print(
+    f"{'visit_map':14} {final['frames']:7d} frames {seconds['visit_map']:5.1f} s "
+    f"| per episode: {means}"
 )
-visit = meta_test(test_env, actor, episodes=4, episode_length=15)
-results["visit_map"] = {"mean": visit.mean, "stderr": visit.stderr}
-means = " ".join(f"{m:6.2f}" for m in visit.mean)
-print(f"{'visit_map':14} {FRAMES:7d} frames {seconds['visit_map']:5.1f} s | per episode: {means}")
 
 # %% [markdown]
 # ## 4. The comparison

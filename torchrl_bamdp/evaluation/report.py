@@ -373,7 +373,7 @@ def write_figures(
             results,
             out / "fig4_per_episode",
             references=references,
-            title=f"Meta-test return per episode, mean +- s.e. over seeds{subtitle}",
+            title=f"Meta-test return per episode\nmean +- s.e. over seeds{subtitle}",
         )
     curves = {}
     for values in learners.values():

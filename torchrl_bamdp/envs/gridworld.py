@@ -10,7 +10,7 @@ goal and ``-0.1`` otherwise. The episode length and the number of episodes per t
 from __future__ import annotations
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 
 from torchrl_bamdp.envs.task_env import TaskEnv
@@ -204,17 +204,4 @@ class GridNaviEnv(TaskEnv):
         return f"{head} (dtype {action.dtype}); {allowed}"
 
     def _output(self, done: torch.Tensor) -> TensorDictBase:
-        return TensorDict(
-            {
-                "observation": self._position.float(),
-                "task": self._goal.float(),
-                "done": done,
-                "terminated": done.clone(),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
-
-    def _set_seed(self, seed: int | None) -> None:
-        # Dynamics are deterministic; task randomness lives in the BAMDP wrapper's generator.
-        return None
+        return self._task_output(self._position.float(), self._goal.float(), done)

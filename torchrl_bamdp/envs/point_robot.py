@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 
 from torchrl_bamdp.envs.task_env import TaskEnv
@@ -155,17 +155,4 @@ class PointRobotEnv(TaskEnv):
         return out
 
     def _output(self, done: torch.Tensor) -> TensorDictBase:
-        return TensorDict(
-            {
-                "observation": self._position.clone(),
-                "task": self._goal.clone(),
-                "done": done,
-                "terminated": done.clone(),
-            },
-            batch_size=self.batch_size,
-            device=self.device,
-        )
-
-    def _set_seed(self, seed: int | None) -> None:
-        # Dynamics are deterministic; task randomness lives in the BAMDP wrapper's generator.
-        return None
+        return self._task_output(self._position.clone(), self._goal.clone(), done)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from torchrl.envs import EnvBase
 
 
@@ -69,3 +69,18 @@ class TaskEnv(EnvBase, abc.ABC):
         if task is not None:
             task = task.to(self.device)
         return mask, task
+
+    def _task_output(
+        self, observation: torch.Tensor, task: torch.Tensor, done: torch.Tensor
+    ) -> TensorDictBase:
+        """The tensordict a reset or step returns: observation, true task, done/terminated."""
+        return TensorDict(
+            {"observation": observation, "task": task, "done": done, "terminated": done.clone()},
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+
+    def _set_seed(self, seed: int | None) -> None:
+        # Deterministic dynamics by default: task randomness lives in the BAMDP wrapper's
+        # generator. Families with stochastic resets (MuJoCo) override this.
+        return None

@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchrl_bamdp.configs.schema import Config, ConfigError, load_config
+from torchrl_bamdp.configs.schema import (
+    Config,
+    ConfigError,
+    load_config,
+    read_config_file,
+    read_run_config,
+)
 
 CONFIG_DIR = str(Path(__file__).parent / "configs")
 
@@ -64,17 +70,6 @@ def _apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, An
     return OmegaConf.to_container(merged, resolve=True)
 
 
-def _read_saved_config(path: Path) -> dict[str, Any]:
-    """The ``config.json`` of a run directory, or a :class:`ConfigError` saying what is wrong."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path} is unreadable or not JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds a {type(data).__name__}, not a config mapping")
-    return data
-
-
 def resolve_run(data: dict[str, Any], overrides: list[str]) -> tuple[Config, Path]:
     """Turn a composed config into a validated config and its run directory.
 
@@ -105,7 +100,7 @@ directory?
         saved = run_dir / "config.json"
         if not saved.exists():
             raise ConfigError(f"resume={resume!r}: no config.json there; is it a run directory?")
-        base = _read_saved_config(saved)
+        base = read_config_file(saved)
         config = load_config(_apply_overrides(base, overrides))
         config.resume = str(run_dir)
         config.run_dir = str(run_dir)
@@ -308,15 +303,11 @@ def _eval_one(run_dir: Path, args: dict[str, str]) -> None:
     if not (run_dir / "config.json").exists():
         print(f"bamdp-eval: run_dir={run_dir} holds no config.json", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    overrides = {"train": {"progress_bar": False}}
+    overrides: dict[str, Any] = {"progress_bar": False}
     if "deterministic" in args:
-        overrides["train"]["eval_deterministic"] = args["deterministic"].lower() == "true"
+        overrides["eval_deterministic"] = args["deterministic"].lower() == "true"
     try:
-        base = _read_saved_config(run_dir / "config.json")
-        train = base.setdefault("train", {})
-        if isinstance(train, dict):  # otherwise load_config names the problem
-            train.update(overrides["train"])
-        config = load_config(base)
+        config = read_run_config(run_dir, **overrides)
     except ConfigError as err:
         print(f"bamdp-eval: {run_dir}/config.json is invalid: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

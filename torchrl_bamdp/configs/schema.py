@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -618,3 +620,45 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     True
     """
     return dataclasses.asdict(config)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw ``config.json`` of a run directory, or a :class:`ConfigError` saying what is wrong.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "config.json"
+    >>> _ = path.write_text("[1, 2]")
+    >>> try:
+    ...     read_config_file(path)
+    ... except ConfigError as err:
+    ...     print(str(err).split(" holds ")[1])
+    a list, not a config mapping
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is unreadable or not JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds a {type(data).__name__}, not a config mapping")
+    return data
+
+
+def read_run_config(run_dir: str | Path, **train_overrides: Any) -> Config:
+    """The validated config a run was trained with, with ``train.*`` entries replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run_dir = Path(tempfile.mkdtemp())
+    >>> _ = (run_dir / "config.json").write_text(json.dumps(config_to_dict(Config())))
+    >>> read_run_config(run_dir, eval_tasks=42).train.eval_tasks
+    42
+    """
+    data = read_config_file(Path(run_dir) / "config.json")
+    train = data.setdefault("train", {})
+    if isinstance(train, dict):  # otherwise load_config names the problem
+        train.update(train_overrides)
+    return load_config(data)

@@ -72,13 +72,11 @@ def open_run(run_dir: str | Path, **train_overrides: Any):
     >>> trainer.read_only, trainer.config.algo.name, trainer.config.train.eval_tasks
     (True, 'random', 42)
     """
-    from torchrl_bamdp.configs import load_config
+    from torchrl_bamdp.configs.schema import read_run_config
     from torchrl_bamdp.trainers import Trainer
 
-    run_dir = Path(run_dir)
-    data = json.loads((run_dir / "config.json").read_text())
-    data.setdefault("train", {}).update({"progress_bar": False, **train_overrides})
-    return Trainer(load_config(data), run_dir, read_only=True)
+    config = read_run_config(run_dir, **{"progress_bar": False, **train_overrides})
+    return Trainer(config, Path(run_dir), read_only=True)
 
 
 def evaluate_run(

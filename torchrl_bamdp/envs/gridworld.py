@@ -20,6 +20,24 @@ GRID_MOVES = ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0))
 ACTION_NAMES = ("noop", "up", "right", "down", "left")
 
 
+def grid_move(
+    position: torch.Tensor, action: torch.Tensor, moves: torch.Tensor, grid_size: int
+) -> torch.Tensor:
+    """The integer cells ``[..., 2]`` reached from ``position`` by ``action`` (indices into
+    ``moves``, a ``[5, 2]`` tensor of :data:`GRID_MOVES`); off-grid moves stay put.
+
+    The one place GridNavi's dynamics live: the env, the exact belief and the reward decoder
+    all move with it.
+
+    Examples
+    --------
+    >>> moves = torch.tensor(GRID_MOVES)
+    >>> grid_move(torch.tensor([[4, 4], [0, 0]]), torch.tensor([1, 2]), moves, 5).tolist()
+    [[4, 4], [1, 0]]
+    """
+    return (position.long() + moves[action.long()]).clamp_(0, grid_size - 1)
+
+
 def candidate_goal_cells(grid_size: int) -> torch.Tensor:
     """Return the ``[G, 2]`` long tensor of goal cells: all but the four nearest the start.
 
@@ -150,8 +168,7 @@ class GridNaviEnv(TaskEnv):
             )
         if not self._action_is_valid(action):
             raise ValueError(self._invalid_action_message(action))
-        moves = self._moves[action.long()]
-        self._position = (self._position + moves).clamp_(0, self.grid_size - 1)
+        self._position = grid_move(self._position, action, self._moves, self.grid_size)
         on_goal = (self._position == self._goal).all(-1, keepdim=True)
         reward = torch.where(
             on_goal,

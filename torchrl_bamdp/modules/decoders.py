@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from torchrl_bamdp.envs.gridworld import GRID_MOVES
+from torchrl_bamdp.envs.gridworld import GRID_MOVES, grid_move
 from torchrl_bamdp.utils import make_mlp
 
 
@@ -135,7 +135,7 @@ class GridCellRewardDecoder(nn.Module):
         if bool(batch.valid_next_obs.all()):
             return landed
         action = batch.action.reshape(batch.obs.shape[:2]).long()
-        moved = (batch.obs.long() + self.moves[action]).clamp(0, self.grid_size - 1)
+        moved = grid_move(batch.obs, action, self.moves, self.grid_size)
         return torch.where(batch.valid_next_obs.unsqueeze(-1), landed, moved)
 
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:

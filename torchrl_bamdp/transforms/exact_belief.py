@@ -19,7 +19,7 @@ from torchrl.envs import EnvBase
 from torchrl.envs.transforms import Compose, Transform
 
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
-from torchrl_bamdp.envs.gridworld import GRID_MOVES, GridNaviEnv, candidate_goal_cells
+from torchrl_bamdp.envs.gridworld import GRID_MOVES, GridNaviEnv, candidate_goal_cells, grid_move
 from torchrl_bamdp.transforms.belief import hyper_state_transform
 
 __all__ = ["BELIEF_PROBS", "ExactGridBelief", "exact_belief_transforms", "find_grid_navi"]
@@ -231,8 +231,8 @@ class ExactGridBelief(Transform):
                 f"{type(self).__name__}: action of shape {tuple(action.shape)} does not match the "
                 f"positions' batch shape {tuple(batch)}"
             )
-        moves = self.moves.to(position.device)[action.long()]
-        cell = (position.round().long() + moves).clamp_(0, self.grid_size - 1)
+        moves = self.moves.to(position.device)
+        cell = grid_move(position.round(), action, moves, self.grid_size)
         return cell[..., 0] * self.grid_size + cell[..., 1]
 
     def update(

@@ -327,7 +327,7 @@ def _group_options() -> list[tuple[str, str]]:
 
 def test_config_dir_has_expected_groups():
     groups = {g for g, _ in _group_options()}
-    assert {"env", "algo", "logger"} <= groups
+    assert {"env", "algo", "logger", "tuning"} <= groups
     assert (CONFIG_DIR / "config.yaml").is_file()
 
 
@@ -345,7 +345,7 @@ def test_top_level_yaml_composes_to_defaults():
     assert cfg == Config()
 
 
-@pytest.mark.parametrize(("group", "option"), _group_options())
+@pytest.mark.parametrize(("group", "option"), [g for g in _group_options() if g[0] != "tuning"])
 def test_every_yaml_composes_and_validates(group, option):
     data = _compose([f"{group}={option}"])
     cfg = load_config(data)
@@ -505,3 +505,60 @@ def test_stratified_evaluation_needs_a_finite_task_set():
     assert "train.eval_stratified" in msg and "cheetah_vel" in msg
     msg = load_error({"env": {"name": "cheetah_dir"}, "train": {"eval_tasks": 15}})
     assert "train.eval_tasks" in msg and "2" in msg
+
+
+# -- per-env tuning (tuning/<env>.yaml, selected by env=) -----------------------------------------
+TUNED_ENVS = sorted(o for g, o in _group_options() if g == "tuning")
+
+
+def _yaml(path: Path) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def _tuning_values(env: str) -> dict:
+    """What tuning/<env>.yaml sets, its partials first (as Hydra merges them)."""
+    values = _yaml(CONFIG_DIR / "tuning" / f"{env}.yaml")
+    merged = OmegaConf.create({})
+    for partial in values.pop("defaults", []):
+        if partial != "_self_":
+            merged = OmegaConf.merge(merged, _yaml(CONFIG_DIR / "tuning" / f"{partial}.yaml"))
+    return OmegaConf.to_container(OmegaConf.merge(merged, values))
+
+
+def test_every_continuous_family_has_a_tuning_and_only_envs_do():
+    assert set(TUNED_ENVS) == set(ENV_NAMES) - {"gridworld"}
+
+
+@pytest.mark.parametrize("env", TUNED_ENVS)
+@pytest.mark.parametrize("algo", ["varibad", "rl2", "oracle"])
+def test_tuning_is_applied_for_its_env_and_validates(env, algo):
+    cfg = load_config(_compose([f"env={env}", f"algo={algo}"]))
+    assert cfg.env.name == env and cfg.algo.name == algo
+    _assert_subset(_tuning_values(env), config_to_dict(cfg), f"tuning/{env}.yaml")
+    # The algorithm's own requirements survive the env's tuning.
+    assert cfg.algo.ppo.encoder_grad == (algo == "rl2")
+
+
+def test_tuning_holds_the_original_cheetah_vel_settings():
+    """shared/REFERENCE.md, HalfCheetahVel row (batches: one whole task, documented)."""
+    algo = load_config(_compose(["env=cheetah_vel"])).algo
+    assert (algo.ppo.epochs, algo.ppo.minibatches, algo.ppo.clip_epsilon) == (2, 8, 0.1)
+    assert (algo.ppo.lr, algo.ppo.gamma, algo.ppo.lmbda) == (7e-4, 0.97, 0.9)
+    assert (algo.ppo.entropy_coef, algo.ppo.hidden, algo.ppo.normalize_reward) == (
+        0.01,
+        [128, 128],
+        True,
+    )
+    enc = algo.encoder
+    assert (enc.latent_dim, enc.hidden_size) == (5, 128)
+    assert (enc.obs_embed, enc.action_embed, enc.reward_embed) == (32, 16, 16)
+    assert (algo.decoders.reward, algo.decoders.reward_hidden) == ("mse", [64, 32])
+    assert (algo.elbo.kl_weight, algo.elbo.batch_trajectories) == (0.1, 10)
+    assert (algo.elbo.elbo_subsample, algo.elbo.decode_subsample) == (50, 50)
+
+
+def test_command_line_beats_tuning_and_gridworld_has_none():
+    cfg = load_config(_compose(["env=cheetah_vel", "algo.ppo.lr=0.01", "train.eval_tasks=8"]))
+    assert cfg.algo.ppo.lr == 0.01 and cfg.train.eval_tasks == 8
+    assert cfg.algo.ppo.epochs == 2  # the rest of the tuning still applies
+    assert load_config(_compose(["env=gridworld"])) == Config()

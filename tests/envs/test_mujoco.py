@@ -430,3 +430,16 @@ def test_out_of_bound_actions_are_clipped():
     large = _step(envs[1], tds[1], np.full((1, 6), 50.0))
     torch.testing.assert_close(clipped["observation"], large["observation"], rtol=0, atol=0)
     torch.testing.assert_close(clipped["reward"], large["reward"], rtol=0, atol=0)
+
+
+def test_known_compiler_warnings_of_gymnasium_models_are_silenced(capfd, tmp_path, monkeypatch):
+    """HalfCheetah v5's XML uses the deprecated ``settotalmass``: no 16x stdout spam or log file."""
+    from torchrl_bamdp.envs.mujoco import CheetahVelEnv
+
+    monkeypatch.chdir(tmp_path)  # MuJoCo would append the warning to ./MUJOCO_LOG.TXT
+    before = mujoco.get_mju_user_warning()
+    CheetahVelEnv(num_envs=2).close()
+    out, err = capfd.readouterr()
+    assert "settotalmass" not in out + err
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert mujoco.get_mju_user_warning() is before  # the user's handler (or none) is restored

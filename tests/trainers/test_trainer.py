@@ -461,3 +461,47 @@ def test_run_info_records_versions_commit_and_seed_per_start(tmp_path):
     assert sessions[0]["seed"] == 0
     assert sessions[0]["versions"]["torch"] == torch.__version__
     assert "git_commit" in sessions[0] and "argv" in sessions[0]
+
+
+# -- reward scaling for PPO only ---------------------------------------------------------------
+def test_normalize_reward_scales_ppo_rewards_only(tmp_path):
+    plain = make_trainer(tmp_path / "plain")
+    scaled = make_trainer(tmp_path / "scaled", algo={"ppo": {"normalize_reward": True}})
+    scaled.agent.actor.load_state_dict(plain.agent.actor.state_dict())
+    scaled.agent.critic.load_state_dict(plain.agent.critic.state_dict())
+    batch = collect_batch(plain)
+    raw = batch.get(("next", "reward")).clone()
+    scaled.buffer.extend_from_batch(batch)
+    torch.manual_seed(0)
+    scaled.ppo_update(batch)
+    # The batch (metrics, ELBO buffer) keeps the raw rewards; the scaler learned their scale.
+    assert torch.equal(batch.get(("next", "reward")), raw)
+    stored = scaled.buffer.sample(4)["next", "reward"]
+    raw_values = torch.tensor([-0.1, 1.0])  # GridNavi's rewards
+    assert torch.isclose(stored.reshape(-1, 1), raw_values).any(-1).all()
+    scaler = scaled.return_scaler
+    assert scaler is not None and scaler.count.item() == batch.numel()
+    assert plain.return_scaler is None
+    # PPO saw different rewards: the critic moves differently from the unscaled run.
+    torch.manual_seed(0)
+    plain.ppo_update(batch)
+    assert changed(params(plain.agent.critic), scaled.agent.critic)
+
+
+def test_normalize_reward_state_is_checkpointed_and_resumes_exactly(tmp_path):
+    cfg = dict(
+        algo={"ppo": {"normalize_reward": True}},
+        train={"eval_interval": 0, "checkpoint_interval": 1},
+    )
+    straight = make_trainer(tmp_path / "straight", 720, **cfg)
+    straight.train()
+    make_trainer(tmp_path / "resumed", 480, **cfg).train()
+    resumed = make_trainer(tmp_path / "resumed", 480, **cfg)
+    assert resumed.return_scaler.count.item() == 480
+    make_trainer(tmp_path / "resumed", 720, **cfg).train()
+
+    def train_rows(run_dir):
+        return [r for r in _metric_values(run_dir) if not r[2].startswith("eval/")]
+
+    assert train_rows(tmp_path / "resumed") == train_rows(tmp_path / "straight")
+    assert straight.return_scaler.count.item() == 720

@@ -228,6 +228,7 @@ class PPOConfig:
     critic_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
+    normalize_reward: bool = False
     hidden: list[int] = field(default_factory=lambda: [64, 64])
     activation: str = "tanh"
     normalize_input: bool = True

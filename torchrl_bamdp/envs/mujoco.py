@@ -46,7 +46,9 @@ naming the env. Reset noise comes from one numpy generator per env, spawned from
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import gymnasium
@@ -58,6 +60,27 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 
 from torchrl_bamdp.envs.task_env import TaskEnv
+
+#: MuJoCo compiler warnings about gymnasium's own XML files that a user cannot act on (HalfCheetah
+#: v5 sets ``settotalmass``, deprecated in mujoco 3.x): printed once per simulator otherwise,
+#: i.e. 16 times per env and again for every evaluation env, and appended to MUJOCO_LOG.TXT.
+KNOWN_MODEL_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+@contextmanager
+def _known_model_warnings_silenced():
+    """Drop :data:`KNOWN_MODEL_WARNINGS` while models compile; re-raise others as warnings."""
+    previous = mujoco.get_mju_user_warning()
+
+    def handler(message: str) -> None:
+        if not any(known in message for known in KNOWN_MODEL_WARNINGS):
+            warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+    mujoco.set_mju_user_warning(handler)
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
 
 
 class MujocoTaskEnv(TaskEnv):
@@ -119,9 +142,10 @@ class MujocoTaskEnv(TaskEnv):
         super().__init__(device=device, batch_size=torch.Size([num_envs]))
         self.num_envs = num_envs
         self.make_kwargs = {**type(self).gym_kwargs, **(gym_kwargs or {})}
-        self.envs = [
-            gymnasium.make(self.gym_id, **self.make_kwargs).unwrapped for _ in range(num_envs)
-        ]
+        with _known_model_warnings_silenced():
+            self.envs = [
+                gymnasium.make(self.gym_id, **self.make_kwargs).unwrapped for _ in range(num_envs)
+            ]
         first = self.envs[0]
         # Not `frame_skip`: TorchRL would wrap an env with that attribute in a FrameSkipTransform.
         self.substeps = int(first.frame_skip)

@@ -30,9 +30,10 @@ REQUIRED_ENTRIES = (
     "rng",
 )
 
-#: Entries a checkpoint may lack: ``health`` and ``train_seconds`` (older checkpoints) and
-#: ``encoder`` (only RL2's recurrent memory is stored outside ``elbo_loss``).
-OPTIONAL_ENTRIES = ("health", "train_seconds", "encoder")
+#: Entries a checkpoint may lack: ``health`` and ``train_seconds`` (older checkpoints),
+#: ``encoder`` (only RL2's recurrent memory is stored outside ``elbo_loss``) and
+#: ``return_scaler`` (only with ``algo.ppo.normalize_reward``).
+OPTIONAL_ENTRIES = ("health", "train_seconds", "encoder", "return_scaler")
 
 #: Config fields (dotted paths; a section means all its fields) that must be equal between the
 #: checkpoint and the run loading it: they fix parameter shapes, the functions the networks

@@ -28,6 +28,7 @@ from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
 from torchrl_bamdp.modules.actor_critic import find_input_normalizers
+from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.checkpoint import (
     ARCHITECTURE_FIELDS,
@@ -171,6 +172,7 @@ class Trainer:
         ppo = config.algo.ppo
         # Reference policies (bayes_optimal, random) have no critic and are not trained.
         self.gae = self.ppo_loss = self.ppo_optimizer = self.elbo_optimizer = None
+        self.return_scaler: ReturnScaler | None = None
         if self.agent.trains_policy:
             self.gae = GAE(
                 gamma=ppo.gamma, lmbda=ppo.lmbda, value_network=self.agent.critic, average_gae=False
@@ -188,6 +190,8 @@ class Trainer:
             self.ppo_optimizer = torch.optim.Adam(
                 self.agent.policy_parameters(), lr=ppo.lr, eps=1e-5
             )
+            if ppo.normalize_reward:
+                self.return_scaler = ReturnScaler(ppo.gamma).to(self.device)
         if self.agent.elbo_loss is not None:
             self.elbo_optimizer = torch.optim.Adam(
                 self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
@@ -265,6 +269,12 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
+        if self.return_scaler is not None:
+            # PPO sees scaled rewards; the batch itself (metrics, ELBO buffer) keeps raw ones.
+            reward = batch.get(("next", "reward"))
+            self.return_scaler.update(reward, batch.get(("next", "done")))
+            batch = batch.clone(False)
+            batch.set(("next", "reward"), self.return_scaler.scale(reward))
         with torch.no_grad():
             self.gae(batch)
         sums: dict[str, float] = {}
@@ -623,6 +633,8 @@ class Trainer:
         }
         if "encoder" in modules:  # RL2's memory (VariBAD's encoder lives in elbo_loss)
             parts["encoder"] = modules["encoder"]
+        if self.return_scaler is not None:
+            parts["return_scaler"] = self.return_scaler
         return parts
 
     def save_checkpoint(self) -> Path:
@@ -681,6 +693,8 @@ class Trainer:
 
         load("frames/iteration", scalars)
         for part, module in self._stateful_parts().items():
+            if part == "return_scaler" and part not in state:
+                continue  # normalize_reward turned on at a resume: the statistics start afresh
             if module is not None:
                 load(part, lambda module=module, part=part: module.load_state_dict(state[part]))
         load("buffer", lambda: self.buffer.load_state_dict(state["buffer"]))

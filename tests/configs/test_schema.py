@@ -540,10 +540,12 @@ def test_tuning_is_applied_for_its_env_and_validates(env, algo):
 
 
 def test_tuning_holds_the_original_cheetah_vel_settings():
-    """shared/REFERENCE.md, HalfCheetahVel row (batches: one whole task, documented)."""
+    """shared/REFERENCE.md, HalfCheetahVel row, except the documented 1M-frame PPO budget."""
     algo = load_config(_compose(["env=cheetah_vel"])).algo
-    assert (algo.ppo.epochs, algo.ppo.minibatches, algo.ppo.clip_epsilon) == (2, 8, 0.1)
-    assert (algo.ppo.lr, algo.ppo.gamma, algo.ppo.lmbda) == (7e-4, 0.97, 0.9)
+    assert (algo.ppo.epochs, algo.ppo.minibatches, algo.ppo.lr) == (10, 16, 3e-4)
+    assert (algo.ppo.clip_epsilon, algo.ppo.gamma, algo.ppo.lmbda) == (0.1, 0.97, 0.9)
+    original = load_config(_compose(["env=ant_dir"])).algo.ppo  # the shared MuJoCo partial
+    assert (original.lr, original.epochs, original.minibatches) == (7e-4, 2, 1)
     assert (algo.ppo.entropy_coef, algo.ppo.hidden, algo.ppo.normalize_reward) == (
         0.01,
         [128, 128],
@@ -560,5 +562,5 @@ def test_tuning_holds_the_original_cheetah_vel_settings():
 def test_command_line_beats_tuning_and_gridworld_has_none():
     cfg = load_config(_compose(["env=cheetah_vel", "algo.ppo.lr=0.01", "train.eval_tasks=8"]))
     assert cfg.algo.ppo.lr == 0.01 and cfg.train.eval_tasks == 8
-    assert cfg.algo.ppo.epochs == 2  # the rest of the tuning still applies
+    assert cfg.algo.ppo.epochs == 10  # the rest of the tuning still applies
     assert load_config(_compose(["env=gridworld"])) == Config()

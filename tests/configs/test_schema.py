@@ -564,3 +564,20 @@ def test_command_line_beats_tuning_and_gridworld_has_none():
     assert cfg.algo.ppo.lr == 0.01 and cfg.train.eval_tasks == 8
     assert cfg.algo.ppo.epochs == 10  # the rest of the tuning still applies
     assert load_config(_compose(["env=gridworld"])) == Config()
+
+
+# -- env.workers (MuJoCo simulators in worker processes) ---------------------------------------
+def test_env_workers_is_validated():
+    mse = {"decoders": {"reward": "mse"}}
+    assert load_config({}).env.workers == 0
+    cfg = load_config({"env": {"name": "cheetah_vel", "num_envs": 4, "workers": 2}, "algo": mse})
+    assert cfg.env.workers == 2
+    assert "config.env.workers must be >= 0 (got -1)" in load_error(
+        {"env": {"name": "cheetah_vel", "workers": -1}, "algo": mse}
+    )
+    assert "config.env.workers must be <= config.env.num_envs = 4 (got 5)" in load_error(
+        {"env": {"name": "ant_dir", "num_envs": 4, "workers": 5}, "algo": mse}
+    )
+    for name in ("gridworld", "point_robot_sparse", "point_robot_dense"):
+        msg = load_error({"env": {"name": name, "workers": 1}})
+        assert f"config.env.workers is a MuJoCo option: leave it at 0 for env.name={name!r}" in msg

@@ -50,6 +50,15 @@ ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "ran
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
+#: Task families whose simulators may run in worker processes (``env.workers``).
+MUJOCO_ENV_NAMES = (
+    "cheetah_vel",
+    "cheetah_dir",
+    "ant_dir",
+    "ant_goal",
+    "walker_rand_params",
+    "humanoid_dir",
+)
 #: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
 FINITE_TASK_FAMILIES = {"cheetah_dir": 2, "ant_dir": 2}
 LOGGER_BACKENDS = ("csv", "wandb")
@@ -64,6 +73,10 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed take a
 @dataclass
 class EnvConfig:
     """Task family and BAMDP horizon.
+
+    ``workers`` (MuJoCo families only) steps the simulators in that many worker processes
+    (bit-identical results; 0: in the training process, see
+    :class:`~torchrl_bamdp.envs.MujocoTaskEnv`).
 
     Examples
     --------
@@ -81,6 +94,7 @@ it at 5 for env.name='cheetah_vel' (got 7)
     episode_length: int = 15
     episodes_per_task: int = 4
     grid_size: int = 5
+    workers: int = 0
 
     def validate(self, path: str) -> None:
         _choice(path, "name", self.name, ENV_NAMES)
@@ -92,6 +106,17 @@ it at 5 for env.name='cheetah_vel' (got 7)
             raise ConfigError(
                 f"{path}.grid_size is a GridNavi option: leave it at 5 for env.name="
                 f"{self.name!r} (got {self.grid_size})"
+            )
+        _at_least(path, "workers", self.workers, 0)
+        if self.name not in MUJOCO_ENV_NAMES and self.workers != 0:
+            raise ConfigError(
+                f"{path}.workers is a MuJoCo option: leave it at 0 for env.name={self.name!r} "
+                f"(got {self.workers})"
+            )
+        if self.workers > self.num_envs:
+            raise ConfigError(
+                f"{path}.workers must be <= {path}.num_envs = {self.num_envs} (got "
+                f"{self.workers}): each worker process steps at least one simulator"
             )
 
     @property
@@ -600,7 +625,7 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     Traceback (most recent call last):
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
-'num_envs'? (valid keys: episode_length, episodes_per_task, grid_size, name, num_envs)
+'num_envs'? (valid keys: episode_length, episodes_per_task, grid_size, name, num_envs, workers)
     """
     config = _build(Config, dict(data or {}), "config")
     _validate_tree(config, "config")

@@ -159,6 +159,11 @@ class BAMDPEnv(EnvBase):
         )
         return self.task_env._reset(reset_td)
 
+    def close(self, *, raise_if_closed: bool = True) -> None:
+        """Close this env and its task env (MuJoCo: simulators and worker processes)."""
+        self.task_env.close(raise_if_closed=False)
+        super().close(raise_if_closed=raise_if_closed)
+
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         out = self.task_env._step(tensordict)
         n = self.batch_size.numel()

@@ -50,9 +50,10 @@ def make_env(
         that averages over the envs are exact expectations over the task distribution.
     **family_kwargs
         Passed to the family's task env: ``grid_size`` (GridNavi); ``goal_radius``,
-        ``step_size`` (point robot); ``terminate_when_unhealthy``, ``gym_kwargs`` (MuJoCo).
-        ``grid_size`` equal to GridNavi's default (5) is ignored by the other families; any other
-        option a family does not have raises a ``ValueError``.
+        ``step_size`` (point robot); ``terminate_when_unhealthy``, ``gym_kwargs``, ``workers``
+        (MuJoCo: simulators stepped in that many worker processes, 0 in process). ``grid_size``
+        equal to GridNavi's default (5) is ignored by the other families, and ``workers=0`` by
+        the pure-torch ones; any other option a family does not have raises a ``ValueError``.
 
     Examples
     --------
@@ -89,6 +90,8 @@ def _make_task_env(
         cls, fixed = MUJOCO_FAMILIES[name], {"seed": 0 if seed is None else int(seed)}
     if name != "gridworld" and options.get("grid_size", _DEFAULT_GRID_SIZE) == _DEFAULT_GRID_SIZE:
         options.pop("grid_size", None)
+    if name not in MUJOCO_FAMILIES and options.get("workers", 0) == 0:
+        options.pop("workers", None)  # in-process, as the pure-torch families always are
     skip = {"self", "num_envs", "device", *fixed}
     accepted = set(inspect.signature(cls.__init__).parameters) - skip
     unknown = sorted(set(options) - accepted)
@@ -97,5 +100,6 @@ def _make_task_env(
             f"make_env({name!r}): unknown option(s) {unknown}; {name} accepts "
             f"{sorted(accepted) or 'none'}"
             + (" (grid_size is a GridNavi option)" if "grid_size" in unknown else "")
+            + (" (workers is a MuJoCo option)" if "workers" in unknown else "")
         )
     return cls(num_envs=num_envs, device=device, **fixed, **options)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tensordict.nn import TensorDictModule
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import Categorical, TensorSpec
+from torchrl.envs.utils import exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.modules.distributions import NormalParamExtractor
 
@@ -180,3 +182,78 @@ def make_actor_critic(
     critic_net = _Scaled(make_mlp(input_dim, 1, hidden, activation), 1.0, norm)
     critic = ValueOperator(critic_net, in_keys=[in_key])
     return actor, critic
+
+
+class SamplingPolicy(TensorDictModuleBase):
+    """The actor of :func:`make_actor_critic` as a lean acting policy: ``action`` only.
+
+    Collection and meta-test only need the action; TorchRL's ``ProbabilisticActor`` also
+    computes ``action_log_prob`` and routes ``loc``/``scale`` (or ``logits``) through the
+    tensordict, which costs more than the network itself at the batch sizes of a few envs
+    (16 MuJoCo envs: 520 us per call vs 130 us here). This module runs the *same* network
+    (shared, not copied) and the *same* distribution and sampling rule (the current exploration
+    type: random while collecting, the deterministic sample at meta-test); the trainer computes
+    the log-probabilities PPO needs afterwards for the whole batch at once with the actor
+    (:func:`add_log_probs`), which is exactly the behaviour policy, since the actor does not
+    change during a collection.
+
+    Parameters
+    ----------
+    actor : ProbabilisticActor
+        An actor made by :func:`make_actor_critic`.
+
+    Examples
+    --------
+    >>> from tensordict import TensorDict
+    >>> from torchrl.data import Categorical
+    >>> actor, _ = make_actor_critic(12, Categorical(5, shape=(4,)))
+    >>> policy = SamplingPolicy(actor)
+    >>> td = policy(TensorDict({"hyper_state": torch.zeros(4, 12)}, [4]))
+    >>> td["action"].shape, "action_log_prob" in td.keys()
+    (torch.Size([4]), False)
+    """
+
+    def __init__(self, actor: ProbabilisticActor) -> None:
+        super().__init__()
+        params_module, self._sampler = actor.module[0], actor.module[-1]
+        (self._in_key,) = params_module.in_keys
+        # TensorDictModule(net) with net -> logits, or net -> (loc, scale).
+        self.net = params_module.module
+        self._param_names = list(self._sampler.in_keys)
+        self._distribution = self._sampler.distribution_class
+        self._distribution_kwargs = dict(self._sampler.distribution_kwargs)
+        self.in_keys = [self._in_key]
+        self.out_keys = ["action"]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        params = self.net(tensordict.get(self._in_key))
+        if not isinstance(params, tuple):
+            params = (params,)
+        dist = self._distribution(
+            **dict(zip(self._param_names, params, strict=True)), **self._distribution_kwargs
+        )
+        action = self._sampler._dist_sample(dist, exploration_type())
+        tensordict.set("action", action)
+        return tensordict
+
+
+def add_log_probs(actor: ProbabilisticActor, batch: TensorDictBase) -> TensorDictBase:
+    """Write the actor's log-probability of the stored actions (its ``log_prob_keys[0]``).
+
+    One call over a whole collected batch (any batch shape) instead of one per env step; used
+    with :class:`SamplingPolicy`, which collects actions without them.
+
+    Examples
+    --------
+    >>> from tensordict import TensorDict
+    >>> from torchrl.data import Categorical
+    >>> actor, _ = make_actor_critic(3, Categorical(5, shape=(2,)))
+    >>> batch = TensorDict({"hyper_state": torch.zeros(2, 7, 3),
+    ...                     "action": torch.zeros(2, 7, dtype=torch.long)}, [2, 7])
+    >>> add_log_probs(actor, batch)["action_log_prob"].shape
+    torch.Size([2, 7])
+    """
+    with torch.no_grad():
+        dist = actor.get_dist(batch)
+        batch.set(actor.log_prob_keys[0], dist.log_prob(batch.get("action")))
+    return batch

@@ -24,6 +24,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.envs import TransformedEnv
 from torchrl.envs.transforms import Compose, Transform
+from torchrl.modules import ProbabilisticActor
 
 from torchrl_bamdp.configs.schema import Config
 from torchrl_bamdp.envs import BAMDPEnv
@@ -36,7 +37,7 @@ from torchrl_bamdp.modules import (
     StateDecoder,
     TaskDecoder,
 )
-from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.modules.actor_critic import SamplingPolicy, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
 from torchrl_bamdp.transforms import varibad_transforms
 from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
@@ -90,6 +91,7 @@ class Agent:
     elbo_loss: ELBOLoss | None = None
     reencode: Callable[[TensorDictBase], torch.Tensor] | None = field(default=None, repr=False)
     make_policy: Callable[[BAMDPEnv], Any] | None = field(default=None, repr=False)
+    _acting_policy: Any = field(default=None, init=False, repr=False)
 
     @property
     def trains_policy(self) -> bool:
@@ -100,9 +102,18 @@ class Agent:
         """``env`` with this agent's hyper-state transforms."""
         return TransformedEnv(env, self.make_transforms())
 
+    @property
+    def acting_policy(self) -> Any:
+        """What collects and meta-tests: a :class:`SamplingPolicy` of a PPO actor (actions
+        only; the trainer adds the log-probabilities per batch), else the actor itself."""
+        if self._acting_policy is None:
+            is_ppo_actor = isinstance(self.actor, ProbabilisticActor)
+            self._acting_policy = SamplingPolicy(self.actor) if is_ppo_actor else self.actor
+        return self._acting_policy
+
     def policy_for(self, env: BAMDPEnv) -> Any:
         """The policy to run in ``env`` (the trained actor, unless it depends on the horizon)."""
-        return self.actor if self.make_policy is None else self.make_policy(env)
+        return self.acting_policy if self.make_policy is None else self.make_policy(env)
 
     def modules(self) -> dict[str, nn.Module]:
         """The stateful parts, by checkpoint entry."""

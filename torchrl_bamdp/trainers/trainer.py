@@ -20,6 +20,7 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.envs import TransformedEnv
+from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
@@ -27,7 +28,7 @@ from torchrl_bamdp.configs.schema import Config, config_to_dict
 from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
-from torchrl_bamdp.modules.actor_critic import find_input_normalizers
+from torchrl_bamdp.modules.actor_critic import add_log_probs, find_input_normalizers
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.checkpoint import (
@@ -165,6 +166,7 @@ class Trainer:
             seed=config.seed,
             device=self.device,
             grid_size=env_cfg.grid_size,
+            workers=env_cfg.workers,
         )
         self.agent = (agent or build_agent)(config, self.env).to(self.device)
         self.train_env = self.agent.transformed_env(self.env)
@@ -262,6 +264,7 @@ class Trainer:
             device=self.device,
             stratified=self.config.eval_stratified,
             grid_size=env_cfg.grid_size,
+            workers=env_cfg.workers,
         )
         return self.agent.transformed_env(env)
 
@@ -269,6 +272,10 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
+        if isinstance(self.agent.actor, ProbabilisticActor):
+            # Collected by the lean SamplingPolicy: the behaviour log-probabilities, from the
+            # very actor that acted (it is unchanged until this update), in one batched call.
+            add_log_probs(self.agent.actor, batch)
         if self.return_scaler is not None:
             # PPO sees scaled rewards; the batch itself (metrics, ELBO buffer) keeps raw ones.
             reward = batch.get(("next", "reward"))
@@ -412,14 +419,17 @@ class Trainer:
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
         env = self._make_eval_env(num_tasks or train.eval_tasks, episodes)
-        return meta_test(
-            env,
-            self.agent.policy_for(env) if policy is None else policy,
-            episodes=episodes,
-            episode_length=self.config.env.episode_length,
-            seed=EVAL_SEED,
-            deterministic=train.eval_deterministic,
-        )
+        try:
+            return meta_test(
+                env,
+                self.agent.policy_for(env) if policy is None else policy,
+                episodes=episodes,
+                episode_length=self.config.env.episode_length,
+                seed=EVAL_SEED,
+                deterministic=train.eval_deterministic,
+            )
+        finally:
+            env.close()  # the simulators (and MuJoCo worker processes) of this evaluation
 
     # -- main loop --------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -445,7 +455,7 @@ class Trainer:
         total = math.ceil(remaining / frames_per_batch) * frames_per_batch
         collector = Collector(
             self.train_env,
-            self.agent.actor,
+            self.agent.acting_policy,
             frames_per_batch=frames_per_batch,
             total_frames=total,
             device=self.device,

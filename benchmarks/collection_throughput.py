@@ -16,6 +16,13 @@ thread (``torch.set_num_threads(1)``), under ``torch.no_grad()``:
 * ``rl2_collector``     -- (c) the same with the RL2 agent (``algo=rl2``, ``encoder_grad=true``).
 * ``bamdp_rollout``     -- (d) the BAMDP env alone: ``make_env(...).rollout(steps,
   break_when_any_done=False)`` with random actions (no transforms, no policy).
+* ``varibad_collector_workers`` -- (e) (b) with the simulators in ``--workers`` worker
+  processes (``env.workers``); belief transform and policy stay batched in this process.
+* ``gym_async_vector``  -- (f) a second reference: ``gymnasium.vector.AsyncVectorEnv`` (one
+  process per simulator, shared memory), random actions as (a).
+
+The collectors act with ``agent.acting_policy`` (``SamplingPolicy``: actions only; the trainer
+adds PPO's log-probabilities per batch), as ``Trainer`` does.
 
 The BAMDP is ``episode_length`` (default 200) x 2 episodes, as ``configs/env/cheetah_vel.yaml``.
 Every variant runs once untimed (warm-up), then ``repeats`` rounds run every variant once each,
@@ -72,6 +79,7 @@ EPISODES_PER_TASK = 2
 DEFAULT_EPISODE_LENGTH = 200
 PURE_TORCH_FAMILIES = ("gridworld", "point_robot_sparse")
 REFERENCE = "gym_sync_vector"
+DEFAULT_WORKERS = 2
 TARGET = {"variant": "varibad_collector", "ratio_to_reference": 0.7}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "collection_throughput.json"
 
@@ -80,6 +88,8 @@ DESCRIPTIONS = {
     "varibad_collector": "(b) Collector, VariBAD belief transforms + VariBAD policy",
     "rl2_collector": "(c) Collector, RL2 memory transforms + RL2 policy",
     "bamdp_rollout": "(d) BAMDPEnv.rollout, random actions, no transforms/policy",
+    "varibad_collector_workers": "(e) (b) with the simulators in worker processes",
+    "gym_async_vector": "(f) gymnasium AsyncVectorEnv (a process per env), random actions",
 }
 PURE_TORCH_DESCRIPTIONS = {
     "bamdp_rollout": "BAMDPEnv.rollout, random actions",
@@ -88,13 +98,16 @@ PURE_TORCH_DESCRIPTIONS = {
 
 
 # -- building blocks ---------------------------------------------------------------------------
-def agent_config(family: str, algo: str, num_envs: int, episode_length: int | None) -> Config:
+def agent_config(
+    family: str, algo: str, num_envs: int, episode_length: int | None, workers: int = 0
+) -> Config:
     """The packaged training config (as ``bamdp-train`` composes it) for ``family``/``algo``.
 
     PPO minibatches are set to 1: they do not affect collection, and the default (16) must
     divide ``num_envs`` for RL2.
     """
     overrides = [f"env={family}", f"algo={algo}", f"env.num_envs={num_envs}"]
+    overrides.append(f"env.workers={workers}")
     overrides.append("algo.ppo.minibatches=1")
     if episode_length is not None:
         overrides.append(f"env.episode_length={episode_length}")
@@ -122,6 +135,7 @@ class Stack:
             seed=config.seed,
             device=torch.device(config.device),
             grid_size=env_cfg.grid_size,
+            workers=env_cfg.workers,
         )
         agent = build_agent(config, env).to(torch.device(config.device))
         return cls(config, env, agent, agent.transformed_env(env))
@@ -140,6 +154,28 @@ def gym_sync_vector(num_envs: int, steps: int, seed: int) -> Variant:
 
     env = SyncVectorEnv(
         [lambda: gymnasium.make(GYM_ID) for _ in range(num_envs)],
+        autoreset_mode=AutoresetMode.NEXT_STEP,
+    )
+    env.reset(seed=seed)
+    space = env.single_action_space
+    low, high = space.low, space.high
+    shape = (num_envs, *space.shape)
+    rng = np.random.default_rng(seed)
+
+    def run() -> int:
+        for _ in range(steps):
+            env.step(rng.uniform(low, high, size=shape).astype(np.float32))
+        return num_envs * steps
+
+    return Variant(run, env.close)
+
+
+def gym_async_vector(num_envs: int, steps: int, seed: int) -> Variant:
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+
+    env = AsyncVectorEnv(
+        [lambda: gymnasium.make(GYM_ID) for _ in range(num_envs)],
+        shared_memory=True,
         autoreset_mode=AutoresetMode.NEXT_STEP,
     )
     env.reset(seed=seed)
@@ -182,7 +218,7 @@ def make_collector(stack: Stack) -> Collector:
     """The collector of ``Trainer._train_frames`` (endless here: batches are pulled on demand)."""
     return Collector(
         stack.train_env,
-        stack.agent.actor,
+        stack.agent.acting_policy,
         frames_per_batch=stack.config.frames_per_batch,
         total_frames=-1,
         device=torch.device(stack.config.device),
@@ -260,10 +296,12 @@ def component_costs(config: Config, calls: int, collector_fps: float) -> dict[st
     inside ``task_env_step`` (``MujocoTaskEnv._step``), inside ``bamdp_step``
     (``BAMDPEnv._step``), inside ``bamdp_env_step`` (the public ``EnvBase.step``), inside
     ``varibad_env_step`` (``TransformedEnv.step``: also the belief GRU and ``hyper_state``);
-    ``policy`` is the actor's forward; ``collector`` is (b) per step.
+    ``policy`` is the acting policy's forward (``SamplingPolicy``, what the collector runs),
+    ``policy_probabilistic_actor`` TorchRL's ``ProbabilisticActor`` on the same network (with
+    log-probabilities); ``collector`` is (b) per step.
     """
     stack = Stack.build(config)
-    env, train_env, actor = stack.env, stack.train_env, stack.agent.actor
+    env, train_env, actor = stack.env, stack.train_env, stack.agent.acting_policy
     task_env = env.task_env
     n = task_env.num_envs
     rng = np.random.default_rng(config.seed)
@@ -294,6 +332,7 @@ def component_costs(config: Config, calls: int, collector_fps: float) -> dict[st
         costs["varibad_env_step"] = time_call(lambda: train_env.step(td.copy()), calls)
         costs["belief_gru"] = time_call(lambda: encoder.step(*gru_args), calls)
         costs["policy"] = time_call(lambda: actor(td.copy()), calls)
+        costs["policy_probabilistic_actor"] = time_call(lambda: stack.agent.actor(td.copy()), calls)
     costs["collector"] = 1e6 * n / collector_fps
     # What the collector loop adds around env.step and the policy (step_mdp, resets, carrier
     # updates, the per-step copy to the storing device, stacking the batch).
@@ -313,7 +352,7 @@ def _matcher(path_end: str, name: str) -> Callable[[str, str], bool]:
 PROFILE_NODES: dict[str, Callable[[str, str], bool]] = {
     "rollout": _matcher("torchrl/collectors/_single.py", "rollout"),
     "step_and_maybe_reset": _matcher("torchrl/envs/common.py", "_step_and_maybe_reset"),
-    "policy": _matcher("tensordict/nn/probabilistic.py", "forward"),
+    "policy": _matcher("torchrl_bamdp/modules/actor_critic.py", "forward"),
     "bamdp_step": _matcher("torchrl_bamdp/envs/bamdp.py", "_step"),
     "bamdp_reset": _matcher("torchrl_bamdp/envs/bamdp.py", "_reset"),
     "task_env_step": _matcher("torchrl_bamdp/envs/mujoco.py", "_step"),
@@ -357,7 +396,7 @@ def profile_collector(config: Config, batches: int, top: int = 25) -> dict[str, 
         "BAMDP bookkeeping (BAMDPEnv._step minus task env)": c["bamdp_step"] - c["task_env_step"],
         "task resets (BAMDPEnv._reset, in maybe_reset)": c["bamdp_reset"],
         "belief transform (GRU step + tensordict I/O)": c["belief_transform"],
-        "policy (ProbabilisticActor forward)": c["policy"],
+        "policy (SamplingPolicy forward)": c["policy"],
         "TorchRL env plumbing (step/transforms/step_mdp/maybe_reset, rest)": (
             c["step_and_maybe_reset"] - c["bamdp_step"] - c["bamdp_reset"] - c["belief_transform"]
         ),
@@ -405,6 +444,11 @@ def run_cheetah(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         "rl2_collector": collector_variant(rl2, args.steps),
         "bamdp_rollout": bamdp_rollout(varibad, args.steps),
     }
+    if args.workers:
+        with_workers = agent_config(FAMILY, "varibad", n, length, workers=args.workers)
+        variants["varibad_collector_workers"] = collector_variant(with_workers, args.steps)
+    if not args.no_async:
+        variants["gym_async_vector"] = gym_async_vector(n, args.steps, varibad.seed)
     try:
         results = measure_interleaved(variants, args.repeats)
     finally:
@@ -496,6 +540,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile of (b)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help="simulator worker processes of variant (e) (0 skips it)",
+    )
+    parser.add_argument(
+        "--no-async", action="store_true", help="skip (f), gymnasium's AsyncVectorEnv"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     return parser.parse_args(argv)
 
@@ -505,6 +558,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if min(args.num_envs, args.steps, args.repeats, args.episode_length) < 1:
         raise SystemExit("--num-envs, --steps, --repeats and --episode-length must be >= 1")
+    if args.workers < 0 or args.workers > args.num_envs:
+        raise SystemExit("--workers must be in [0, --num-envs]")
     if args.pure_torch_num_envs < 0 or args.profile_batches < 1:
         raise SystemExit("--pure-torch-num-envs must be >= 0 and --profile-batches >= 1")
     previous_threads = torch.get_num_threads()
@@ -553,6 +608,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "env=cheetah_vel algo=varibad|rl2, algo.ppo.minibatches=1",
             "pure_torch_num_envs": args.pure_torch_num_envs,
             "profile_batches": None if args.no_profile else args.profile_batches,
+            "workers_of_variant_e": args.workers,
         },
         "seed": varibad.seed,
         "versions": {

@@ -1,5 +1,10 @@
 """VariBAD next to RL2, oracle, belief oracle, Bayes-optimal and random on GridNavi (issue #4).
 
+``--env`` runs the same comparison on another task family (e.g. ``--env cheetah_vel --algos
+varibad rl2``; ``belief_oracle``/``bayes_optimal``/``random`` are GridNavi-only), with that
+family's packaged hyperparameters (``configs/tuning/<env>.yaml``); outputs then go to
+``runs/<env>_baselines`` and ``benchmarks/results/<env>`` as ``<env>_baselines.json/.md``.
+
 One command trains every algorithm for every seed with ``bamdp-train`` (each run in its own
 directory, ``--jobs`` processes at a time), meta-tests every run on the same fixed test tasks,
 aggregates per-episode returns over seeds and draws the paper's figures:
@@ -59,6 +64,7 @@ def train_all(args: argparse.Namespace) -> list[Path]:
                 continue
             command = [
                 str(bamdp_train),
+                f"env={args.env}",
                 f"algo={algo}",
                 f"seed={seed}",
                 f"run_dir={run_dir}",
@@ -96,18 +102,29 @@ def train_all(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="gridworld", help="task family (bamdp-train env=)")
     parser.add_argument("--algos", nargs="+", default=[*TRAINED, *REFERENCES])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--frames", type=int, default=3_000_000)
     parser.add_argument("--jobs", type=int, default=2, help="training processes at a time")
     parser.add_argument("--eval-tasks", type=int, default=420)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "gridworld_baselines")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "baselines")
+    parser.add_argument("--runs-dir", type=Path, default=None, help="default: runs/<env>_baselines")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: benchmarks/results/baselines (gridworld), benchmarks/results/<env>",
+    )
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument(
         "--override", nargs="*", default=[], help="extra bamdp-train overrides for every run"
     )
     args = parser.parse_args(argv)
+    if args.runs_dir is None:
+        args.runs_dir = ROOT / "runs" / f"{args.env}_baselines"
+    if args.out is None:
+        results = "baselines" if args.env == "gridworld" else args.env
+        args.out = ROOT / "benchmarks" / "results" / results
     start = time.perf_counter()
     if args.skip_training:
         runs = [args.runs_dir / a / f"seed{s}" for s in args.seeds for a in args.algos]
@@ -123,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         extra={"frames_budget": args.frames, "seeds": args.seeds, "jobs": args.jobs},
     )
     report["benchmark_wall_clock_s"] = time.perf_counter() - start
-    (args.out / "gridworld_baselines.json").write_text(json.dumps(report, indent=2))
-    print((args.out / "gridworld_baselines.md").read_text())
+    name = f"{args.env}_baselines"
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    print((args.out / f"{name}.md").read_text())
 
 
 if __name__ == "__main__":

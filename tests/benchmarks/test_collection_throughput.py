@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "collection_throughput.py"
-VARIANTS = ["gym_sync_vector", "varibad_collector", "rl2_collector", "bamdp_rollout"]
+VARIANTS = [
+    "gym_sync_vector",
+    "varibad_collector",
+    "rl2_collector",
+    "bamdp_rollout",
+    "varibad_collector_workers",
+    "gym_async_vector",
+]
 COMPONENTS = [
     "simulator",
     "task_env_step",
@@ -24,6 +31,7 @@ COMPONENTS = [
     "varibad_env_step",
     "belief_gru",
     "policy",
+    "policy_probabilistic_actor",
     "collector",
     "collector_loop_overhead",
 ]
@@ -82,13 +90,14 @@ def test_benchmark_report(bench, tmp_path, capsys):
     assert config["collector_frames_per_batch"] == num_envs * horizon
     assert config["collector_batches_per_run"] == math.ceil(steps / horizon) == 2
     assert config["torch_num_threads"] == 1
+    assert config["workers_of_variant_e"] == 2
     assert {"torch", "torchrl", "tensordict", "gymnasium", "mujoco"} <= set(report["versions"])
     assert len(report["platform"]["load_average_start"]) == 3
     assert len(report["platform"]["load_average_end"]) == 3
 
     assert list(report["results"]) == VARIANTS
     expected_frames = dict.fromkeys(VARIANTS, num_envs * steps)
-    for name in ("varibad_collector", "rl2_collector"):
+    for name in ("varibad_collector", "rl2_collector", "varibad_collector_workers"):
         expected_frames[name] = num_envs * horizon * 2
     for name, res in report["results"].items():
         assert res["frames"] == expected_frames[name], name
@@ -121,7 +130,7 @@ def test_benchmark_report(bench, tmp_path, capsys):
     assert len(profile["groups_s"]) == 8
     assert sum(profile["groups_fraction"].values()) == pytest.approx(1.0)
     assert profile["groups_s"]["simulator (mj_step x frame_skip, _get_obs)"] > 0
-    assert profile["groups_s"]["policy (ProbabilisticActor forward)"] > 0
+    assert profile["groups_s"]["policy (SamplingPolicy forward)"] > 0
     assert profile["top_tottime"]
 
     target = report["target"]

@@ -591,3 +591,42 @@ def test_gridworld_baselines_end_to_end_and_skips_finished_runs(tmp_path, capsys
     assert ref_checkpoint.stat().st_mtime_ns == ref_stamp
     again = json.loads((out / "gridworld_baselines.json").read_text())
     assert again["algorithms"]["oracle"]["mean"] == report["algorithms"]["oracle"]["mean"]
+
+
+def test_baselines_benchmark_runs_another_family_with_its_tuning(tmp_path, capsys):
+    """``--env``: the same comparison on a continuous family, named after it, tuned for it."""
+    spec = importlib.util.spec_from_file_location("gridworld_baselines", BASELINES)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    module.main(
+        [
+            "--env",
+            "point_robot_sparse",
+            "--seeds",
+            "0",
+            "--algos",
+            "oracle",
+            "--frames",
+            "1200",
+            "--runs-dir",
+            str(runs_dir),
+            "--out",
+            str(out),
+            "--eval-tasks",
+            "4",
+            "--override",
+            "env.num_envs=4",
+            "env.episode_length=10",
+            "algo.ppo.minibatches=4",
+            "train.eval_tasks=4",
+        ]
+    )
+    capsys.readouterr()
+    report = json.loads((out / "point_robot_sparse_baselines.json").read_text())
+    assert report["env"]["name"] == "point_robot_sparse" and report["bayes_optimal_dp"] is None
+    assert report["algorithms"]["oracle"]["frames"] == [1200]
+    assert (out / "point_robot_sparse_baselines.md").read_text().count("| Oracle |") == 1
+    config = json.loads((runs_dir / "oracle" / "seed0" / "config.json").read_text())
+    assert config["algo"]["ppo"]["hidden"] == [128, 128, 128]  # tuning/_point_robot.yaml
+    assert config["algo"]["ppo"]["normalize_reward"] is True

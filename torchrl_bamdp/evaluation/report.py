@@ -409,11 +409,13 @@ def write_baseline_report(
     rollout_goal: Sequence[int] = (4, 2),
     command: str | None = None,
     extra: dict[str, Any] | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``runs``, aggregate over seeds per algorithm, write JSON, Markdown and figures.
 
-    Writes ``gridworld_baselines.json`` / ``.md`` and the figures of :func:`write_figures`
-    into ``out``; returns the report.
+    Writes ``<name>.json`` / ``.md`` (``name`` defaults to ``<env>_baselines``, e.g.
+    ``gridworld_baselines``) and the figures of :func:`write_figures` into ``out``; returns the
+    report.
 
     Examples
     --------
@@ -462,8 +464,9 @@ def write_baseline_report(
         "algorithms": aggregated,
         **(extra or {}),
     }
-    (out / "gridworld_baselines.md").write_text(markdown_table(aggregated))
-    (out / "gridworld_baselines.json").write_text(json.dumps(report, indent=2))
+    name = name or f"{config.env.name}_baselines"
+    (out / f"{name}.md").write_text(markdown_table(aggregated))
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
     write_figures(
         aggregated,
         out,

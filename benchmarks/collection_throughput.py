@@ -70,7 +70,7 @@ from torchrl.collectors import Collector
 
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import Config
-from torchrl_bamdp.envs import make_env
+from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.trainers.agents import build_agent
 
 FAMILY = "cheetah_vel"
@@ -126,17 +126,7 @@ class Stack:
     @classmethod
     def build(cls, config: Config) -> Stack:
         torch.manual_seed(config.seed)  # network initialisation, as Trainer
-        env_cfg = config.env
-        env = make_env(
-            env_cfg.name,
-            num_envs=env_cfg.num_envs,
-            episode_length=env_cfg.episode_length,
-            episodes_per_task=env_cfg.episodes_per_task,
-            seed=config.seed,
-            device=torch.device(config.device),
-            grid_size=env_cfg.grid_size,
-            workers=env_cfg.workers,
-        )
+        env = make_env_from_config(config.env, config.seed, torch.device(config.device))
         agent = build_agent(config, env).to(torch.device(config.device))
         return cls(config, env, agent, agent.transformed_env(env))
 
@@ -149,12 +139,14 @@ class Variant:
     close: Callable[[], None] = lambda: None
 
 
-def gym_sync_vector(num_envs: int, steps: int, seed: int) -> Variant:
-    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+def _gym_vector(vector_cls: type, num_envs: int, steps: int, seed: int, **kwargs) -> Variant:
+    """A gymnasium vector env of ``HalfCheetah-v5`` stepped with seeded random numpy actions."""
+    from gymnasium.vector import AutoresetMode
 
-    env = SyncVectorEnv(
+    env = vector_cls(
         [lambda: gymnasium.make(GYM_ID) for _ in range(num_envs)],
         autoreset_mode=AutoresetMode.NEXT_STEP,
+        **kwargs,
     )
     env.reset(seed=seed)
     space = env.single_action_space
@@ -168,40 +160,22 @@ def gym_sync_vector(num_envs: int, steps: int, seed: int) -> Variant:
         return num_envs * steps
 
     return Variant(run, env.close)
+
+
+def gym_sync_vector(num_envs: int, steps: int, seed: int) -> Variant:
+    from gymnasium.vector import SyncVectorEnv
+
+    return _gym_vector(SyncVectorEnv, num_envs, steps, seed)
 
 
 def gym_async_vector(num_envs: int, steps: int, seed: int) -> Variant:
-    from gymnasium.vector import AsyncVectorEnv, AutoresetMode
+    from gymnasium.vector import AsyncVectorEnv
 
-    env = AsyncVectorEnv(
-        [lambda: gymnasium.make(GYM_ID) for _ in range(num_envs)],
-        shared_memory=True,
-        autoreset_mode=AutoresetMode.NEXT_STEP,
-    )
-    env.reset(seed=seed)
-    space = env.single_action_space
-    low, high = space.low, space.high
-    shape = (num_envs, *space.shape)
-    rng = np.random.default_rng(seed)
-
-    def run() -> int:
-        for _ in range(steps):
-            env.step(rng.uniform(low, high, size=shape).astype(np.float32))
-        return num_envs * steps
-
-    return Variant(run, env.close)
+    return _gym_vector(AsyncVectorEnv, num_envs, steps, seed, shared_memory=True)
 
 
 def bamdp_rollout(config: Config, steps: int) -> Variant:
-    env_cfg = config.env
-    env = make_env(
-        env_cfg.name,
-        num_envs=env_cfg.num_envs,
-        episode_length=env_cfg.episode_length,
-        episodes_per_task=env_cfg.episodes_per_task,
-        seed=config.seed,
-        grid_size=env_cfg.grid_size,
-    )
+    env = make_env_from_config(config.env, config.seed)
 
     def run() -> int:
         return env.rollout(steps, break_when_any_done=False).numel()

@@ -6,7 +6,7 @@ import torch
 from torchrl.collectors import Collector
 
 from torchrl_bamdp.configs import load_config
-from torchrl_bamdp.envs import make_env
+from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.agents import build_agent
 
@@ -19,15 +19,7 @@ TINY = {
 
 def _collect(workers: int) -> torch.Tensor:
     config = load_config({**TINY, "env": {**TINY["env"], "workers": workers}})
-    env_cfg = config.env
-    env = make_env(
-        env_cfg.name,
-        num_envs=env_cfg.num_envs,
-        episode_length=env_cfg.episode_length,
-        episodes_per_task=env_cfg.episodes_per_task,
-        seed=3,
-        workers=workers,
-    )
+    env = make_env_from_config(config.env, seed=3)
     torch.manual_seed(0)
     agent = build_agent(config, env)
     collector = Collector(

@@ -35,21 +35,6 @@ class ConfigError(ValueError):
     """
 
 
-ENV_NAMES = (
-    "gridworld",
-    "point_robot_sparse",
-    "point_robot_dense",
-    "cheetah_vel",
-    "cheetah_dir",
-    "ant_dir",
-    "ant_goal",
-    "walker_rand_params",
-    "humanoid_dir",
-)
-ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "random")
-#: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
-GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
-REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
 #: Task families whose simulators may run in worker processes (``env.workers``).
 MUJOCO_ENV_NAMES = (
     "cheetah_vel",
@@ -59,6 +44,11 @@ MUJOCO_ENV_NAMES = (
     "walker_rand_params",
     "humanoid_dir",
 )
+ENV_NAMES = ("gridworld", "point_robot_sparse", "point_robot_dense", *MUJOCO_ENV_NAMES)
+ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "random")
+#: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
+GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
+REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
 #: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
 FINITE_TASK_FAMILIES = {"cheetah_dir": 2, "ant_dir": 2}
 LOGGER_BACKENDS = ("csv", "wandb")

@@ -1,7 +1,7 @@
 """Task-distribution environments and the BAMDP horizon."""
 
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
-from torchrl_bamdp.envs.factory import ENV_FAMILIES, make_env
+from torchrl_bamdp.envs.factory import ENV_FAMILIES, make_env, make_env_from_config
 from torchrl_bamdp.envs.gridworld import GridNaviEnv, candidate_goal_cells
 from torchrl_bamdp.envs.mujoco import (
     AntDirEnv,
@@ -30,4 +30,5 @@ __all__ = [
     "WalkerRandParamsEnv",
     "candidate_goal_cells",
     "make_env",
+    "make_env_from_config",
 ]

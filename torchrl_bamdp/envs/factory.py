@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
@@ -74,6 +75,34 @@ def make_env(
             )
         fixed_tasks = support.repeat(num_envs // len(support), 1)
     return BAMDPEnv(task_env, episode_length, episodes_per_task, seed=seed, fixed_tasks=fixed_tasks)
+
+
+def make_env_from_config(
+    env_config: Any, seed: int | None, device: torch.device | str = "cpu", **changes: Any
+) -> BAMDPEnv:
+    """:func:`make_env` with the fields of an env config (``config.env``), ``changes`` winning.
+
+    ``env_config`` is a :class:`~torchrl_bamdp.configs.schema.EnvConfig` (or anything with its
+    fields): ``name``, ``num_envs``, ``episode_length``, ``episodes_per_task``, ``grid_size``,
+    ``workers``.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> env = make_env_from_config(load_config({}).env, seed=0, num_envs=2, episodes_per_task=1)
+    >>> env.batch_size, env.horizon
+    (torch.Size([2]), 15)
+    """
+    options = {
+        "name": env_config.name,
+        "num_envs": env_config.num_envs,
+        "episode_length": env_config.episode_length,
+        "episodes_per_task": env_config.episodes_per_task,
+        "grid_size": env_config.grid_size,
+        "workers": env_config.workers,
+        **changes,
+    }
+    return make_env(seed=seed, device=device, **options)
 
 
 def _make_task_env(

@@ -26,7 +26,7 @@ from torchrl.objectives.value import GAE
 
 from torchrl_bamdp.configs.schema import Config, config_to_dict
 from torchrl_bamdp.data import TrajectoryBuffer
-from torchrl_bamdp.envs import make_env
+from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
 from torchrl_bamdp.modules.actor_critic import add_log_probs, find_input_normalizers
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
@@ -158,16 +158,7 @@ class Trainer:
         torch.manual_seed(config.seed)
 
         env_cfg = config.env
-        self.env = make_env(
-            env_cfg.name,
-            num_envs=env_cfg.num_envs,
-            episode_length=env_cfg.episode_length,
-            episodes_per_task=env_cfg.episodes_per_task,
-            seed=config.seed,
-            device=self.device,
-            grid_size=env_cfg.grid_size,
-            workers=env_cfg.workers,
-        )
+        self.env = make_env_from_config(env_cfg, seed=config.seed, device=self.device)
         self.agent = (agent or build_agent)(config, self.env).to(self.device)
         self.train_env = self.agent.transformed_env(self.env)
 
@@ -255,16 +246,13 @@ class Trainer:
 
     def _make_eval_env(self, num_tasks: int, episodes: int) -> TransformedEnv:
         env_cfg = self.config.env
-        env = make_env(
-            env_cfg.name,
-            num_envs=num_tasks,
-            episode_length=env_cfg.episode_length,
-            episodes_per_task=episodes,
+        env = make_env_from_config(
+            env_cfg,
             seed=EVAL_SEED,
             device=self.device,
+            num_envs=num_tasks,
+            episodes_per_task=episodes,
             stratified=self.config.eval_stratified,
-            grid_size=env_cfg.grid_size,
-            workers=env_cfg.workers,
         )
         return self.agent.transformed_env(env)
 

@@ -239,7 +239,7 @@ class PPOConfig:
     value_clip: float | None = None
     gamma: float = 0.99
     lmbda: float = 0.95
-    entropy_coef: float = 0.03  # VariBAD on GridNavi (algo/varibad.yaml); the others: 0.01
+    entropy_coef: float = 0.01
     critic_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from torchrl_bamdp.configs.schema import ENV_NAMES
+
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ("varibad", "rl2", "oracle", "belief_oracle")
 REFERENCES = ("bayes_optimal", "random")
@@ -102,7 +104,9 @@ def train_all(args: argparse.Namespace) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="gridworld", help="task family (bamdp-train env=)")
+    parser.add_argument(
+        "--env", default="gridworld", choices=ENV_NAMES, help="task family (bamdp-train env=)"
+    )
     parser.add_argument("--algos", nargs="+", default=[*TRAINED, *REFERENCES])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--frames", type=int, default=3_000_000)

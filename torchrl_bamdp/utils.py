@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
@@ -50,3 +51,34 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+@torch.no_grad()
+def merge_running_moments(
+    mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor, samples: torch.Tensor
+) -> None:
+    """Merge ``samples`` (reduced over dim 0) into running ``mean``/``var``/``count``, in place.
+
+    The parallel (Chan et al.) update: the result equals the population mean and variance of
+    everything merged so far. Used by the policy's input normaliser and PPO's return scaler.
+
+    Examples
+    --------
+    >>> mean, var, count = torch.zeros(()), torch.ones(()), torch.zeros(())
+    >>> merge_running_moments(mean, var, count, torch.tensor([1.0, 3.0]))
+    >>> merge_running_moments(mean, var, count, torch.tensor([5.0]))
+    >>> mean.item(), round(var.item(), 4), count.item()
+    (3.0, 2.6667, 3.0)
+    """
+    n = samples.shape[0]
+    if n == 0:
+        return
+    batch_mean = samples.mean(0)
+    batch_var = samples.var(0, unbiased=False)
+    total = count + n
+    delta = batch_mean - mean
+    new_mean = mean + delta * (n / total)
+    m2 = var * count + batch_var * n + delta.pow(2) * (count * n / total)
+    mean.copy_(new_mean)
+    var.copy_((m2 / total).to(var.dtype))
+    count.copy_(total)

@@ -14,7 +14,7 @@ from torchrl.envs.utils import exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
 from torchrl.modules.distributions import NormalParamExtractor
 
-from torchrl_bamdp.utils import make_mlp
+from torchrl_bamdp.utils import make_mlp, merge_running_moments
 
 
 class InputNormalizer(nn.Module):
@@ -44,18 +44,7 @@ class InputNormalizer(nn.Module):
     def update(self, x: torch.Tensor) -> None:
         """Merge the statistics of ``x`` (``[..., dim]``) into the running ones."""
         x = x.reshape(-1, x.shape[-1]).to(self.mean.dtype)
-        n = x.shape[0]
-        if n == 0:
-            return
-        batch_mean = x.mean(0)
-        batch_var = x.var(0, unbiased=False)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        new_mean = self.mean + delta * (n / total)
-        m2 = self.var * self.count + batch_var * n + delta.pow(2) * (self.count * n / total)
-        self.mean.copy_(new_mean)
-        self.var.copy_((m2 / total).to(self.var.dtype))
-        self.count.copy_(total)
+        merge_running_moments(self.mean, self.var, self.count, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.count == 0:

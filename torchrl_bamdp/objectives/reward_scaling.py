@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from torchrl_bamdp.utils import merge_running_moments
+
 
 class ReturnScaler(nn.Module):
     """Divide rewards by a running standard deviation of the discounted return.
@@ -66,15 +68,7 @@ class ReturnScaler(nn.Module):
             returns[:, t] = running
             running = running.masked_fill(dones[:, t], 0.0)
         self._running = running
-        n = returns.numel()
-        batch_mean = returns.mean()
-        batch_var = returns.var(unbiased=False)
-        total = self.count + n
-        delta = batch_mean - self.mean
-        m2 = self.var * self.count + batch_var * n + delta.pow(2) * (self.count * n / total)
-        self.mean.copy_(self.mean + delta * (n / total))
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        merge_running_moments(self.mean, self.var, self.count, returns.reshape(-1))
 
     def scale(self, reward: torch.Tensor) -> torch.Tensor:
         """``reward / std`` of the discounted return (unchanged before the first update)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -91,7 +92,6 @@ class Agent:
     elbo_loss: ELBOLoss | None = None
     reencode: Callable[[TensorDictBase], torch.Tensor] | None = field(default=None, repr=False)
     make_policy: Callable[[BAMDPEnv], Any] | None = field(default=None, repr=False)
-    _acting_policy: Any = field(default=None, init=False, repr=False)
 
     @property
     def trains_policy(self) -> bool:
@@ -102,14 +102,13 @@ class Agent:
         """``env`` with this agent's hyper-state transforms."""
         return TransformedEnv(env, self.make_transforms())
 
-    @property
+    @cached_property
     def acting_policy(self) -> Any:
         """What collects and meta-tests: a :class:`SamplingPolicy` of a PPO actor (actions
         only; the trainer adds the log-probabilities per batch), else the actor itself."""
-        if self._acting_policy is None:
-            is_ppo_actor = isinstance(self.actor, ProbabilisticActor)
-            self._acting_policy = SamplingPolicy(self.actor) if is_ppo_actor else self.actor
-        return self._acting_policy
+        if isinstance(self.actor, ProbabilisticActor):
+            return SamplingPolicy(self.actor)
+        return self.actor
 
     def policy_for(self, env: BAMDPEnv) -> Any:
         """The policy to run in ``env`` (the trained actor, unless it depends on the horizon)."""

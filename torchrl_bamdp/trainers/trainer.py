@@ -20,7 +20,6 @@ from tensordict import TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
 from torchrl.envs import TransformedEnv
-from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
@@ -28,7 +27,11 @@ from torchrl_bamdp.configs.schema import Config, config_to_dict
 from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
-from torchrl_bamdp.modules.actor_critic import add_log_probs, find_input_normalizers
+from torchrl_bamdp.modules.actor_critic import (
+    SamplingPolicy,
+    add_log_probs,
+    find_input_normalizers,
+)
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.checkpoint import (
@@ -260,7 +263,7 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
-        if isinstance(self.agent.actor, ProbabilisticActor):
+        if isinstance(self.agent.acting_policy, SamplingPolicy):
             # Collected by the lean SamplingPolicy: the behaviour log-probabilities, from the
             # very actor that acted (it is unchanged until this update), in one batched call.
             add_log_probs(self.agent.actor, batch)

@@ -551,6 +551,7 @@ def test_tuning_holds_the_original_cheetah_vel_settings():
         [128, 128],
         True,
     )
+    assert algo.ppo.entropy_coef_final is None  # constant, not VariBAD's GridNavi schedule
     enc = algo.encoder
     assert (enc.latent_dim, enc.hidden_size) == (5, 128)
     assert (enc.obs_embed, enc.action_embed, enc.reward_embed) == (32, 16, 16)
@@ -581,3 +582,17 @@ def test_env_workers_is_validated():
     for name in ("gridworld", "point_robot_sparse", "point_robot_dense"):
         msg = load_error({"env": {"name": name, "workers": 1}})
         assert f"config.env.workers is a MuJoCo option: leave it at 0 for env.name={name!r}" in msg
+
+
+def test_entropy_coef_is_constant_by_default_for_every_algorithm_and_family():
+    """The schedule is opt-in: no shipped config anneals the entropy coefficient (README)."""
+    names = [o for g, o in _group_options() if g == "algo"]
+    envs = [o for g, o in _group_options() if g == "env"]
+    assert names and envs
+    for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
+        assert load_config(_compose(overrides)).algo.ppo.entropy_coef_final is None, overrides
+
+
+def test_entropy_coef_final_is_validated():
+    msg = load_error(nested("algo.ppo.entropy_coef_final", -0.1))
+    assert msg == "config.algo.ppo.entropy_coef_final must be >= 0.0 (got -0.1)"

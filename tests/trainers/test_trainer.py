@@ -452,6 +452,55 @@ def test_constant_lr_without_annealing(tmp_path):
     assert lrs == pytest.approx([trainer.config.algo.ppo.lr] * 2)
 
 
+def ppo_series(run_dir: Path, metric: str) -> list[float]:
+    return [float(r["value"]) for r in read_rows(run_dir) if r["metric"] == f"ppo/{metric}"]
+
+
+def test_entropy_coef_anneals_linearly_over_the_frame_budget_and_reaches_the_loss(tmp_path):
+    ppo = {"entropy_coef": 0.03, "entropy_coef_final": 0.0}
+    make_trainer(tmp_path / "run", total_frames=960, algo={"ppo": ppo}).train()
+    coefs = ppo_series(tmp_path / "run", "entropy_coef")
+    assert coefs == pytest.approx([0.03, 0.0225, 0.015, 0.0075])
+    # The loss term of every batch used that batch's coefficient: loss_entropy = -coef * entropy
+    # per minibatch, so their means over a batch's minibatches obey it too.
+    entropy = ppo_series(tmp_path / "run", "entropy")
+    loss_entropy = ppo_series(tmp_path / "run", "loss_entropy")
+    assert loss_entropy == pytest.approx([-c * e for c, e in zip(coefs, entropy, strict=True)])
+
+
+def test_entropy_coef_schedule_can_rise_and_is_constant_past_the_budget(tmp_path):
+    ppo = {"entropy_coef": 0.01, "entropy_coef_final": 0.05}
+    trainer = make_trainer(tmp_path / "run", total_frames=480, algo={"ppo": ppo})
+    trainer.frames = 240  # counted before the update, as in the training loop
+    assert trainer._anneal_entropy_coef(240) == pytest.approx(0.01)  # first batch
+    trainer.frames = 480
+    assert trainer._anneal_entropy_coef(240) == pytest.approx(0.03)
+    trainer.frames = 5 * 240  # a batch beyond total_frames keeps the final value
+    assert trainer._anneal_entropy_coef(240) == pytest.approx(0.05)
+    assert float(trainer.ppo_loss.entropy_coeff) == pytest.approx(0.05)
+
+
+def test_entropy_coef_schedule_resumes_where_it_stopped(tmp_path):
+    ppo = {"algo": {"ppo": {"entropy_coef": 0.03, "entropy_coef_final": 0.0}}}
+    run_dir = tmp_path / "run"
+    # A wall-clock budget that ends the first invocation after its first batch.
+    stopped = Trainer(load_config(tiny(960, **ppo, train={"max_minutes": 1e-9})), run_dir)
+    stopped.train()
+    assert stopped.frames == 240
+    Trainer(load_config(tiny(960, **ppo)), run_dir).train()
+    coefs = ppo_series(run_dir, "entropy_coef")
+    assert coefs == pytest.approx([0.03, 0.0225, 0.015, 0.0075])
+
+
+def test_constant_entropy_coef_without_a_schedule(tmp_path):
+    ppo = {"entropy_coef": 0.01, "entropy_coef_final": None}
+    make_trainer(tmp_path / "run", total_frames=480, algo={"ppo": ppo}).train()
+    assert ppo_series(tmp_path / "run", "entropy_coef") == []
+    entropy = ppo_series(tmp_path / "run", "entropy")
+    loss_entropy = ppo_series(tmp_path / "run", "loss_entropy")
+    assert loss_entropy == pytest.approx([-0.01 * e for e in entropy])
+
+
 def test_run_info_records_versions_commit_and_seed_per_start(tmp_path):
     run_dir = tmp_path / "run"
     make_trainer(run_dir, total_frames=240).train()

@@ -221,10 +221,17 @@ class ELBOConfig:
 class PPOConfig:
     """Policy optimisation (TorchRL ClipPPOLoss + GAE) and the actor-critic.
 
+    ``entropy_coef_final`` (``None``: a constant ``entropy_coef``) anneals the entropy
+    coefficient linearly from ``entropy_coef`` at the first batch to ``entropy_coef_final`` at
+    ``train.total_frames`` (kept after), by frame count, so a resumed run continues it exactly.
+
     Examples
     --------
     >>> load_config({"algo": {"ppo": {"hidden": [32]}}}).algo.ppo.hidden
     [32]
+    >>> ppo = load_config({"algo": {"ppo": {"entropy_coef": 0.03, "entropy_coef_final": 0.0}}})
+    >>> ppo.algo.ppo.entropy_coef_final
+    0.0
     >>> try:
     ...     load_config({"algo": {"ppo": {"gamma": 1.5}}})
     ... except ConfigError as err:
@@ -240,6 +247,7 @@ class PPOConfig:
     gamma: float = 0.99
     lmbda: float = 0.95
     entropy_coef: float = 0.01
+    entropy_coef_final: float | None = None
     critic_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
@@ -261,6 +269,8 @@ class PPOConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{path}.{name} must be in [0, 1] (got {value})")
         _at_least(path, "entropy_coef", self.entropy_coef, 0.0)
+        if self.entropy_coef_final is not None:
+            _at_least(path, "entropy_coef_final", self.entropy_coef_final, 0.0)
         _at_least(path, "critic_coef", self.critic_coef, 0.0)
         _positive(path, "max_grad_norm", self.max_grad_norm)
         _choice(path, "activation", self.activation, ACTIVATIONS)

@@ -472,6 +472,8 @@ class Trainer:
                         metrics[f"train/return_episode_{k + 1}"] = value
                 if cfg.train.anneal_lr:
                     self._anneal_learning_rates(batch.numel())
+                if self.ppo_loss is not None and cfg.algo.ppo.entropy_coef_final is not None:
+                    metrics["ppo/entropy_coef"] = self._anneal_entropy_coef(batch.numel())
                 if healthy:
                     for key, value in self.ppo_update(batch).items():
                         metrics[f"ppo/{key}"] = value
@@ -522,6 +524,21 @@ class Trainer:
             f"({self.frames} frames): {entries}",
         )
         return False
+
+    def _anneal_entropy_coef(self, batch_frames: int) -> float:
+        """Set PPO's entropy coefficient on its linear path over ``train.total_frames``.
+
+        It goes from ``algo.ppo.entropy_coef`` (the first batch) to ``entropy_coef_final``
+        (reached at ``total_frames`` and kept after), so a run explores broadly early and
+        commits late whatever its budget. It depends on the frame count alone, so a resumed run
+        continues the schedule exactly. Returns the coefficient used for this batch.
+        """
+        ppo = self.config.algo.ppo
+        progress = (self.frames - batch_frames) / self.config.train.total_frames
+        progress = min(1.0, max(0.0, progress))
+        coef = ppo.entropy_coef + (ppo.entropy_coef_final - ppo.entropy_coef) * progress
+        self.ppo_loss.entropy_coeff.fill_(coef)
+        return coef
 
     def _anneal_learning_rates(self, batch_frames: int) -> None:
         """Linear decay to 0 over ``train.total_frames`` of *both* learning rates.

@@ -525,6 +525,12 @@ class Trainer:
         )
         return False
 
+    def _budget_progress(self, batch_frames: int) -> float:
+        """Fraction of ``train.total_frames`` collected before this batch, clamped to [0, 1]:
+        the position of every schedule (learning rates, entropy coefficient)."""
+        progress = (self.frames - batch_frames) / self.config.train.total_frames
+        return min(1.0, max(0.0, progress))
+
     def _anneal_entropy_coef(self, batch_frames: int) -> float:
         """Set PPO's entropy coefficient on its linear path over ``train.total_frames``.
 
@@ -534,8 +540,7 @@ class Trainer:
         continues the schedule exactly. Returns the coefficient used for this batch.
         """
         ppo = self.config.algo.ppo
-        progress = (self.frames - batch_frames) / self.config.train.total_frames
-        progress = min(1.0, max(0.0, progress))
+        progress = self._budget_progress(batch_frames)
         coef = ppo.entropy_coef + (ppo.entropy_coef_final - ppo.entropy_coef) * progress
         self.ppo_loss.entropy_coeff.fill_(coef)
         return coef
@@ -546,8 +551,7 @@ class Trainer:
         The policy and the encoder must slow down together: a policy frozen by a decayed lr
         cannot follow a belief representation that the ELBO keeps changing.
         """
-        progress = (self.frames - batch_frames) / self.config.train.total_frames
-        scale = max(0.0, 1.0 - progress)
+        scale = 1.0 - self._budget_progress(batch_frames)
         for optimizer, base in (
             (self.ppo_optimizer, self.config.algo.ppo.lr),
             (self.elbo_optimizer, self.config.algo.elbo.lr),

@@ -103,3 +103,10 @@ def test_main_refuses_a_run_of_another_task_family(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(config_to_dict(config)))
     with pytest.raises(SystemExit, match="env.name='point_robot_sparse'"):
         main([str(run_dir)])
+
+
+def test_main_refuses_fewer_than_one_episode(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path), "--episodes", "0"])
+    assert info.value.code == 2
+    assert "--episodes must be >= 1 (got 0)" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from tensordict import TensorDictBase
 from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_exploration_type
 
 from torchrl_bamdp.envs.gridworld import GRID_MOVES, candidate_goal_cells, grid_move
+from torchrl_bamdp.evaluation.meta_test import per_episode_returns
 from torchrl_bamdp.transforms.exact_belief import find_grid_navi
 
 __all__ = ["GoalTour", "format_tours", "gridnavi_tours", "main"]
@@ -110,8 +111,8 @@ def gridnavi_tours(
     (21, 2, 15)
     """
     grid = find_grid_navi(env)
-    bamdp = env.base_env if isinstance(env, TransformedEnv) else env
-    episode_length, episodes = bamdp.episode_length, bamdp.episodes_per_task
+    # TransformedEnv forwards these to the BAMDPEnv inside, however deeply it is wrapped.
+    episode_length, episodes = env.episode_length, env.episodes_per_task
     env.set_seed(seed)
     exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
     with set_exploration_type(exploration), torch.no_grad():
@@ -122,7 +123,7 @@ def gridnavi_tours(
     if action.ndim == start.ndim:  # one-hot actions
         action = action.argmax(-1)
     cells = grid_move(start, action, moves, grid.grid_size)
-    reward = rollout.get(("next", "reward")).squeeze(-1).cpu()
+    returns = per_episode_returns(rollout, episodes).cpu()
     goals = rollout.get("task").long().cpu()[:, 0]
     tours = []
     for i in range(rollout.shape[0]):
@@ -132,11 +133,7 @@ def gridnavi_tours(
             )
             for k in range(episodes)
         )
-        returns = tuple(
-            float(reward[i, k * episode_length : (k + 1) * episode_length].sum())
-            for k in range(episodes)
-        )
-        tours.append(GoalTour(tuple(goals[i].tolist()), paths, returns))
+        tours.append(GoalTour(tuple(goals[i].tolist()), paths, tuple(returns[i].tolist())))
     return tours
 
 
@@ -188,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("run_dir", help="a GridNavi run directory (with checkpoints/last.pt)")
     parser.add_argument("--episodes", type=int, default=2, help="inner episodes per task")
     args = parser.parse_args(argv)
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1 (got {args.episodes})")
     config = read_run_config(args.run_dir)
     if config.env.name != "gridworld":
         raise SystemExit(

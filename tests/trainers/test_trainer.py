@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import threading
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -277,6 +280,61 @@ def test_same_seed_same_metrics(tmp_path):
     for key in ("actor", "critic", "elbo_loss"):
         for name in ca[key]:
             assert torch.equal(ca[key][name], cb[key][name]), (key, name)
+
+
+def test_parallel_updates_give_the_same_run_as_sequential_ones(tmp_path, monkeypatch):
+    train = {"eval_interval": 2, "checkpoint_interval": 0}
+    threads = []
+    elbo_update = Trainer.elbo_update
+
+    def recording_elbo_update(self):
+        threads.append(threading.current_thread().name)
+        return elbo_update(self)
+
+    monkeypatch.setattr(Trainer, "elbo_update", recording_elbo_update)
+    # Each Trainer seeds torch's global generator: build each just before it trains.
+    seq = make_trainer(tmp_path / "seq", 720, train={**train, "parallel_updates": False})
+    assert not seq.parallel_updates
+    seq.train()
+    assert threads and all(name == "MainThread" for name in threads)
+    threads.clear()
+    par = make_trainer(tmp_path / "par", 720, train=train)
+    assert par.parallel_updates
+    par.train()
+    assert threads and all(name.startswith("elbo-update") for name in threads)
+    a, b = _metric_values(tmp_path / "seq"), _metric_values(tmp_path / "par")
+    assert {m for _, _, m, _ in a} >= {"ppo/loss_objective", "elbo/loss", "eval/return_total"}
+    assert a == b
+    for key in ("actor", "critic", "elbo_loss"):
+        expected, got = params(getattr(seq.agent, key)), params(getattr(par.agent, key))
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) for k in expected), key
+
+
+def test_parallel_updates_run_sequentially_when_ppo_trains_the_encoder(tmp_path):
+    assert not make_trainer(tmp_path / "a", algo={"ppo": {"encoder_grad": True}}).parallel_updates
+    rl2 = {"name": "rl2", "ppo": {"encoder_grad": True}}
+    assert not make_trainer(tmp_path / "b", algo=rl2).parallel_updates
+
+
+def test_parallel_ppo_error_waits_for_the_elbo_update_and_is_raised(tmp_path, monkeypatch):
+    trainer = make_trainer(tmp_path)
+    finished = []
+
+    def slow_elbo_update():
+        time.sleep(0.2)
+        finished.append(True)
+        return {}
+
+    def failing_ppo_update(batch):
+        raise RuntimeError("ppo broke")
+
+    monkeypatch.setattr(trainer, "elbo_update", slow_elbo_update)
+    monkeypatch.setattr(trainer, "ppo_update", failing_ppo_update)
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        with pytest.raises(RuntimeError, match="ppo broke"):
+            trainer._update(collect_batch(trainer), worker)
+        assert finished == [True]
 
 
 def test_different_seed_different_metrics(tmp_path):

@@ -332,6 +332,7 @@ stratified evaluation (every task is tested equally often), or set train.eval_st
     checkpoint_interval: int = 20
     progress_bar: bool = True
     num_threads: int = 1
+    parallel_updates: bool = True
     on_nonfinite: str = "skip"
     max_skipped_updates: int = 10
     figures: bool = True

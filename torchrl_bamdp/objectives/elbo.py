@@ -59,6 +59,10 @@ class ELBOLoss(LossModule):
         Number of ELBO time steps t to use per batch (``None``: all T + 1).
     decode_subsample : int, optional
         Number of transitions j to decode per ELBO step (``None``: all T).
+    generator : torch.Generator, optional
+        The random stream of the sub-sampling and of the reparameterised latents (on the
+        device of the trajectories); ``None``: torch's global one. May be set later as
+        ``loss.generator``.
 
     Examples
     --------
@@ -107,6 +111,7 @@ class ELBOLoss(LossModule):
         task_decoder: nn.Module | None = None,
         elbo_subsample: int | None = None,
         decode_subsample: int | None = None,
+        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if reward_decoder is None and state_decoder is None and task_decoder is None:
@@ -123,6 +128,9 @@ class ELBOLoss(LossModule):
         self.task_decoder = task_decoder
         self.elbo_subsample = elbo_subsample
         self.decode_subsample = decode_subsample
+        # The Trainer gives the loss its own stream, so that an ELBO update running in a second
+        # thread beside PPO draws exactly the numbers it would draw when run after PPO.
+        self.generator = generator
 
     @property
     def in_keys(self) -> list[NestedKey]:
@@ -147,7 +155,7 @@ class ELBOLoss(LossModule):
     def _subsample(self, full: int, wanted: int | None, device: torch.device) -> torch.Tensor:
         if wanted is None or wanted >= full:
             return torch.arange(full, device=device)
-        return torch.randperm(full, device=device)[:wanted].sort().values
+        return torch.randperm(full, device=device, generator=self.generator)[:wanted].sort().values
 
     def _required(self, tensordict: TensorDictBase, key: NestedKey) -> torch.Tensor:
         value = tensordict.get(key, None)
@@ -215,7 +223,8 @@ class ELBOLoss(LossModule):
         elbo_index = self._subsample(t + 1, self.elbo_subsample, device)
         elbo_scale = (t + 1) / len(elbo_index)
         std = torch.exp(0.5 * logvar[:, elbo_index])
-        latent = mean[:, elbo_index] + std * torch.randn_like(std)  # [N, Te, L]
+        noise = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=self.generator)
+        latent = mean[:, elbo_index] + std * noise  # [N, Te, L]
 
         decode_index = self._subsample(t, self.decode_subsample, device)
         decode_scale = t / len(decode_index)

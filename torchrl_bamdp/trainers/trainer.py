@@ -12,6 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -188,10 +189,14 @@ class Trainer:
             )
             if ppo.normalize_reward:
                 self.return_scaler = ReturnScaler(ppo.gamma).to(self.device)
+        # The ELBO's own random stream (sub-sampling, latent samples): with it an ELBO update
+        # draws the same numbers whether it runs after PPO or beside it (train.parallel_updates).
+        self.elbo_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         if self.agent.elbo_loss is not None:
             self.elbo_optimizer = torch.optim.Adam(
                 self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
             )
+            self.agent.elbo_loss.generator = self.elbo_generator
         self.buffer = TrajectoryBuffer(
             capacity=config.algo.elbo.buffer_trajectories,
             horizon=env_cfg.horizon,
@@ -457,6 +462,14 @@ class Trainer:
         deadline = None
         if cfg.train.max_minutes is not None:
             deadline = start + 60.0 * cfg.train.max_minutes
+        worker = None
+        if self.parallel_updates:
+            num_threads = cfg.train.num_threads
+            worker = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="elbo-update",
+                initializer=lambda: torch.set_num_threads(num_threads),
+            )
         try:
             for batch in collector:
                 self.iteration += 1
@@ -474,11 +487,9 @@ class Trainer:
                     self._anneal_learning_rates(batch.numel())
                 if self.ppo_loss is not None and cfg.algo.ppo.entropy_coef_final is not None:
                     metrics["ppo/entropy_coef"] = self._anneal_entropy_coef(batch.numel())
-                if healthy:
-                    for key, value in self.ppo_update(batch).items():
-                        metrics[f"ppo/{key}"] = value
-                for key, value in self.elbo_update().items():
-                    metrics[f"elbo/{key}"] = value
+                ppo_metrics, elbo_metrics = self._update(batch if healthy else None, worker)
+                metrics.update({f"ppo/{key}": value for key, value in ppo_metrics.items()})
+                metrics.update({f"elbo/{key}": value for key, value in elbo_metrics.items()})
                 metrics.update(self.health.metrics())
                 now = time.perf_counter()
                 metrics["perf/fps"] = (self.frames - last_frames) / max(now - last_time, 1e-9)
@@ -502,9 +513,49 @@ class Trainer:
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
         finally:
+            if worker is not None:
+                worker.shutdown(wait=True)
             collector.shutdown()
             if progress is not None:
                 progress.close()
+
+    @property
+    def parallel_updates(self) -> bool:
+        """Whether the ELBO update runs in a second thread while PPO updates.
+
+        It does with ``train.parallel_updates`` when the run has both updates and they train
+        disjoint parameters (not with ``algo.ppo.encoder_grad=true``, where PPO trains the
+        encoder too: then they run one after the other).
+        """
+        if not self.config.train.parallel_updates:
+            return False
+        if self.ppo_optimizer is None or self.elbo_optimizer is None:
+            return False
+        ppo_params = {id(p) for g in self.ppo_optimizer.param_groups for p in g["params"]}
+        elbo_params = {id(p) for g in self.elbo_optimizer.param_groups for p in g["params"]}
+        return not ppo_params & elbo_params
+
+    def _update(
+        self, batch: TensorDictBase | None, worker: ThreadPoolExecutor | None
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """The PPO update on ``batch`` (skipped when ``None``) and the ELBO update.
+
+        With a ``worker`` the ELBO update runs in it while PPO runs here. The two touch disjoint
+        parameters, optimisers and random streams (the ELBO's generator and the buffer's; PPO
+        the global one), and PPO reads only the batch's stored beliefs, so the result is the
+        same as one after the other; only the wall-clock differs (torch releases the GIL
+        inside its operators, so the second core does the ELBO's work).
+        """
+        if worker is None:
+            ppo_metrics = self.ppo_update(batch) if batch is not None else {}
+            return ppo_metrics, self.elbo_update()
+        elbo_future = worker.submit(self.elbo_update)
+        try:
+            ppo_metrics = self.ppo_update(batch) if batch is not None else {}
+        except BaseException:
+            wait([elbo_future])  # never leave an ELBO step running past the error
+            raise
+        return ppo_metrics, elbo_future.result()
 
     def _check_batch(self, batch: TensorDictBase) -> bool:
         """``True`` if the batch is finite; otherwise report it (raise, or count a skip).
@@ -641,6 +692,7 @@ class Trainer:
                 # Whole-task batches: the collector's next reset redraws these tasks on resume.
                 "task_generator": self.env.generator_state_before_last_reset,
                 "buffer_generator": self.buffer.generator.get_state(),
+                "elbo_generator": self.elbo_generator.get_state(),
             },
         }
 
@@ -712,6 +764,8 @@ class Trainer:
             torch.set_rng_state(state["rng"]["torch"])
             self.env.task_generator.set_state(state["rng"]["task_generator"])
             self.buffer.generator.set_state(state["rng"]["buffer_generator"])
+            if "elbo_generator" in state["rng"]:  # absent from checkpoints before 2026-11-26
+                self.elbo_generator.set_state(state["rng"]["elbo_generator"].cpu())
 
         load("frames/iteration", scalars)
         for part, module in self._stateful_parts().items():

@@ -487,3 +487,24 @@ def test_reward_labels_land_on_the_goal_across_inner_episode_ends():
     assert bool((hit & ~batch.valid_next_obs).any())  # goal rewards at episode ends occur
     assert bool((cells[hit] == goal[hit]).all())
     assert not bool(((cells == goal).all(-1) & ~hit).any())
+
+
+def test_own_generator_makes_the_loss_reproducible_and_leaves_the_global_stream_alone():
+    torch.manual_seed(0)
+    encoder = BeliefEncoder(obs_dim=2, action_dim=5, latent_dim=3, discrete_actions=True)
+    decoder = GridCellRewardDecoder(3, grid_size=5)
+    loss = ELBOLoss(encoder, reward_decoder=decoder, elbo_subsample=4, decode_subsample=5)
+    td = make_td(4, 9)
+    torch.manual_seed(99)
+    global_draws = torch.rand(3)
+
+    def loss_value(seed: int) -> float:
+        loss.generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(99)
+        value = loss(td)["loss_reward"].item()
+        assert torch.equal(torch.rand(3), global_draws)  # the loss drew nothing from it
+        return value
+
+    first = loss_value(5)
+    assert loss_value(5) == first
+    assert loss_value(6) != first

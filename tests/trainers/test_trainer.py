@@ -179,6 +179,16 @@ def test_encoder_is_shared_by_belief_transform_and_elbo(tmp_path):
     assert len(belief) == 1 and belief[0].encoder is encoder
 
 
+@pytest.mark.parametrize(
+    "algo", [{}, {"name": "rl2", "ppo": {"encoder_grad": True}}], ids=["varibad", "rl2"]
+)
+def test_the_trained_encoder_stays_in_training_mode(tmp_path, algo):
+    # cuDNN (on a GPU) refuses the backward pass of a GRU in eval mode.
+    trainer = make_trainer(tmp_path, algo=algo)
+    trainer.train()
+    assert all(module.training for module in trainer.agent.encoder.modules())
+
+
 def test_ppo_update_moves_policy_not_encoder(tmp_path):
     trainer = make_trainer(tmp_path)
     assert trainer.config.algo.ppo.encoder_grad is False

@@ -276,3 +276,18 @@ def test_hyper_state_transform_and_compose():
     composed = varibad_transforms(make_encoder())
     assert isinstance(composed[0], VariationalBelief)
     assert composed[1].out_keys == ["hyper_state"]
+
+
+def test_transformed_env_leaves_the_shared_encoder_in_training_mode():
+    # TorchRL puts a transform in eval mode when a TransformedEnv takes it; the encoder is the
+    # ELBO's, and cuDNN refuses the backward pass of a GRU in eval mode.
+    env, encoder = make_env()
+    belief = env.transform[0]
+    assert isinstance(belief, VariationalBelief)
+    assert not belief.training
+    assert all(module.training for module in encoder.modules())
+    belief.eval()
+    env.eval()
+    assert all(module.training for module in encoder.modules())
+    encoder.eval()  # the owner still sets it
+    assert not any(module.training for module in encoder.modules())

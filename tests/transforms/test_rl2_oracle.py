@@ -95,3 +95,11 @@ def test_oracle_hyper_state_is_observation_and_task():
     torch.testing.assert_close(rollout["hyper_state"][..., 2:], rollout["task"])
     # the task is constant within a task and differs across envs
     assert torch.equal(rollout["task"][:, 0], rollout["task"][:, -1])
+
+
+def test_rl2_env_leaves_the_memory_in_training_mode():
+    env, gru = make_rl2_env()
+    memory = env.transform[0]
+    assert isinstance(memory, RL2Memory) and not memory.training
+    env.eval()
+    assert all(module.training for module in gru.modules())

@@ -60,9 +60,10 @@ class ELBOLoss(LossModule):
     decode_subsample : int, optional
         Number of transitions j to decode per ELBO step (``None``: all T).
     generator : torch.Generator, optional
-        The random stream of the sub-sampling and of the reparameterised latents (on the
-        device of the trajectories); ``None``: torch's global one. May be set later as
-        ``loss.generator``.
+        The random stream of the sub-sampling and of the reparameterised latents, drawn on its
+        own device and moved to the trajectories' (so a CPU generator gives the same numbers
+        for trajectories on any device); ``None``: torch's global one on the trajectories'
+        device. May be set later as ``loss.generator``.
 
     Examples
     --------
@@ -155,7 +156,13 @@ class ELBOLoss(LossModule):
     def _subsample(self, full: int, wanted: int | None, device: torch.device) -> torch.Tensor:
         if wanted is None or wanted >= full:
             return torch.arange(full, device=device)
-        return torch.randperm(full, device=device, generator=self.generator)[:wanted].sort().values
+        index = torch.randperm(full, device=self._random_device(device), generator=self.generator)
+        return index[:wanted].sort().values.to(device)
+
+    def _random_device(self, device: torch.device) -> torch.device:
+        """Where random numbers are drawn: on the generator's device (the same numbers for data
+        on any device), else on the data's with torch's global generator."""
+        return self.generator.device if self.generator is not None else device
 
     def _required(self, tensordict: TensorDictBase, key: NestedKey) -> torch.Tensor:
         value = tensordict.get(key, None)
@@ -223,7 +230,9 @@ class ELBOLoss(LossModule):
         elbo_index = self._subsample(t + 1, self.elbo_subsample, device)
         elbo_scale = (t + 1) / len(elbo_index)
         std = torch.exp(0.5 * logvar[:, elbo_index])
-        noise = torch.randn(std.shape, dtype=std.dtype, device=std.device, generator=self.generator)
+        noise = torch.randn(
+            std.shape, dtype=std.dtype, device=self._random_device(device), generator=self.generator
+        ).to(device)
         latent = mean[:, elbo_index] + std * noise  # [N, Te, L]
 
         decode_index = self._subsample(t, self.decode_subsample, device)

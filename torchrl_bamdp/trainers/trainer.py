@@ -191,7 +191,9 @@ class Trainer:
                 self.return_scaler = ReturnScaler(ppo.gamma).to(self.device)
         # The ELBO's own random stream (sub-sampling, latent samples): with it an ELBO update
         # draws the same numbers whether it runs after PPO or beside it (train.parallel_updates).
-        self.elbo_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        # On the CPU, like the task and buffer generators: a seed draws the same numbers, and a
+        # checkpoint's state loads, on any device.
+        self.elbo_generator = torch.Generator().manual_seed(config.seed + 1)
         if self.agent.elbo_loss is not None:
             self.elbo_optimizer = torch.optim.Adam(
                 self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
@@ -761,11 +763,14 @@ class Trainer:
             self.last_eval = state["last_eval"]
 
         def rng() -> None:
-            torch.set_rng_state(state["rng"]["torch"])
-            self.env.task_generator.set_state(state["rng"]["task_generator"])
-            self.buffer.generator.set_state(state["rng"]["buffer_generator"])
-            if "elbo_generator" in state["rng"]:  # absent from checkpoints before 2026-11-26
-                self.elbo_generator.set_state(state["rng"]["elbo_generator"].cpu())
+            # The states of CPU generators, which map_location moved to this run's device: a
+            # run trained on a GPU resumes (or is evaluated) on the CPU and the other way round.
+            saved = {name: value.cpu() for name, value in state["rng"].items()}
+            torch.set_rng_state(saved["torch"])
+            self.env.task_generator.set_state(saved["task_generator"])
+            self.buffer.generator.set_state(saved["buffer_generator"])
+            if "elbo_generator" in saved:  # absent from checkpoints before 2026-11-26
+                self.elbo_generator.set_state(saved["elbo_generator"])
 
         load("frames/iteration", scalars)
         for part, module in self._stateful_parts().items():

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
+from torch import nn
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import CatTensors, Compose, Transform
 
@@ -17,7 +18,35 @@ BELIEF_LOGVAR: tuple[str, str] = ("belief", "logvar")
 BELIEF_HIDDEN: tuple[str, str] = ("belief", "hidden")
 
 
-class VariationalBelief(Transform):
+class SharedEncoderTransform(Transform):
+    """A transform that runs an encoder whose training a loss owns (``self.encoder``).
+
+    A ``TransformedEnv`` puts every transform it takes in eval mode. Passed on to the encoder,
+    that would also put the ELBO's (or RL2's PPO) encoder in eval mode, and cuDNN refuses the
+    backward pass of a recurrent layer in eval mode (``cudnn RNN backward can only be called in
+    training mode``): VariBAD and RL2 could not train on a GPU. So ``train``/``eval`` set the
+    mode of this transform and of its other children, never the shared encoder's.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.modules import BeliefEncoder
+    >>> encoder = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    >>> belief = VariationalBelief(encoder).eval()
+    >>> belief.training, encoder.training
+    (False, True)
+    """
+
+    encoder: nn.Module
+
+    def train(self, mode: bool = True) -> SharedEncoderTransform:
+        self.training = mode
+        for child in self.children():
+            if child is not self.encoder:
+                child.train(mode)
+        return self
+
+
+class VariationalBelief(SharedEncoderTransform):
     """Carry the VariBAD posterior q(m | tau_:t) in the tensordict, one GRU step per env step.
 
     On reset (a new task) it writes the prior N(0, I) and a zero hidden state; on every step it

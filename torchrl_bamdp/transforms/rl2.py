@@ -16,15 +16,15 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import Composite, Unbounded
-from torchrl.envs.transforms import Compose, Transform
+from torchrl.envs.transforms import Compose
 
 from torchrl_bamdp.modules.encoder import BeliefEncoder
-from torchrl_bamdp.transforms.belief import hyper_state_transform
+from torchrl_bamdp.transforms.belief import SharedEncoderTransform, hyper_state_transform
 
 RL2_HIDDEN: tuple[str, str] = ("rl2", "hidden")
 
 
-class RL2Memory(Transform):
+class RL2Memory(SharedEncoderTransform):
     """Carry RL2's recurrent state in the tensordict, one GRU step per env step.
 
     On reset (a new task) the hidden state is zero; on every step the GRU reads the action

@@ -1,0 +1,64 @@
+"""Smoke test of the device parity script, CPU against CPU (CI has no GPU).
+
+On a GPU machine the same script compares the CPU with ``--device cuda``; here it must run end
+to end, write its report, pass on identical devices, and fail when the envs differ.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "device_parity.py"
+TINY = ["--device", "cpu", "--frames", "3840", "--sizes", "64", "--steps", "60"]
+
+
+@pytest.fixture(scope="module")
+def parity():
+    spec = importlib.util.spec_from_file_location("device_parity", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_cpu_against_cpu_passes_and_writes_the_report(parity, tmp_path, capsys):
+    out = tmp_path / "parity.json"
+    assert parity.main([*TINY, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["checks"] == {
+        "env identical": True,
+        "beliefs close": True,
+        "rewards identical": True,
+    }
+    assert report["env"]["check_env_specs"] == "passed" and report["env"]["goal_rewards"] > 0
+    assert report["belief"]["hyper_state_max_abs_difference_fp32"] == 0.0
+    assert {run["frames"] for run in report["train"].values()} == {3840}
+    assert all(run["parallel_updates"] for run in report["train"].values())
+    for check in report["checkpoint"].values():
+        assert check["meta_test_mean_cpu"] == check["meta_test_mean_device"]
+    assert [(row["device"], row["num_envs"]) for row in report["throughput"]] == [
+        ("cpu", 64),
+        ("device", 64),
+    ]
+    assert "parity checks: all passed" in capsys.readouterr().out
+
+
+def test_different_envs_fail_the_check(parity, tmp_path, monkeypatch, capsys):
+    make_env = parity.make_env_from_config
+    calls = []
+
+    def second_env_reseeded(config, seed, device, **changes):
+        calls.append(device)  # the second env built is env_parity's "device" one
+        return make_env(config, seed=seed + (len(calls) == 2), device=device, **changes)
+
+    monkeypatch.setattr(parity, "make_env_from_config", second_env_reseeded)
+    assert parity.main([*TINY, "--out", str(tmp_path / "parity.json")]) == 1
+    assert "parity checks: FAILED: env identical" in capsys.readouterr().out

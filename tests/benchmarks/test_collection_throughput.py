@@ -6,10 +6,8 @@ the frame counts and that every rate and ratio is there and positive.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,15 +36,8 @@ COMPONENTS = [
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("collection_throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def bench(load_script):
+    return load_script(SCRIPT)
 
 
 def test_benchmark_report(bench, tmp_path, capsys):

@@ -6,9 +6,7 @@ to end, write its report, pass on identical devices, and fail when the envs diff
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,15 +16,8 @@ TINY = ["--device", "cpu", "--frames", "3840", "--sizes", "64", "--steps", "60"]
 
 
 @pytest.fixture(scope="module")
-def parity():
-    spec = importlib.util.spec_from_file_location("device_parity", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def parity(load_script):
+    return load_script(SCRIPT)
 
 
 def test_cpu_against_cpu_passes_and_writes_the_report(parity, tmp_path, capsys):

@@ -6,9 +6,7 @@ process); the real measurement is ``benchmarks/soak.py`` at 1M frames.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -50,15 +48,8 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def soak():
-    spec = importlib.util.spec_from_file_location("soak", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(spec.name, None)
+def soak(load_script):
+    return load_script(SCRIPT)
 
 
 def test_soak_report_schema(soak, tmp_path, capsys):

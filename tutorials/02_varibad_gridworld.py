@@ -21,7 +21,9 @@
 #
 # This tutorial wires these pieces in plain Python: no Hydra, no `Trainer`. Every line of the
 # loop below is also in `torchrl_bamdp/trainers/trainer.py` (`_train_frames`, `ppo_update`,
-# `elbo_update`), which adds logging, checkpoints, NaN guards and evaluation schedules on top.
+# `elbo_update`), which adds logging, checkpoints, NaN guards and evaluation schedules on top,
+# and runs the ELBO update in a second thread while PPO updates (`train.parallel_updates`; the
+# same result, faster on 2 cores).
 #
 # Run: `.venv/bin/python tutorials/02_varibad_gridworld.py` (about 1.5 minutes on 2 CPU cores;
 # `BAMDP_TUTORIAL_FAST=1` trains for a few batches only, `BAMDP_TUTORIAL_OUT` sets the output

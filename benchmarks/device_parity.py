@@ -129,7 +129,7 @@ def train_config(device: torch.device, frames: int) -> Any:
     )
 
 
-def belief_parity(device: torch.device) -> dict[str, Any]:
+def belief_parity(device: torch.device, workdir: Path) -> dict[str, Any]:
     """Beliefs of one batch on both devices, with the device's default float settings (cuDNN's
     recurrent layers may use TF32 on Ampere and later) and with TF32 off."""
     config = train_config(torch.device("cpu"), 3840)
@@ -138,7 +138,7 @@ def belief_parity(device: torch.device) -> dict[str, Any]:
 
     def rollout(where: torch.device):
         # A new Trainer each time: the same seeded weights and tasks.
-        trainer = Trainer(train_config(where, 3840), tempfile.mkdtemp())
+        trainer = Trainer(train_config(where, 3840), tempfile.mkdtemp(dir=workdir))
         with torch.no_grad():
             return trainer.train_env.rollout(
                 steps, scripted_policy(actions), break_when_any_done=False
@@ -161,12 +161,12 @@ def belief_parity(device: torch.device) -> dict[str, Any]:
     }
 
 
-def train_and_cross_evaluate(device: torch.device, frames: int) -> dict[str, Any]:
+def train_and_cross_evaluate(device: torch.device, frames: int, workdir: Path) -> dict[str, Any]:
     devices = {"cpu": torch.device("cpu"), "device": device}
     runs: dict[str, Any] = {}
     run_dirs = {}
     for name, where in devices.items():
-        run_dirs[name] = Path(tempfile.mkdtemp())
+        run_dirs[name] = workdir / f"run_{name}"
         trainer = Trainer(train_config(where, frames), run_dirs[name])
         synchronize(where)
         start = time.perf_counter()
@@ -248,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["env"] = env_parity(device)
     print(f"env parity: {report['env']}", flush=True)
-    report["belief"] = belief_parity(device)
-    print(f"belief parity: {report['belief']}", flush=True)
-    report.update(train_and_cross_evaluate(device, args.frames))
+    # The runs' directories (configs, metrics, checkpoints) are removed at the end.
+    with tempfile.TemporaryDirectory() as workdir:
+        report["belief"] = belief_parity(device, Path(workdir))
+        print(f"belief parity: {report['belief']}", flush=True)
+        report.update(train_and_cross_evaluate(device, args.frames, Path(workdir)))
     report["throughput"] = throughput(device, args.sizes, args.steps)
 
     header = f"{'training run':<12} {'frames':>8} {'s':>7} {'frames/s':>9}"

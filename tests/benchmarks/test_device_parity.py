@@ -53,3 +53,9 @@ def test_different_envs_fail_the_check(parity, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(parity, "make_env_from_config", second_env_reseeded)
     assert parity.main([*TINY, "--out", str(tmp_path / "parity.json")]) == 1
     assert "parity checks: FAILED: env identical" in capsys.readouterr().out
+
+
+def test_bad_device_fails_at_argument_parsing(parity, capsys):
+    with pytest.raises(SystemExit):
+        parity.main(["--device", "nope"])
+    assert "--device 'nope'" in capsys.readouterr().err

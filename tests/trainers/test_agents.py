@@ -155,3 +155,90 @@ def test_trainer_trains_a_user_made_agent(tmp_path):
     before = params(trainer.agent.actor)
     assert trainer.train()["frames"] == 480
     assert moved(before, trainer.agent.actor)
+
+
+@pytest.mark.parametrize("name", TRAINED_ALGORITHMS)
+def test_every_trained_agent_can_be_time_aware(name):
+    env = make_env(num_envs=2)
+    plain = build_agent(load_config(algo_config(name)), env)
+    data = algo_config(name)
+    data["algo"]["ppo"]["time_features"] = True
+    agent = build_agent(load_config(data), env)
+    td_plain = plain.transformed_env(env).reset()
+    td = agent.transformed_env(env).reset()
+    width = td_plain["hyper_state"].shape[-1]
+    assert td["hyper_state"].shape == (2, width + 2)
+    assert td["hyper_state"][:, width:].eq(0).all()
+    agent.actor(td)
+    assert td["action"].shape == (2,)
+    assert agent.critic(td)["state_value"].shape == (2, 1)
+
+
+def test_reencoded_hyper_state_carries_the_same_time_features():
+    data = algo_config("rl2")
+    data["algo"]["ppo"]["time_features"] = True
+    env = make_env(num_envs=2, seed=0)
+    agent = build_agent(load_config(data), env)
+    with torch.no_grad():
+        rollout = agent.transformed_env(env).rollout(60, agent.actor, break_when_any_done=False)
+    reencoded = agent.reencode(rollout)
+    torch.testing.assert_close(reencoded, rollout["hyper_state"], atol=1e-5, rtol=1e-5)
+
+
+def test_time_aware_varibad_trains_and_meta_tests_on_more_episodes(tmp_path):
+    data = tiny(480)
+    data["algo"]["ppo"]["time_features"] = True
+    data["train"]["eval_episodes"] = 6
+    trainer = Trainer(load_config(data), tmp_path)
+    result = trainer.train()
+    assert result["frames"] == 480
+    assert len(result["eval"]["mean"]) == 6
+
+
+def test_time_features_must_be_a_bool():
+    with pytest.raises(ConfigError, match="algo.ppo.time_features"):
+        load_config({"algo": {"ppo": {"time_features": "yes"}}})
+
+
+@pytest.mark.parametrize("policy_belief", ["decoded", "latent+decoded"])
+def test_varibad_policy_on_the_decoded_belief_trains(policy_belief, tmp_path):
+    data = algo_config("varibad", total_frames=480)
+    data["algo"]["policy_belief"] = policy_belief
+    trainer = Trainer(load_config(data), tmp_path)
+    width = {"decoded": 2 + 25, "latent+decoded": 2 + 10 + 25}[policy_belief]
+    assert trainer.train_env.reset()["hyper_state"].shape[-1] == width
+    actor = params(trainer.agent.actor)
+    assert trainer.train()["frames"] == 480
+    assert moved(actor, trainer.agent.actor)
+
+
+def test_reencoded_decoded_belief_equals_the_online_one_and_reaches_the_encoder():
+    data = algo_config("varibad")
+    data["algo"]["policy_belief"] = "latent+decoded"
+    data["algo"]["ppo"]["encoder_grad"] = True
+    env = make_env(num_envs=2, seed=0)
+    agent = build_agent(load_config(data), env)
+    with torch.no_grad():
+        rollout = agent.transformed_env(env).rollout(60, agent.actor, break_when_any_done=False)
+    reencoded = agent.reencode(rollout)
+    torch.testing.assert_close(reencoded, rollout["hyper_state"], atol=1e-5, rtol=1e-5)
+    reencoded[..., -25:].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.encoder.parameters())
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}}, "algo.name='varibad'"),
+        ({"env": {"name": "point_robot_sparse"}}, "reward decoder 'mse'"),
+        ({}, "must be one of"),
+    ],
+)
+def test_policy_belief_is_validated_at_config_load(changes, match):
+    data = {"algo": {"policy_belief": "decoded" if changes else "probs"}}
+    for section, values in changes.items():
+        data.setdefault(section, {}).update(values)
+        if section == "algo":
+            data["algo"]["policy_belief"] = "decoded"
+    with pytest.raises(ConfigError, match=match):
+        load_config(data)

@@ -49,6 +49,8 @@ ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "ran
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
+#: What VariBAD's policy reads of the belief (``algo.policy_belief``; see ``varibad_transforms``).
+POLICY_BELIEFS = ("latent", "decoded", "latent+decoded")
 #: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
 FINITE_TASK_FAMILIES = {"cheetah_dir": 2, "ant_dir": 2}
 LOGGER_BACKENDS = ("csv", "wandb")
@@ -224,6 +226,9 @@ class PPOConfig:
     ``entropy_coef_final`` (``None``: a constant ``entropy_coef``) anneals the entropy
     coefficient linearly from ``entropy_coef`` at the first batch to ``entropy_coef_final`` at
     ``train.total_frames`` (kept after), by frame count, so a resumed run continues it exactly.
+    ``time_features`` appends the time of the task (fraction of the inner episode taken, index
+    of the inner episode) to the hyper-state of the policy and the critic
+    (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`).
 
     Examples
     --------
@@ -256,6 +261,7 @@ class PPOConfig:
     activation: str = "tanh"
     normalize_input: bool = True
     encoder_grad: bool = False
+    time_features: bool = False
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -282,6 +288,10 @@ class PPOConfig:
 class AlgoConfig:
     """The algorithm: which belief, and how each part is trained.
 
+    ``policy_belief`` (VariBAD) is what the policy reads of the belief: ``latent`` (the
+    original: mean and log-variance), ``decoded`` (the reward decoder's per-cell goal
+    probabilities of the mean; GridNavi) or ``latent+decoded``.
+
     Examples
     --------
     >>> load_config({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}}).algo.name
@@ -299,9 +309,11 @@ class AlgoConfig:
     decoders: DecoderConfig = field(default_factory=DecoderConfig)
     elbo: ELBOConfig = field(default_factory=ELBOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    policy_belief: str = "latent"
 
     def validate(self, path: str) -> None:
         _choice(path, "name", self.name, ALGO_NAMES)
+        _choice(path, "policy_belief", self.policy_belief, POLICY_BELIEFS)
 
 
 @dataclass
@@ -439,6 +451,15 @@ class Config:
             raise ConfigError(
                 "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
                 f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
+            )
+        if self.algo.policy_belief != "latent" and (
+            self.algo.name != "varibad" or self.reward_decoder != "grid_cells"
+        ):
+            raise ConfigError(
+                f"algo.policy_belief={self.algo.policy_belief!r} decodes VariBAD's belief with "
+                "the per-cell GridNavi reward decoder: it needs algo.name='varibad' and "
+                f"algo.decoders.reward='grid_cells' (got algo.name={self.algo.name!r}, reward "
+                f"decoder {self.reward_decoder!r}); use 'latent' otherwise"
             )
         if self.algo.name in GRIDWORLD_ONLY_ALGOS and self.env.name != "gridworld":
             raise ConfigError(

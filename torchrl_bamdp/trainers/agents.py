@@ -11,12 +11,15 @@ and the policy that reads it (DESIGN.md §2: swapping an algorithm is swapping a
 ``bayes_optimal``  exact posterior over goal cells (GridNavi)  exact DP policy, not trained
 ``random``         none                                        uniform actions, not trained
 =================  ==========================================  ===============================
+
+With ``algo.ppo.time_features`` every trained agent's hyper-state ends with the time of the task
+(:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -44,6 +47,7 @@ from torchrl_bamdp.transforms import varibad_transforms
 from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
 from torchrl_bamdp.transforms.oracle import oracle_transforms
 from torchrl_bamdp.transforms.rl2 import RL2Memory, rl2_transforms
+from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
 
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
 TRAINED_ALGORITHMS = ("varibad", "rl2", "oracle", "belief_oracle")
@@ -164,7 +168,7 @@ def _encoder(config: Config, obs_dim: int, env: BAMDPEnv) -> BeliefEncoder:
 def _actor_critic(config: Config, env: BAMDPEnv, input_dim: int) -> tuple[nn.Module, nn.Module]:
     ppo = config.algo.ppo
     return make_actor_critic(
-        input_dim,
+        input_dim + (TIME_FEATURES if ppo.time_features else 0),
         env.action_spec,
         ppo.hidden,
         ppo.activation,
@@ -197,19 +201,33 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         elbo_subsample=algo.elbo.elbo_subsample,
         decode_subsample=algo.elbo.decode_subsample,
     )
-    actor, critic = _actor_critic(config, env, obs_dim + 2 * latent)
+    policy_belief = algo.policy_belief
+    belief_dim = {
+        "latent": 2 * latent,
+        "decoded": env_cfg.grid_size**2,
+        "latent+decoded": 2 * latent + env_cfg.grid_size**2,
+    }[policy_belief]
+    actor, critic = _actor_critic(config, env, obs_dim + belief_dim)
 
     def reencode(tasks: TensorDictBase) -> torch.Tensor:
         mean, logvar, _ = encoder.sequence(
             tasks["action"], tasks["next", "reward"], tasks["next", "observation"]
         )
-        return torch.cat([tasks["observation"], mean[:, :-1], logvar[:, :-1]], dim=-1)
+        mean, logvar = mean[:, :-1], logvar[:, :-1]
+        parts = [tasks["observation"]]
+        if policy_belief != "decoded":
+            parts += [mean, logvar]
+        if policy_belief != "latent":
+            # RL gradients reach the encoder through the decoder; the decoder's own parameters
+            # are not PPO's (the ELBO optimiser clears their gradients before each step).
+            parts.append(reward_decoder.probabilities(mean))
+        return torch.cat(parts, dim=-1)
 
     return Agent(
         "varibad",
         actor,
         critic,
-        lambda: varibad_transforms(encoder),
+        lambda: varibad_transforms(encoder, reward_decoder, policy_belief),
         encoder=encoder,
         elbo_loss=elbo_loss,
         reencode=reencode if algo.ppo.encoder_grad else None,
@@ -230,6 +248,30 @@ def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     )
 
 
+def _time_aware(agent: Agent, config: Config) -> Agent:
+    """``agent`` with :class:`TimeAwareHyperState` after its hyper-state transforms."""
+    length, episodes = config.env.episode_length, config.env.episodes_per_task
+    make_transforms = agent.make_transforms
+    reencode = agent.reencode
+
+    def make_time_aware_transforms() -> Transform:
+        # Flat, not nested: a Compose inside a Compose breaks TorchRL's parent lookup.
+        inner = make_transforms()
+        parts = list(inner) if isinstance(inner, Compose) else [inner]
+        return Compose(*parts, TimeAwareHyperState(length, episodes))
+
+    def reencode_time_aware(tasks: TensorDictBase) -> torch.Tensor:
+        hyper_state = reencode(tasks)
+        times = time_features(tasks["step_in_episode"], tasks["episode"], length, episodes)
+        return torch.cat([hyper_state, times.to(hyper_state)], dim=-1)
+
+    return replace(
+        agent,
+        make_transforms=make_time_aware_transforms,
+        reencode=None if reencode is None else reencode_time_aware,
+    )
+
+
 def build_agent(config: Config, env: BAMDPEnv) -> Agent:
     """Build the agent of ``config.algo.name`` for ``env`` (an untransformed BAMDP env).
 
@@ -244,6 +286,13 @@ def build_agent(config: Config, env: BAMDPEnv) -> Agent:
     >>> build_agent(load_config({"algo": {"name": "bayes_optimal"}}), env).trains_policy
     False
     """
+    agent = _build_agent(config, env)
+    if agent.trains_policy and config.algo.ppo.time_features:
+        return _time_aware(agent, config)
+    return agent
+
+
+def _build_agent(config: Config, env: BAMDPEnv) -> Agent:
     name = config.algo.name
     obs_dim = env.observation_spec["observation"].shape[-1]
     if name == "varibad":

@@ -1,9 +1,11 @@
 """Transforms that turn a state into a hyper-state."""
 
 from torchrl_bamdp.transforms.belief import (
+    BELIEF_DECODED,
     BELIEF_HIDDEN,
     BELIEF_LOGVAR,
     BELIEF_MEAN,
+    DecodedBelief,
     VariationalBelief,
     hyper_state_transform,
     varibad_transforms,
@@ -15,19 +17,25 @@ from torchrl_bamdp.transforms.exact_belief import (
 )
 from torchrl_bamdp.transforms.oracle import oracle_transforms
 from torchrl_bamdp.transforms.rl2 import RL2_HIDDEN, RL2Memory, rl2_transforms
+from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
 
 __all__ = [
+    "BELIEF_DECODED",
     "BELIEF_HIDDEN",
     "BELIEF_LOGVAR",
     "BELIEF_MEAN",
     "BELIEF_PROBS",
+    "DecodedBelief",
     "ExactGridBelief",
     "RL2_HIDDEN",
     "RL2Memory",
+    "TIME_FEATURES",
+    "TimeAwareHyperState",
     "VariationalBelief",
     "exact_belief_transforms",
     "hyper_state_transform",
     "oracle_transforms",
     "rl2_transforms",
+    "time_features",
     "varibad_transforms",
 ]

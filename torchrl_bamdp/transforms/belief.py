@@ -11,11 +11,14 @@ from torch import nn
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import CatTensors, Compose, Transform
 
+from torchrl_bamdp.configs.schema import POLICY_BELIEFS
 from torchrl_bamdp.modules.encoder import BeliefEncoder
 
 BELIEF_MEAN: tuple[str, str] = ("belief", "mean")
 BELIEF_LOGVAR: tuple[str, str] = ("belief", "logvar")
 BELIEF_HIDDEN: tuple[str, str] = ("belief", "hidden")
+#: The learned belief decoded into per-cell goal probabilities (:class:`DecodedBelief`).
+BELIEF_DECODED: tuple[str, str] = ("belief", "decoded")
 
 
 class SharedEncoderTransform(Transform):
@@ -154,6 +157,85 @@ class VariationalBelief(SharedEncoderTransform):
         return observation_spec
 
 
+class DecodedBelief(Transform):
+    """Decode the belief's mean into what it says about the task, as a policy input.
+
+    The latent space of the encoder is only defined up to what the decoder makes of it: while
+    the ELBO trains, the same posterior can move to other latent coordinates, and a policy
+    reading ``(mean, logvar)`` sees its input drift. The decoder's output keeps its meaning:
+    with the GridNavi per-cell head it is the probability that the goal is in each cell (the
+    heatmap of the belief rollouts), which is what the exact belief oracle gives its policy.
+    Writes ``("belief", "decoded")`` = ``decoder.probabilities(mean)`` after every belief update
+    and on reset, without gradients (the ELBO alone trains the decoder).
+
+    Parameters
+    ----------
+    decoder : nn.Module
+        A decoder with ``probabilities(latent) -> [..., n]`` and ``grid_size`` (n =
+        ``grid_size ** 2``), e.g. :class:`~torchrl_bamdp.modules.GridCellRewardDecoder`; the
+        very module the ELBO trains.
+    mean_key, out_key : NestedKey
+        The belief mean to decode and where to write the decoded belief.
+
+    Examples
+    --------
+    >>> from torchrl.envs import Compose, TransformedEnv
+    >>> from torchrl_bamdp.envs import make_env
+    >>> from torchrl_bamdp.modules import GridCellRewardDecoder
+    >>> encoder = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    >>> decoder = GridCellRewardDecoder(latent_dim=5, grid_size=5)
+    >>> env = TransformedEnv(
+    ...     make_env(num_envs=3), Compose(VariationalBelief(encoder), DecodedBelief(decoder))
+    ... )
+    >>> env.rand_step(env.reset())["next", "belief", "decoded"].shape
+    torch.Size([3, 25])
+    """
+
+    def __init__(
+        self,
+        decoder: nn.Module,
+        mean_key: NestedKey = BELIEF_MEAN,
+        out_key: NestedKey = BELIEF_DECODED,
+    ) -> None:
+        if not hasattr(decoder, "probabilities") or not hasattr(decoder, "grid_size"):
+            raise TypeError(
+                f"decoder must have probabilities(latent) and grid_size (a per-cell decoder such "
+                f"as GridCellRewardDecoder), got {type(decoder).__name__}"
+            )
+        super().__init__(in_keys=[mean_key], out_keys=[out_key])
+        # Not a submodule: the ELBO loss owns the decoder (its mode, device and checkpoint).
+        self._decoder = [decoder]
+
+    @property
+    def decoder(self) -> nn.Module:
+        return self._decoder[0]
+
+    def _decode(self, tensordict: TensorDictBase) -> TensorDictBase:
+        with torch.no_grad():
+            probs = self.decoder.probabilities(tensordict.get(self.in_keys[0]))
+        tensordict.set(self.out_keys[0], probs)
+        return tensordict
+
+    def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
+        return self._decode(next_tensordict)
+
+    def _reset(
+        self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
+    ) -> TensorDictBase:
+        return self._decode(tensordict_reset)
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return self._decode(tensordict)
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        mean = observation_spec[self.in_keys[0]]
+        cells = self.decoder.grid_size**2
+        observation_spec[self.out_keys[0]] = Unbounded(
+            shape=(*mean.shape[:-1], cells), device=mean.device
+        )
+        return observation_spec
+
+
 def hyper_state_transform(
     belief_keys: Sequence[NestedKey] = (BELIEF_MEAN, BELIEF_LOGVAR),
     observation_key: NestedKey = "observation",
@@ -172,8 +254,14 @@ def hyper_state_transform(
     )
 
 
-def varibad_transforms(encoder: BeliefEncoder) -> Compose:
+def varibad_transforms(
+    encoder: BeliefEncoder, decoder: nn.Module | None = None, policy_belief: str = "latent"
+) -> Compose:
     """Belief transform followed by the hyper-state concatenation, ready for ``TransformedEnv``.
+
+    ``policy_belief`` picks the belief part of ``hyper_state``: ``"latent"`` (the original:
+    mean and log-variance), ``"decoded"`` (``decoder``'s per-cell goal probabilities, see
+    :class:`DecodedBelief`) or ``"latent+decoded"`` (both).
 
     Examples
     --------
@@ -181,4 +269,13 @@ def varibad_transforms(encoder: BeliefEncoder) -> Compose:
     >>> len(varibad_transforms(enc))
     2
     """
-    return Compose(VariationalBelief(encoder), hyper_state_transform())
+    if policy_belief not in POLICY_BELIEFS:
+        raise ValueError(f"policy_belief must be one of {POLICY_BELIEFS} (got {policy_belief!r})")
+    if policy_belief == "latent":
+        return Compose(VariationalBelief(encoder), hyper_state_transform())
+    if decoder is None:
+        raise ValueError(f"policy_belief={policy_belief!r} needs the decoder")
+    keys = [BELIEF_DECODED] if policy_belief == "decoded" else [BELIEF_MEAN, BELIEF_LOGVAR]
+    if policy_belief == "latent+decoded":
+        keys.append(BELIEF_DECODED)
+    return Compose(VariationalBelief(encoder), DecodedBelief(decoder), hyper_state_transform(keys))

@@ -362,8 +362,11 @@ show(by_hand.plot_latents(OUT / "fig3b_latents", title=f"VariBAD latent, goal {G
 #
 # ## 6. The shortcut: `Trainer` and `record_belief_rollout`
 #
-# `Trainer(config, run_dir)` builds exactly these pieces from a validated config (the defaults
-# are the values used above) and runs this loop with logging, checkpoints and evaluation.
+# `Trainer(config, run_dir)` builds exactly these pieces from a validated config and runs this
+# loop with logging, checkpoints and evaluation. Its GridNavi defaults add two policy inputs that
+# this hand-built agent leaves out: the decoded belief instead of the latent
+# (`algo.policy_belief`) and the time of the task (`algo.ppo.time_features`); they also anneal
+# the entropy coefficient from 0.03 to 0 (see the README). We set the two inputs to this agent's.
 # To show that the hand-built agent and the trainer's agent are the same thing, we load our
 # trained weights into a trainer's agent (no training) and let it evaluate and record the
 # belief rollout: the numbers and the figure are the same.
@@ -373,6 +376,7 @@ config = load_config(
     {
         "seed": SEED,
         "env": {"num_envs": NUM_ENVS},
+        "algo": {"policy_belief": "latent", "ppo": {"time_features": False}},
         "train": {"eval_tasks": EVAL_TASKS, "progress_bar": False, "figures": False},
     }
 )

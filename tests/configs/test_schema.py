@@ -584,13 +584,32 @@ def test_env_workers_is_validated():
         assert f"config.env.workers is a MuJoCo option: leave it at 0 for env.name={name!r}" in msg
 
 
-def test_entropy_coef_is_constant_by_default_for_every_algorithm_and_family():
-    """The schedule is opt-in: no shipped config anneals the entropy coefficient (README)."""
+def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not():
+    """GridNavi (every algorithm): entropy 0.03 -> 0 and time features, the setting measured in
+    the README; the continuous families keep the original's constant entropy, no time."""
     names = [o for g, o in _group_options() if g == "algo"]
     envs = [o for g, o in _group_options() if g == "env"]
     assert names and envs
     for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
-        assert load_config(_compose(overrides)).algo.ppo.entropy_coef_final is None, overrides
+        ppo = load_config(_compose(overrides)).algo.ppo
+        gridworld = overrides[0].startswith("algo=") or overrides == ["env=gridworld"]
+        if gridworld:
+            assert (ppo.entropy_coef, ppo.entropy_coef_final) == (0.03, 0.0), overrides
+        else:
+            assert ppo.entropy_coef_final is None, overrides
+        assert ppo.time_features is gridworld, overrides
+
+
+def test_policy_belief_auto_is_decoded_only_for_gridnavi_varibad():
+    names = [o for g, o in _group_options() if g == "algo"]
+    envs = [o for g, o in _group_options() if g == "env"]
+    for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
+        config = load_config(_compose(overrides))
+        assert config.algo.policy_belief == "auto"
+        decoded = config.algo.name == "varibad" and config.env.name == "gridworld"
+        assert config.policy_belief == ("decoded" if decoded else "latent"), overrides
+    latent = load_config(_compose(["algo.policy_belief=latent"]))
+    assert latent.policy_belief == "latent"
 
 
 def test_entropy_coef_final_is_validated():

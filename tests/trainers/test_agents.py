@@ -33,7 +33,13 @@ def moved(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
 def test_every_algorithm_is_built():
     assert set(TRAINED_ALGORITHMS) | set(REFERENCE_ALGORITHMS) == set(ALGO_NAMES)
     env = make_env(num_envs=2)
-    dims = {"varibad": 2 + 10, "rl2": 2 + 64, "oracle": 2 + 2, "belief_oracle": 2 + 25}
+    # observation + belief (VariBAD: the decoded per-cell belief) + time of the task
+    dims = {
+        "varibad": 2 + 25 + 2,
+        "rl2": 2 + 64 + 2,
+        "oracle": 2 + 2 + 2,
+        "belief_oracle": 2 + 25 + 2,
+    }
     for name in ALGO_NAMES:
         agent = build_agent(load_config(algo_config(name)), env)
         assert agent.name == name
@@ -160,8 +166,9 @@ def test_trainer_trains_a_user_made_agent(tmp_path):
 @pytest.mark.parametrize("name", TRAINED_ALGORITHMS)
 def test_every_trained_agent_can_be_time_aware(name):
     env = make_env(num_envs=2)
-    plain = build_agent(load_config(algo_config(name)), env)
     data = algo_config(name)
+    data["algo"]["ppo"]["time_features"] = False
+    plain = build_agent(load_config(data), env)
     data["algo"]["ppo"]["time_features"] = True
     agent = build_agent(load_config(data), env)
     td_plain = plain.transformed_env(env).reset()
@@ -206,7 +213,7 @@ def test_varibad_policy_on_the_decoded_belief_trains(policy_belief, tmp_path):
     data["algo"]["policy_belief"] = policy_belief
     trainer = Trainer(load_config(data), tmp_path)
     width = {"decoded": 2 + 25, "latent+decoded": 2 + 10 + 25}[policy_belief]
-    assert trainer.train_env.reset()["hyper_state"].shape[-1] == width
+    assert trainer.train_env.reset()["hyper_state"].shape[-1] == width + 2  # + time
     actor = params(trainer.agent.actor)
     assert trainer.train()["frames"] == 480
     assert moved(actor, trainer.agent.actor)

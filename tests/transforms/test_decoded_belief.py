@@ -90,3 +90,21 @@ def test_bad_arguments():
         varibad_transforms(encoder, None, "decoded")
     with pytest.raises(TypeError, match="per-cell decoder"):
         DecodedBelief(RewardDecoder(5, 2, 5, [8], discrete_actions=True))
+
+
+def test_a_replayed_reset_writes_the_saved_decoded_prior_once():
+    env, decoder = make_env("decoded")
+    first = env.reset()[BELIEF_DECODED]
+    torch.testing.assert_close(decoded_transform(env).last_reset, first, rtol=0, atol=0)
+    saved = first.clone()
+    with torch.no_grad():  # the updates after the reset change the decoder ...
+        for p in decoder.parameters():
+            p.add_(0.5)
+    decoded_transform(env).replay_next_reset = saved  # ... a resumed run replays that reset
+    torch.testing.assert_close(env.reset()[BELIEF_DECODED], saved, rtol=0, atol=0)
+    assert decoded_transform(env).replay_next_reset is None
+    assert not torch.equal(env.reset()[BELIEF_DECODED], saved)  # only once
+
+
+def decoded_transform(env: TransformedEnv) -> DecodedBelief:
+    return next(t for t in env.transform if isinstance(t, DecodedBelief))

@@ -50,7 +50,7 @@ ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "ran
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
 #: What VariBAD's policy reads of the belief (``algo.policy_belief``; see ``varibad_transforms``).
-POLICY_BELIEFS = ("latent", "decoded", "latent+decoded")
+POLICY_BELIEFS = ("auto", "latent", "decoded", "latent+decoded")
 #: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
 FINITE_TASK_FAMILIES = {"cheetah_dir": 2, "ant_dir": 2}
 LOGGER_BACKENDS = ("csv", "wandb")
@@ -251,8 +251,8 @@ class PPOConfig:
     value_clip: float | None = None
     gamma: float = 0.99
     lmbda: float = 0.95
-    entropy_coef: float = 0.01
-    entropy_coef_final: float | None = None
+    entropy_coef: float = 0.03
+    entropy_coef_final: float | None = 0.0
     critic_coef: float = 0.5
     max_grad_norm: float = 0.5
     normalize_advantage: bool = True
@@ -261,7 +261,7 @@ class PPOConfig:
     activation: str = "tanh"
     normalize_input: bool = True
     encoder_grad: bool = False
-    time_features: bool = False
+    time_features: bool = True
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -290,7 +290,9 @@ class AlgoConfig:
 
     ``policy_belief`` (VariBAD) is what the policy reads of the belief: ``latent`` (the
     original: mean and log-variance), ``decoded`` (the reward decoder's per-cell goal
-    probabilities of the mean; GridNavi) or ``latent+decoded``.
+    probabilities of the mean; GridNavi) or ``latent+decoded``; ``auto`` (default) is
+    ``decoded`` for VariBAD with the per-cell GridNavi decoder and ``latent`` otherwise
+    (:attr:`Config.policy_belief`).
 
     Examples
     --------
@@ -309,7 +311,7 @@ class AlgoConfig:
     decoders: DecoderConfig = field(default_factory=DecoderConfig)
     elbo: ELBOConfig = field(default_factory=ELBOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
-    policy_belief: str = "latent"
+    policy_belief: str = "auto"
 
     def validate(self, path: str) -> None:
         _choice(path, "name", self.name, ALGO_NAMES)
@@ -452,7 +454,7 @@ class Config:
                 "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
                 f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
             )
-        if self.algo.policy_belief != "latent" and (
+        if self.algo.policy_belief not in ("auto", "latent") and (
             self.algo.name != "varibad" or self.reward_decoder != "grid_cells"
         ):
             raise ConfigError(
@@ -529,6 +531,23 @@ class Config:
         if reward == "auto":
             return "grid_cells" if self.env.name == "gridworld" else "mse"
         return reward
+
+    @property
+    def policy_belief(self) -> str:
+        """``algo.policy_belief`` resolved: ``auto`` is ``decoded`` for VariBAD with the
+        per-cell GridNavi reward decoder, else ``latent``.
+
+        Examples
+        --------
+        >>> load_config({}).policy_belief
+        'decoded'
+        >>> load_config({"algo": {"decoders": {"reward": "mse"}}}).policy_belief
+        'latent'
+        """
+        if self.algo.policy_belief != "auto":
+            return self.algo.policy_belief
+        grid_varibad = self.algo.name == "varibad" and self.reward_decoder == "grid_cells"
+        return "decoded" if grid_varibad else "latent"
 
     @property
     def steps_per_batch(self) -> int:

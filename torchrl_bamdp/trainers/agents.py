@@ -201,7 +201,7 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         elbo_subsample=algo.elbo.elbo_subsample,
         decode_subsample=algo.elbo.decode_subsample,
     )
-    policy_belief = algo.policy_belief
+    policy_belief = config.policy_belief
     belief_dim = {
         "latent": 2 * latent,
         "decoded": env_cfg.grid_size**2,

@@ -20,7 +20,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
-from torchrl.envs import TransformedEnv
+from torchrl.envs import Compose, TransformedEnv
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
@@ -50,6 +50,7 @@ from torchrl_bamdp.trainers.health import (
     nonfinite_terms,
 )
 from torchrl_bamdp.trainers.logging import MetricsLogger
+from torchrl_bamdp.transforms.belief import DecodedBelief
 from torchrl_bamdp.utils import atomic_write_text
 
 CHECKPOINT_NAME = "last.pt"
@@ -696,7 +697,19 @@ class Trainer:
                 "buffer_generator": self.buffer.generator.get_state(),
                 "elbo_generator": self.elbo_generator.get_state(),
             },
+            # What the collector's last reset decoded (VariBAD with algo.policy_belief decoded),
+            # written again by the resumed run's first reset: see DecodedBelief.
+            "pending_reset": {"decoded_belief": self._decoded_belief_transform_last_reset()},
         }
+
+    def _decoded_belief_transform(self) -> DecodedBelief | None:
+        transforms = self.train_env.transform
+        steps = list(transforms) if isinstance(transforms, Compose) else [transforms]
+        return next((t for t in steps if isinstance(t, DecodedBelief)), None)
+
+    def _decoded_belief_transform_last_reset(self) -> torch.Tensor | None:
+        transform = self._decoded_belief_transform()
+        return None if transform is None else transform.last_reset
 
     def _stateful_parts(self) -> dict[str, Any]:
         modules = self.agent.modules()
@@ -781,3 +794,11 @@ class Trainer:
         load("buffer", lambda: self.buffer.load_state_dict(state["buffer"]))
         load("health", lambda: self.health.load_state_dict(state.get("health", {})))
         load("rng", rng)
+
+        def pending_reset() -> None:
+            transform = self._decoded_belief_transform()
+            decoded = state.get("pending_reset", {}).get("decoded_belief")
+            if transform is not None and decoded is not None:
+                transform.replay_next_reset = decoded
+
+        load("pending_reset", pending_reset)

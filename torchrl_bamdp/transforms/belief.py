@@ -205,6 +205,12 @@ class DecodedBelief(Transform):
         super().__init__(in_keys=[mean_key], out_keys=[out_key])
         # Not a submodule: the ELBO loss owns the decoder (its mode, device and checkpoint).
         self._decoder = [decoder]
+        # A collector resets finished envs at the end of a batch, before the updates, so the
+        # first step of the next batch reads the prior decoded with the weights of before the
+        # updates. A checkpoint keeps what that reset wrote (``last_reset``), and a resumed run
+        # writes it again at its first reset (``replay_next_reset``), as the uninterrupted run.
+        self.last_reset: torch.Tensor | None = None
+        self.replay_next_reset: torch.Tensor | None = None
 
     @property
     def decoder(self) -> nn.Module:
@@ -222,7 +228,14 @@ class DecodedBelief(Transform):
     def _reset(
         self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
     ) -> TensorDictBase:
-        return self._decode(tensordict_reset)
+        replay, self.replay_next_reset = self.replay_next_reset, None
+        mean = tensordict_reset.get(self.in_keys[0])
+        if replay is not None and replay.shape[:-1] == mean.shape[:-1]:
+            tensordict_reset.set(self.out_keys[0], replay.to(mean.device))
+        else:
+            self._decode(tensordict_reset)
+        self.last_reset = tensordict_reset.get(self.out_keys[0]).detach().clone()
+        return tensordict_reset
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         return self._decode(tensordict)

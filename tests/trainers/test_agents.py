@@ -11,7 +11,7 @@ from torchrl_bamdp.configs.schema import ALGO_NAMES, ENV_NAMES
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer, build_agent
-from torchrl_bamdp.trainers.agents import REFERENCE_ALGORITHMS, TRAINED_ALGORITHMS
+from torchrl_bamdp.trainers.agents import REFERENCE_ALGORITHMS, TRAINED_ALGORITHMS, Agent
 
 
 def algo_config(name: str, total_frames: int = 480, **sections) -> dict:
@@ -181,15 +181,23 @@ def test_every_trained_agent_can_be_time_aware(name):
     assert agent.critic(td)["state_value"].shape == (2, 1)
 
 
-def test_reencoded_hyper_state_carries_the_same_time_features():
-    data = algo_config("rl2")
-    data["algo"]["ppo"]["time_features"] = True
+def reencode_one_task(data: dict) -> tuple[torch.Tensor, Agent]:
+    """Collect one whole task with ``data``'s agent, re-encode it and check it equals the
+    online hyper-state; returns the re-encoded one (with gradients)."""
     env = make_env(num_envs=2, seed=0)
     agent = build_agent(load_config(data), env)
     with torch.no_grad():
         rollout = agent.transformed_env(env).rollout(60, agent.actor, break_when_any_done=False)
     reencoded = agent.reencode(rollout)
     torch.testing.assert_close(reencoded, rollout["hyper_state"], atol=1e-5, rtol=1e-5)
+    return reencoded, agent
+
+
+def test_reencoded_hyper_state_carries_the_same_time_features():
+    data = algo_config("rl2")
+    data["algo"]["ppo"]["time_features"] = True
+    reencoded, _ = reencode_one_task(data)
+    assert reencoded.shape[-1] == 2 + 64 + 2
 
 
 def test_time_aware_varibad_trains_and_meta_tests_on_more_episodes(tmp_path):
@@ -223,13 +231,8 @@ def test_reencoded_decoded_belief_equals_the_online_one_and_reaches_the_encoder(
     data = algo_config("varibad")
     data["algo"]["policy_belief"] = "latent+decoded"
     data["algo"]["ppo"]["encoder_grad"] = True
-    env = make_env(num_envs=2, seed=0)
-    agent = build_agent(load_config(data), env)
-    with torch.no_grad():
-        rollout = agent.transformed_env(env).rollout(60, agent.actor, break_when_any_done=False)
-    reencoded = agent.reencode(rollout)
-    torch.testing.assert_close(reencoded, rollout["hyper_state"], atol=1e-5, rtol=1e-5)
-    reencoded[..., -25:].sum().backward()
+    reencoded, agent = reencode_one_task(data)
+    reencoded[..., -27:-2].sum().backward()  # the decoded belief (before the 2 time features)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.encoder.parameters())
 
 

@@ -30,10 +30,10 @@ REQUIRED_ENTRIES = (
     "rng",
 )
 
-#: Entries a checkpoint may lack: ``health`` and ``train_seconds`` (older checkpoints),
-#: ``encoder`` (only RL2's recurrent memory is stored outside ``elbo_loss``) and
-#: ``return_scaler`` (only with ``algo.ppo.normalize_reward``).
-OPTIONAL_ENTRIES = ("health", "train_seconds", "encoder", "return_scaler")
+#: Entries a checkpoint may lack: ``health``, ``train_seconds`` and ``pending_reset``
+#: (older checkpoints), ``encoder`` (only RL2's recurrent memory is stored outside
+#: ``elbo_loss``) and ``return_scaler`` (only with ``algo.ppo.normalize_reward``).
+OPTIONAL_ENTRIES = ("health", "train_seconds", "pending_reset", "encoder", "return_scaler")
 
 #: Config fields (dotted paths; a section means all its fields) that must be equal between the
 #: checkpoint and the run loading it: they fix parameter shapes, the functions the networks
@@ -50,6 +50,8 @@ ARCHITECTURE_FIELDS = (
     "algo.ppo.activation",
     "algo.ppo.normalize_input",
     "algo.ppo.encoder_grad",
+    "algo.ppo.time_features",
+    "algo.policy_belief",
 )
 
 _MISSING = object()

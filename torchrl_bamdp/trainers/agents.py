@@ -12,6 +12,8 @@ and the policy that reads it (DESIGN.md §2: swapping an algorithm is swapping a
 ``random``         none                                        uniform actions, not trained
 =================  ==========================================  ===============================
 
+With ``algo.policy_belief`` decoded (the GridNavi default, ``auto``) VariBAD's policy reads
+[s, decoded belief] (:class:`~torchrl_bamdp.transforms.DecodedBelief`) instead of the latent.
 With ``algo.ppo.time_features`` every trained agent's hyper-state ends with the time of the task
 (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic.
 """

@@ -86,6 +86,8 @@ def test_bad_arguments():
     encoder, decoder = parts()
     with pytest.raises(ValueError, match="policy_belief must be one of"):
         varibad_transforms(encoder, decoder, "heatmap")
+    with pytest.raises(ValueError, match="'auto' is resolved by the config"):
+        varibad_transforms(encoder, decoder, "auto")
     with pytest.raises(ValueError, match="needs the decoder"):
         varibad_transforms(encoder, None, "decoded")
     with pytest.raises(TypeError, match="per-cell decoder"):

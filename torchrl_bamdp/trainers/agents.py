@@ -46,6 +46,12 @@ from torchrl_bamdp.modules import (
 from torchrl_bamdp.modules.actor_critic import SamplingPolicy, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
 from torchrl_bamdp.transforms import varibad_transforms
+from torchrl_bamdp.transforms.belief import (
+    BELIEF_DECODED,
+    BELIEF_LOGVAR,
+    BELIEF_MEAN,
+    policy_belief_keys,
+)
 from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
 from torchrl_bamdp.transforms.oracle import oracle_transforms
 from torchrl_bamdp.transforms.rl2 import RL2Memory, rl2_transforms
@@ -204,26 +210,20 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         decode_subsample=algo.elbo.decode_subsample,
     )
     policy_belief = config.policy_belief
-    belief_dim = {
-        "latent": 2 * latent,
-        "decoded": env_cfg.grid_size**2,
-        "latent+decoded": 2 * latent + env_cfg.grid_size**2,
-    }[policy_belief]
-    actor, critic = _actor_critic(config, env, obs_dim + belief_dim)
+    belief_keys = policy_belief_keys(policy_belief)
+    sizes = {BELIEF_MEAN: latent, BELIEF_LOGVAR: latent, BELIEF_DECODED: env_cfg.grid_size**2}
+    actor, critic = _actor_critic(config, env, obs_dim + sum(sizes[k] for k in belief_keys))
 
     def reencode(tasks: TensorDictBase) -> torch.Tensor:
         mean, logvar, _ = encoder.sequence(
             tasks["action"], tasks["next", "reward"], tasks["next", "observation"]
         )
-        mean, logvar = mean[:, :-1], logvar[:, :-1]
-        parts = [tasks["observation"]]
-        if policy_belief != "decoded":
-            parts += [mean, logvar]
-        if policy_belief != "latent":
+        belief = {BELIEF_MEAN: mean[:, :-1], BELIEF_LOGVAR: logvar[:, :-1]}
+        if BELIEF_DECODED in belief_keys:
             # RL gradients reach the encoder through the decoder; the decoder's own parameters
             # are not PPO's (the ELBO optimiser clears their gradients before each step).
-            parts.append(reward_decoder.probabilities(mean))
-        return torch.cat(parts, dim=-1)
+            belief[BELIEF_DECODED] = reward_decoder.probabilities(belief[BELIEF_MEAN])
+        return torch.cat([tasks["observation"], *(belief[k] for k in belief_keys)], dim=-1)
 
     return Agent(
         "varibad",

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -699,17 +700,15 @@ class Trainer:
             },
             # What the collector's last reset decoded (VariBAD with algo.policy_belief decoded),
             # written again by the resumed run's first reset: see DecodedBelief.
-            "pending_reset": {"decoded_belief": self._decoded_belief_transform_last_reset()},
+            "pending_reset": {"decoded_belief": getattr(self._decoded_belief, "last_reset", None)},
         }
 
-    def _decoded_belief_transform(self) -> DecodedBelief | None:
+    @cached_property
+    def _decoded_belief(self) -> DecodedBelief | None:
+        """The training env's :class:`DecodedBelief` transform, if its agent has one."""
         transforms = self.train_env.transform
         steps = list(transforms) if isinstance(transforms, Compose) else [transforms]
         return next((t for t in steps if isinstance(t, DecodedBelief)), None)
-
-    def _decoded_belief_transform_last_reset(self) -> torch.Tensor | None:
-        transform = self._decoded_belief_transform()
-        return None if transform is None else transform.last_reset
 
     def _stateful_parts(self) -> dict[str, Any]:
         modules = self.agent.modules()
@@ -796,9 +795,8 @@ class Trainer:
         load("rng", rng)
 
         def pending_reset() -> None:
-            transform = self._decoded_belief_transform()
             decoded = state.get("pending_reset", {}).get("decoded_belief")
-            if transform is not None and decoded is not None:
-                transform.replay_next_reset = decoded
+            if self._decoded_belief is not None and decoded is not None:
+                self._decoded_belief.replay_next_reset = decoded
 
         load("pending_reset", pending_reset)

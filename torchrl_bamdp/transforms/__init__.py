@@ -8,6 +8,7 @@ from torchrl_bamdp.transforms.belief import (
     DecodedBelief,
     VariationalBelief,
     hyper_state_transform,
+    policy_belief_keys,
     varibad_transforms,
 )
 from torchrl_bamdp.transforms.exact_belief import (
@@ -35,6 +36,7 @@ __all__ = [
     "exact_belief_transforms",
     "hyper_state_transform",
     "oracle_transforms",
+    "policy_belief_keys",
     "rl2_transforms",
     "time_features",
     "varibad_transforms",

@@ -11,7 +11,6 @@ from torch import nn
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import CatTensors, Compose, Transform
 
-from torchrl_bamdp.configs.schema import POLICY_BELIEFS
 from torchrl_bamdp.modules.encoder import BeliefEncoder
 
 BELIEF_MEAN: tuple[str, str] = ("belief", "mean")
@@ -267,6 +266,30 @@ def hyper_state_transform(
     )
 
 
+def policy_belief_keys(policy_belief: str) -> list[NestedKey]:
+    """The belief entries of ``hyper_state``, in order, for a resolved ``algo.policy_belief``.
+
+    The one place that fixes the layout: the transforms build ``hyper_state`` from these keys,
+    and the agent sizes its networks and re-encodes stored tasks from them.
+
+    Examples
+    --------
+    >>> policy_belief_keys("latent+decoded")
+    [('belief', 'mean'), ('belief', 'logvar'), ('belief', 'decoded')]
+    """
+    layouts = {
+        "latent": [BELIEF_MEAN, BELIEF_LOGVAR],
+        "decoded": [BELIEF_DECODED],
+        "latent+decoded": [BELIEF_MEAN, BELIEF_LOGVAR, BELIEF_DECODED],
+    }
+    if policy_belief not in layouts:
+        raise ValueError(
+            f"policy_belief must be one of {list(layouts)} (got {policy_belief!r}; 'auto' is "
+            "resolved by the config: Config.policy_belief)"
+        )
+    return layouts[policy_belief]
+
+
 def varibad_transforms(
     encoder: BeliefEncoder, decoder: nn.Module | None = None, policy_belief: str = "latent"
 ) -> Compose:
@@ -282,13 +305,9 @@ def varibad_transforms(
     >>> len(varibad_transforms(enc))
     2
     """
-    if policy_belief not in POLICY_BELIEFS:
-        raise ValueError(f"policy_belief must be one of {POLICY_BELIEFS} (got {policy_belief!r})")
-    if policy_belief == "latent":
-        return Compose(VariationalBelief(encoder), hyper_state_transform())
+    keys = policy_belief_keys(policy_belief)
+    if BELIEF_DECODED not in keys:
+        return Compose(VariationalBelief(encoder), hyper_state_transform(keys))
     if decoder is None:
         raise ValueError(f"policy_belief={policy_belief!r} needs the decoder")
-    keys = [BELIEF_DECODED] if policy_belief == "decoded" else [BELIEF_MEAN, BELIEF_LOGVAR]
-    if policy_belief == "latent+decoded":
-        keys.append(BELIEF_DECODED)
     return Compose(VariationalBelief(encoder), DecodedBelief(decoder), hyper_state_transform(keys))

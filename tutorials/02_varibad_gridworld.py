@@ -363,10 +363,12 @@ show(by_hand.plot_latents(OUT / "fig3b_latents", title=f"VariBAD latent, goal {G
 # ## 6. The shortcut: `Trainer` and `record_belief_rollout`
 #
 # `Trainer(config, run_dir)` builds exactly these pieces from a validated config and runs this
-# loop with logging, checkpoints and evaluation. Its GridNavi defaults add two policy inputs that
-# this hand-built agent leaves out: the decoded belief instead of the latent
-# (`algo.policy_belief`) and the time of the task (`algo.ppo.time_features`); they also anneal
-# the entropy coefficient from 0.03 to 0 (see the README). We set the two inputs to this agent's.
+# loop with logging, checkpoints and evaluation. Its GridNavi defaults add inputs that this
+# hand-built agent leaves out: the decoded belief instead of the latent (`algo.policy_belief`)
+# and the time of the task (`algo.ppo.time_features`) for the policy and the critic, and the true
+# task for the critic only (`algo.ppo.critic_task`, a privileged critic used in training); they
+# also anneal the entropy coefficient from 0.03 to 0 (see the README). We set the three inputs
+# to this agent's.
 # To show that the hand-built agent and the trainer's agent are the same thing, we load our
 # trained weights into a trainer's agent (no training) and let it evaluate and record the
 # belief rollout: the numbers and the figure are the same.
@@ -376,7 +378,10 @@ config = load_config(
     {
         "seed": SEED,
         "env": {"num_envs": NUM_ENVS},
-        "algo": {"policy_belief": "latent", "ppo": {"time_features": False}},
+        "algo": {
+            "policy_belief": "latent",
+            "ppo": {"time_features": False, "critic_task": False},
+        },
         "train": {"eval_tasks": EVAL_TASKS, "progress_bar": False, "figures": False},
     }
 )

@@ -585,8 +585,9 @@ def test_env_workers_is_validated():
 
 
 def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not():
-    """GridNavi (every algorithm): entropy 0.03 -> 0 and time features, the setting measured in
-    the README; the continuous families keep the original's constant entropy, no time."""
+    """GridNavi (every algorithm): entropy 0.03 -> 0, time features and the privileged critic,
+    the setting measured in the README; the continuous families keep the original's constant
+    entropy, no time, a critic on the hyper-state only."""
     names = [o for g, o in _group_options() if g == "algo"]
     envs = [o for g, o in _group_options() if g == "env"]
     assert names and envs
@@ -598,6 +599,7 @@ def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not
         else:
             assert ppo.entropy_coef_final is None, overrides
         assert ppo.time_features is gridworld, overrides
+        assert ppo.critic_task is gridworld, overrides
 
 
 def test_policy_belief_auto_is_decoded_only_for_gridnavi_varibad():

@@ -71,3 +71,33 @@ def test_sampling_policy_shares_the_actors_parameters():
     actor = _actor("continuous")
     policy = SamplingPolicy(actor)
     assert {id(p) for p in policy.parameters()} == {id(p) for p in actor.parameters()}
+
+
+def test_privileged_critic_reads_the_task_through_its_own_normaliser_the_actor_does_not():
+    torch.manual_seed(0)
+    actor, critic = make_actor_critic(6, SPECS["discrete"], hidden=[16], critic_extra={"task": 2})
+    assert critic.in_keys == ["hyper_state", "task"]
+    assert "task" not in actor.in_keys
+    (hyper_norm,) = find_input_normalizers(actor)
+    shared, task_norm = find_input_normalizers(critic)
+    assert shared is hyper_norm and (hyper_norm.key, task_norm.key) == ("hyper_state", "task")
+
+    hyper_state, task = torch.randn(8, 6), torch.rand(8, 2) * 4
+    td = TensorDict({"hyper_state": hyper_state, "task": task}, [8])
+    with torch.no_grad():
+        logits = actor(td.clone())["logits"]
+        other_task = actor(td.clone().set("task", task + 1))["logits"]
+        value = critic(td.clone())["state_value"]
+        value_other_task = critic(td.clone().set("task", task + 1))["state_value"]
+    assert torch.equal(logits, other_task)  # the policy never reads the task
+    assert not torch.allclose(value, value_other_task)
+
+    # After an update the critic sees the task standardised by the tracked statistics.
+    seen = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]])
+    task_norm.update(seen)
+    mean, std = seen.mean(0), seen.var(0, unbiased=False).sqrt()
+    with torch.no_grad():
+        normalised = critic(td.clone())["state_value"]
+        task_norm.count.zero_()  # identity again: feed the standardised task by hand
+        expected = critic(td.clone().set("task", (task - mean) / std))["state_value"]
+    torch.testing.assert_close(normalised, expected)

@@ -170,6 +170,7 @@ MISMATCHES = [
     ("algo.ppo.hidden", [32], "algo.ppo.hidden: checkpoint [64, 64], this run [32]"),
     ("algo.ppo.encoder_grad", True, "algo.ppo.encoder_grad: checkpoint False, this run True"),
     ("algo.ppo.time_features", False, "algo.ppo.time_features: checkpoint True, this run False"),
+    ("algo.ppo.critic_task", False, "algo.ppo.critic_task: checkpoint True, this run False"),
     ("algo.policy_belief", "latent", "algo.policy_belief: checkpoint 'auto', this run 'latent'"),
     ("algo.decoders.reward", "mse", "decoders.reward: checkpoint 'auto', this run 'mse'"),
     ("env.episode_length", 10, "env.episode_length: checkpoint 15, this run 10"),

@@ -10,6 +10,7 @@ from torchrl_bamdp.configs import ConfigError, load_config
 from torchrl_bamdp.configs.schema import ALGO_NAMES, ENV_NAMES
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
+from torchrl_bamdp.modules.actor_critic import find_input_normalizers
 from torchrl_bamdp.trainers import Trainer, build_agent
 from torchrl_bamdp.trainers.agents import REFERENCE_ALGORITHMS, TRAINED_ALGORITHMS, Agent
 
@@ -252,3 +253,25 @@ def test_policy_belief_is_validated_at_config_load(changes, match):
             data["algo"]["policy_belief"] = "decoded"
     with pytest.raises(ConfigError, match=match):
         load_config(data)
+
+
+@pytest.mark.parametrize("name", TRAINED_ALGORITHMS)
+def test_privileged_critic_trains_and_tracks_the_task(name, tmp_path):
+    data = algo_config(name)
+    data["algo"]["ppo"]["critic_task"] = True
+    trainer = Trainer(load_config(data), tmp_path)
+    actor, critic = trainer.agent.actor, trainer.agent.critic
+    assert critic.in_keys[-1] == "task" and "task" not in actor.in_keys
+    before = params(critic)
+    assert trainer.train()["frames"] == 480
+    assert moved(before, critic)
+    hyper_norm, task_norm = find_input_normalizers(critic)
+    # Both statistics saw every frame of the run; the goals lie on the 5 x 5 grid.
+    assert int(task_norm.count) == int(hyper_norm.count) == 480
+    assert task_norm.mean.ge(0).all() and task_norm.mean.le(4).all()
+    assert task_norm.var.gt(0).all()
+
+
+def test_critic_task_must_be_a_bool():
+    with pytest.raises(ConfigError, match="algo.ppo.critic_task"):
+        load_config({"algo": {"ppo": {"critic_task": "yes"}}})

@@ -228,7 +228,9 @@ class PPOConfig:
     ``train.total_frames`` (kept after), by frame count, so a resumed run continues it exactly.
     ``time_features`` appends the time of the task (fraction of the inner episode taken, index
     of the inner episode) to the hyper-state of the policy and the critic
-    (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`).
+    (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`). ``critic_task`` gives the critic
+    (not the policy) the true task as an extra input during training: a privileged critic,
+    which removes the variance of the unknown task from the advantages.
 
     Examples
     --------
@@ -262,6 +264,7 @@ class PPOConfig:
     normalize_input: bool = True
     encoder_grad: bool = False
     time_features: bool = True
+    critic_task: bool = True
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)

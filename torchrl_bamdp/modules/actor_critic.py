@@ -32,8 +32,12 @@ class InputNormalizer(nn.Module):
     tensor([[0., 0.]])
     """
 
-    def __init__(self, dim: int, clip: float = 10.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self, dim: int, clip: float = 10.0, eps: float = 1e-8, key: NestedKey = "hyper_state"
+    ) -> None:
         super().__init__()
+        # The entry of a collected batch whose statistics this normaliser tracks.
+        self.key = key
         self.clip = clip
         self.eps = eps
         self.register_buffer("mean", torch.zeros(dim))
@@ -74,13 +78,23 @@ def find_input_normalizers(module: nn.Module) -> list[InputNormalizer]:
 
 
 class _Scaled(nn.Module):
-    """Orthogonal init with a small last layer: a near-uniform initial policy, as PPO likes."""
+    """Orthogonal init with a small last layer: a near-uniform initial policy, as PPO likes.
+
+    It reads one or more inputs, each with its own normaliser (or none), and concatenates them.
+    """
 
     def __init__(
-        self, net: nn.Sequential, last_gain: float, normalizer: InputNormalizer | None = None
+        self,
+        net: nn.Sequential,
+        last_gain: float,
+        normalizer: InputNormalizer | None = None,
+        *extra_normalizers: InputNormalizer | None,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer
+        self.extra_normalizers = nn.ModuleList(
+            nn.Identity() if n is None else n for n in extra_normalizers
+        )
         for layer in net:
             if isinstance(layer, nn.Linear):
                 nn.init.orthogonal_(layer.weight, gain=2**0.5)
@@ -88,13 +102,19 @@ class _Scaled(nn.Module):
         nn.init.orthogonal_(net[-1].weight, gain=last_gain)
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
         # A NaN/inf reward or observation makes the belief, hence the input, non-finite; the
         # trainer discards such batches (train.on_nonfinite), but sampling an action from NaN
         # logits would crash the collection first. Finite inputs pass through unchanged.
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         if self.normalizer is not None:
             x = self.normalizer(x)
+        if extra:
+            parts = [
+                norm(torch.nan_to_num(e.to(x.dtype), nan=0.0, posinf=0.0, neginf=0.0))
+                for norm, e in zip(self.extra_normalizers, extra, strict=True)
+            ]
+            x = torch.cat([x, *parts], dim=-1)
         return self.net(x)
 
 
@@ -105,8 +125,14 @@ def make_actor_critic(
     activation: str = "tanh",
     in_key: NestedKey = "hyper_state",
     normalize_input: bool = True,
+    critic_extra: dict[NestedKey, int] | None = None,
 ) -> tuple[ProbabilisticActor, ValueOperator]:
     """Build a PPO actor and critic that read ``in_key`` (the hyper-state by default).
+
+    ``critic_extra`` gives the critic more inputs than the actor, e.g. ``{"task": 2}`` for a
+    *privileged* critic that knows the true task during training (the actor never reads it).
+    As a baseline it keeps the policy gradient unbiased, since the action is drawn from the
+    hyper-state alone; it removes the variance of the unknown task from the advantages.
 
     Discrete (``Categorical``) action specs get a categorical policy over logits; continuous
     (bounded) specs get a ``TanhNormal`` policy with a state-dependent scale. The actor writes
@@ -126,7 +152,11 @@ def make_actor_critic(
         The input entry.
     normalize_input : bool
         Put one shared :class:`InputNormalizer` in front of both networks (update it with
-        ``find_input_normalizers(actor)[0].update(batch["hyper_state"])``).
+        ``find_input_normalizers(actor)[0].update(batch["hyper_state"])``), and one per
+        ``critic_extra`` entry in front of the critic (each normaliser's ``key`` names the entry
+        it tracks).
+    critic_extra : dict or None
+        Extra critic inputs, entry -> size, concatenated after ``in_key``.
 
     Examples
     --------
@@ -136,8 +166,12 @@ def make_actor_critic(
     >>> td = actor(TensorDict({"hyper_state": torch.zeros(4, 12)}, [4]))
     >>> td["action"].shape, critic(td)["state_value"].shape
     (torch.Size([4]), torch.Size([4, 1]))
+    >>> _, critic = make_actor_critic(12, Categorical(5, shape=(4,)), critic_extra={"task": 2})
+    >>> critic.in_keys, [n.key for n in find_input_normalizers(critic)]
+    (['hyper_state', 'task'], ['hyper_state', 'task'])
     """
-    norm = InputNormalizer(input_dim) if normalize_input else None
+    extra = dict(critic_extra or {})
+    norm = InputNormalizer(input_dim, key=in_key) if normalize_input else None
     if isinstance(action_spec, Categorical):
         logits = _Scaled(make_mlp(input_dim, action_spec.n, hidden, activation), 0.01, norm)
         module = TensorDictModule(logits, in_keys=[in_key], out_keys=["logits"])
@@ -168,8 +202,13 @@ def make_actor_critic(
             },
             return_log_prob=True,
         )
-    critic_net = _Scaled(make_mlp(input_dim, 1, hidden, activation), 1.0, norm)
-    critic = ValueOperator(critic_net, in_keys=[in_key])
+    extra_norms = [
+        InputNormalizer(size, key=key) if normalize_input else None for key, size in extra.items()
+    ]
+    critic_net = _Scaled(
+        make_mlp(input_dim + sum(extra.values()), 1, hidden, activation), 1.0, norm, *extra_norms
+    )
+    critic = ValueOperator(critic_net, in_keys=[in_key, *extra])
     return actor, critic
 
 

@@ -175,12 +175,15 @@ def _encoder(config: Config, obs_dim: int, env: BAMDPEnv) -> BeliefEncoder:
 
 def _actor_critic(config: Config, env: BAMDPEnv, input_dim: int) -> tuple[nn.Module, nn.Module]:
     ppo = config.algo.ppo
+    # A privileged critic also reads the true task (training only; the actor never sees it).
+    critic_extra = {"task": env.observation_spec["task"].shape[-1]} if ppo.critic_task else None
     return make_actor_critic(
         input_dim + (TIME_FEATURES if ppo.time_features else 0),
         env.action_spec,
         ppo.hidden,
         ppo.activation,
         normalize_input=ppo.normalize_input,
+        critic_extra=critic_extra,
     )
 
 

@@ -51,6 +51,7 @@ ARCHITECTURE_FIELDS = (
     "algo.ppo.normalize_input",
     "algo.ppo.encoder_grad",
     "algo.ppo.time_features",
+    "algo.ppo.critic_task",
     "algo.policy_belief",
 )
 

@@ -327,8 +327,9 @@ class Trainer:
                 count += 1
         # Update the input statistics only after the epochs, so that the stored action
         # log-probabilities come from the very policy the PPO ratio starts from.
-        for normalizer in find_input_normalizers(self.agent.actor):
-            normalizer.update(batch.get("hyper_state"))
+        networks = nn.ModuleList([self.agent.actor, self.agent.critic])
+        for normalizer in find_input_normalizers(networks):
+            normalizer.update(batch.get(normalizer.key))
         metrics = {k: v / count for k, v in sums.items()} if count else {}
         metrics["lr"] = self.ppo_optimizer.param_groups[0]["lr"]
         return metrics

@@ -234,6 +234,37 @@ def test_architecture_differences_lists_every_field():
     )
 
 
+LEGACY = {
+    "algo.ppo.time_features": False,
+    "algo.ppo.critic_task": False,
+    "algo.policy_belief": "latent",
+}
+
+
+def test_checkpoint_older_than_a_field_resumes_with_the_old_behaviour(tmp_path):
+    """A checkpoint written before time_features, critic_task and policy_belief existed (its
+    config lacks them) was trained without them: it resumes with their old values, and a run
+    with the new defaults is refused with a message that says why."""
+    run_dir = tmp_path / "run"
+    Trainer(load_config(tiny(**LEGACY)), run_dir).train()
+    state = load_state(run_dir)
+    del state["config"]["algo"]["ppo"]["time_features"]
+    del state["config"]["algo"]["ppo"]["critic_task"]
+    del state["config"]["algo"]["policy_belief"]
+    torch.save(state, ckpt(run_dir))
+    resumed = Trainer(load_config(tiny(**LEGACY, **{"train.total_frames": 480})), run_dir)
+    assert resumed.frames == 240
+    assert resumed.train()["frames"] == 480
+    state = load_state(run_dir)  # the saved config now records the fields
+    assert state["config"]["algo"]["ppo"]["critic_task"] is False
+    del state["config"]["algo"]["ppo"]["critic_task"]
+    torch.save(state, ckpt(run_dir))
+    with pytest.raises(CheckpointError) as info:
+        Trainer(load_config(tiny(**{**LEGACY, "algo.ppo.critic_task": True})), run_dir)
+    phrase = "checkpoint False (not recorded: older checkpoint), this run True"
+    assert f"algo.ppo.critic_task: {phrase}" in str(info.value)
+
+
 # -- the console scripts -----------------------------------------------------------------------
 def test_eval_cli_exits_2_on_corrupt_checkpoint(run_dir, capsys):
     _garbage(ckpt(run_dir))

@@ -55,6 +55,15 @@ ARCHITECTURE_FIELDS = (
     "algo.policy_belief",
 )
 
+#: Architecture fields added after checkpoints were first written, with what the code did before
+#: they existed: a checkpoint whose config lacks one was trained with that value, so it resumes
+#: when the run sets it (e.g. ``algo.ppo.critic_task=false``) and is refused otherwise.
+LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
+    "algo.ppo.time_features": False,
+    "algo.ppo.critic_task": False,
+    "algo.policy_belief": "latent",
+}
+
 _MISSING = object()
 
 
@@ -130,15 +139,29 @@ def architecture_differences(
     >>> b = {"algo": {"encoder": {"latent_dim": 8}, "ppo": {"hidden": [64, 64]}}}
     >>> architecture_differences(a, b, ("algo.encoder", "algo.ppo.hidden"))
     ['algo.encoder.latent_dim: checkpoint 5, this run 8']
+
+    A field an older checkpoint lacks counts as the value the code had before it existed
+    (:data:`LEGACY_ARCHITECTURE_VALUES`):
+
+    >>> new = {"algo": {"ppo": {"critic_task": True}}}
+    >>> architecture_differences({"algo": {"ppo": {}}}, new, ("algo.ppo.critic_task",))
+    ['algo.ppo.critic_task: checkpoint False (not recorded: older checkpoint), this run True']
+    >>> new["algo"]["ppo"]["critic_task"] = False
+    >>> architecture_differences({"algo": {"ppo": {}}}, new, ("algo.ppo.critic_task",))
+    []
     """
     lines = []
     for path in fields:
-        old, new = _leaves(_lookup(saved, path), path), _leaves(_lookup(current, path), path)
+        saved_value, legacy = _lookup(saved, path), ""
+        if saved_value is _MISSING and path in LEGACY_ARCHITECTURE_VALUES:
+            saved_value = LEGACY_ARCHITECTURE_VALUES[path]
+            legacy = " (not recorded: older checkpoint)"
+        old, new = _leaves(saved_value, path), _leaves(_lookup(current, path), path)
         for name in sorted(old.keys() | new.keys()):
             a, b = old.get(name, _MISSING), new.get(name, _MISSING)
             if a != b:
                 show = [("missing" if v is _MISSING else repr(v)) for v in (a, b)]
-                lines.append(f"{name}: checkpoint {show[0]}, this run {show[1]}")
+                lines.append(f"{name}: checkpoint {show[0]}{legacy}, this run {show[1]}")
     return lines
 
 

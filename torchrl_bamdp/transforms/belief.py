@@ -229,6 +229,7 @@ class DecodedBelief(Transform):
     ) -> TensorDictBase:
         replay, self.replay_next_reset = self.replay_next_reset, None
         mean = tensordict_reset.get(self.in_keys[0])
+        # A resume with another env.num_envs cannot continue the run exactly anyway: decode.
         if replay is not None and replay.shape[:-1] == mean.shape[:-1]:
             tensordict_reset.set(self.out_keys[0], replay.to(mean.device))
         else:

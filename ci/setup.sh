@@ -4,8 +4,11 @@
 # torch is installed first with an exact pin: `pip install torch==2.13.0` takes the CPU wheel
 # available on the build machines, whereas letting the package's `torch>=...` requirement pull
 # torch would download a multi-GB CUDA build. The editable install is redone only when
-# pyproject.toml changed since the last successful install (a hash kept in a stamp file inside
-# .venv), so a repeated `make test` / `make demo` spends well under a second here.
+# pyproject.toml or constraints.txt changed since the last successful install (a hash kept in a
+# stamp file inside .venv), so a repeated `make test` / `make demo` spends well under a second.
+#
+# constraints.txt pins every package (and pip itself) to the versions the README's numbers were
+# measured with; `bash ci/lock.sh` refreshes it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,17 +24,18 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 VPY="$VENV/bin/python"
 
-# Hash of what decides the install: pyproject.toml (dependencies, extras, entry points).
-want="$("$VPY" -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' pyproject.toml)"
+# Hash of what decides the install: pyproject.toml (dependencies, extras, entry points) and the
+# pinned versions.
+want="$("$VPY" -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(p, "rb").read() for p in sys.argv[1:])).hexdigest())' pyproject.toml constraints.txt)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 if [[ "$want" == "$have" ]]; then
     exit 0
 fi
 
-echo "[setup] installing (pyproject.toml changed or no install stamp)"
+echo "[setup] installing (pyproject.toml or constraints.txt changed, or no install stamp)"
 rm -f "$STAMP"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$VPY" -m pip install --quiet --upgrade pip
+"$VPY" -m pip install --quiet -c constraints.txt --upgrade pip
 
 torch_installed="$("$VPY" -c 'import importlib.metadata as m
 try:
@@ -43,9 +47,9 @@ if [[ "${torch_installed%%+*}" == "$TORCH_VERSION" ]]; then
     echo "[setup] torch $torch_installed already installed"
 else
     echo "[setup] installing torch==$TORCH_VERSION"
-    "$VPY" -m pip install --quiet "torch==$TORCH_VERSION"
+    "$VPY" -m pip install --quiet -c constraints.txt "torch==$TORCH_VERSION"
 fi
 
-"$VPY" -m pip install --quiet -e ".[dev]"
+"$VPY" -m pip install --quiet -c constraints.txt -e ".[dev]"
 echo "$want" > "$STAMP"
 echo "[setup] done: $("$VPY" -c 'import torch, torchrl; print(f"torch {torch.__version__}, torchrl {torchrl.__version__}")')"

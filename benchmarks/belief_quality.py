@@ -14,7 +14,6 @@ ours; about 5 minutes on 2 cores), or pick settings with the options.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torchrl
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.modules import BeliefEncoder, GridCellRewardDecoder
 from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.utils import write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{p['goal_is_argmax_after_seen']:.2f} |"
             )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_result_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

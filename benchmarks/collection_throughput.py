@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import math
 import os
 import platform
@@ -72,6 +71,7 @@ from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import Config
 from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.trainers.agents import build_agent
+from torchrl_bamdp.utils import write_result_json
 
 FAMILY = "cheetah_vel"
 GYM_ID = "HalfCheetah-v5"
@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{load_start[0]:.2f} -> {load_end[0]:.2f}"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

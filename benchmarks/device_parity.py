@@ -28,7 +28,6 @@ Prints a table, writes JSON (``--out``); exits 1 if a parity check fails. Run::
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from torchrl.envs.utils import check_env_specs
 from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.utils import write_result_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "device_parity.json"
 STEP_KEYS = (
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report["checks"] = checks
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result_json(args.out, report)
     failed = [name for name, ok in checks.items() if not ok]
     print(f"\nparity checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}")
     return 1 if failed else 0

@@ -26,7 +26,6 @@ run, 2 processes; about 75 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 import torch
 
 from torchrl_bamdp.configs.schema import ENV_NAMES
+from torchrl_bamdp.utils import write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ("varibad", "rl2", "oracle", "belief_oracle")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     report["benchmark_wall_clock_s"] = time.perf_counter() - start
     name = f"{args.env}_baselines"
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    write_result_json(args.out / f"{name}.json", report)
     print((args.out / f"{name}.md").read_text())
 
 

@@ -22,7 +22,6 @@ the frame budget ends the run).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -34,6 +33,7 @@ from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNav
 from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.trainer import environment_info
+from torchrl_bamdp.utils import write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = run(args)
     print_table(report)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    write_result_json(args.out, report)
     print(f"\nwrote {args.out}")
     return report
 

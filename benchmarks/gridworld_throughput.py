@@ -26,7 +26,6 @@ Run it with ``make bench-throughput`` or::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -48,6 +47,7 @@ from torchrl.envs.utils import step_mdp
 from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
 from torchrl_bamdp.modules import BeliefEncoder
 from torchrl_bamdp.transforms import varibad_transforms
+from torchrl_bamdp.utils import write_result_json
 
 EPISODE_LENGTH = 15
 EPISODES_PER_TASK = 4
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -146,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from torchrl_bamdp.cli import compose_config
     from torchrl_bamdp.configs import config_to_dict
     from torchrl_bamdp.trainers import Trainer
+    from torchrl_bamdp.utils import write_result_json
 
     tmp = None
     run_dir = args.run_dir
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"(threshold {args.flat_threshold:g} %)"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_result_json(args.out, report)
     print(f"wrote {args.out}")
     return report
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +54,72 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+#: The checkout this package runs from (an editable install: the repository root).
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_paths(value: Any, roots: Sequence[str | Path] | None = None) -> Any:
+    """``value`` (nested dicts, lists, strings) with machine-specific paths made portable.
+
+    Result files are committed and read on other machines, so a path inside the repository is
+    written relative to it, a temporary directory as ``$TMPDIR`` and the home directory as
+    ``~``; everything else is returned unchanged. ``roots`` are the repository roots to strip
+    (default: the working directory and this package's checkout).
+
+    Examples
+    --------
+    >>> portable_paths({"argv": ["/repo/benchmarks/run.py", "--out", "/repo"]}, roots=["/repo"])
+    {'argv': ['benchmarks/run.py', '--out', '.']}
+    """
+    if roots is None:
+        roots = [Path.cwd(), PACKAGE_ROOT]
+    prefixes: list[tuple[str, str]] = []
+    for root in roots:
+        for form in {str(Path(root)), str(Path(root).resolve())}:
+            prefixes.append((form, "."))
+    for form in {tempfile.gettempdir(), str(Path(tempfile.gettempdir()).resolve())}:
+        prefixes.append((form, "$TMPDIR"))
+    home = os.path.expanduser("~")
+    if home not in ("/", "~"):
+        prefixes.append((home, "~"))
+    # Longest first: a repository inside the home directory is stripped as the repository.
+    prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+
+    def fix(text: str) -> str:
+        for prefix, short in prefixes:
+            if prefix in ("", "/"):
+                continue
+            text = text.replace(prefix + "/", "" if short == "." else short + "/")
+            if text == prefix:
+                text = short
+        return text
+
+    if isinstance(value, str):
+        return fix(value)
+    if isinstance(value, dict):
+        return {
+            fix(k) if isinstance(k, str) else k: portable_paths(v, roots) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [portable_paths(v, roots) for v in value]
+    return value
+
+
+def write_result_json(path: str | Path, report: Any) -> None:
+    """Write a result file (JSON, indented) with :func:`portable_paths` applied.
+
+    Examples
+    --------
+    >>> out = Path(tempfile.gettempdir()) / "bamdp-doctest" / "r.json"
+    >>> write_result_json(out, {"run_dir": str(out.parent / "run")})
+    >>> json.loads(out.read_text())["run_dir"]
+    '$TMPDIR/bamdp-doctest/run'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(portable_paths(report), indent=2) + "\n")
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from torchrl_bamdp.evaluation.plots import (
     plot_learning_curves,
     plot_per_episode_returns,
 )
+from torchrl_bamdp.utils import write_result_json
 
 #: Display names, in the order of tables and legends.
 ALGO_LABELS = {
@@ -466,7 +467,7 @@ def write_baseline_report(
     }
     name = name or f"{config.env.name}_baselines"
     (out / f"{name}.md").write_text(markdown_table(aggregated))
-    (out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    write_result_json(out / f"{name}.json", report)
     write_figures(
         aggregated,
         out,

@@ -237,3 +237,107 @@ def test_eval_usage_errors(tmp_path, capsys):
         assert "usage: bamdp-eval run_dir=" in err
         if "taks=8" in argv:
             assert "taks" in err
+
+
+# -- traps a new user hits (issue 18) ----------------------------------------------------------
+def test_struct_key_typo_without_plus_suggests_the_key(tmp_path):
+    proc = run(TRAIN, ["train.total_frame=1000", f"run_dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2
+    assert "unknown key 'train.total_frame'" in proc.stderr
+    assert "did you mean 'train.total_frames'?" in proc.stderr
+    assert "Traceback" not in proc.stderr and "not in struct" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("algo=_ppo", "'_ppo' is a partial shared by the algo configs, not one itself"),
+        ("algo=varibda", "no algo config 'varibda'; did you mean algo=varibad?"),
+        ("env=gridwrld", "no env config 'gridwrld'; did you mean env=gridworld?"),
+        ("seed=0,1", None),
+        ("hydra.job.chdir=false", None),
+        ("+train.total_frame=3", None),  # left to the schema, which names the key
+    ],
+)
+def test_check_overrides(override, message):
+    from torchrl_bamdp.cli import check_overrides
+
+    if message is None:
+        check_overrides([override])
+        return
+    with pytest.raises(ConfigError, match=message.replace("?", r"\?")) as err:
+        check_overrides([override])
+    if override.startswith("algo"):
+        options = str(err.value).split("choose one of")[1]
+        assert "'rl2'" in options and "_ppo" not in options
+
+
+def test_private_partial_is_not_an_algorithm(tmp_path):
+    proc = run(TRAIN, ["algo=_ppo", *TINY, f"run_dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2
+    assert "algo=_ppo" in proc.stderr and "choose one of" in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_rounding_to_whole_batches_is_stated(tmp_path):
+    proc = run(
+        TRAIN,
+        [*[a for a in TINY if "total_frames" not in a], "train.total_frames=100"]
+        + [f"run_dir={tmp_path / 'run'}"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, output(proc)
+    assert (
+        "train.total_frames=100 is not a whole number of batches of 240 frames "
+        "(env.num_envs=4 x 60 steps): training 240 frames, to 240 in all"
+    ) in proc.stderr
+    assert "bamdp-train: 240 frames" in proc.stdout
+
+
+def test_resume_with_nothing_left_to_train_says_so_and_exits_2(run_copy, tmp_path):
+    before = {p.name: digest(p) for p in run_copy.rglob("*") if p.is_file()}
+    for args in (
+        [f"resume={run_copy}"],
+        [f"resume={run_copy}", "train.total_frames=240"],
+        [f"run_dir={run_copy}", *TINY],
+    ):
+        proc = run(TRAIN, args, tmp_path)
+        assert proc.returncode == 2, output(proc)
+        assert f"nothing to train: {run_copy} has trained 480 frames already" in proc.stderr
+        assert "train.total_frames=960" in proc.stderr  # what to do instead
+    # nothing of the run was touched: no new logger folder, config, metrics or checkpoint
+    assert {p.name: digest(p) for p in run_copy.rglob("*") if p.is_file()} == before
+
+
+def test_trainer_says_when_a_resume_has_nothing_to_train(run_copy, capsys):
+    from torchrl_bamdp.configs.schema import read_run_config
+    from torchrl_bamdp.trainers import Trainer
+
+    result = Trainer(read_run_config(run_copy), run_copy).train()
+    assert result["frames"] == 480
+    assert "nothing to train" in capsys.readouterr().err
+
+
+def test_resume_with_another_env_family_names_both(run_copy):
+    with pytest.raises(ConfigError) as err:
+        resolve_run({"resume": str(run_copy)}, [f"resume={run_copy}", "env=cheetah_dir"])
+    message = str(err.value)
+    assert "env 'gridworld' run" in message and "env=cheetah_dir" in message
+    assert "must be a mapping" not in message
+    with pytest.raises(ConfigError, match="algo 'varibad' run"):
+        resolve_run({"resume": str(run_copy)}, ["algo=rl2"])
+    # naming the run's own family (or its tuning) is harmless
+    config, _ = resolve_run(
+        {"resume": str(run_copy)}, ["env=gridworld", "algo=varibad", "tuning=gridworld"]
+    )
+    assert config.env.name == "gridworld"
+    # logger=<option> switches the logger section to that option's config
+    config, _ = resolve_run({"resume": str(run_copy)}, ["logger=wandb", "logger.project=p"])
+    assert (config.logger.backend, config.logger.project) == ("wandb", "p")
+
+
+def test_resume_with_another_env_family_from_the_command_line(run_copy, tmp_path):
+    proc = run(TRAIN, [f"resume={run_copy}", "env=cheetah_dir"], tmp_path)
+    assert proc.returncode == 2
+    assert "env 'gridworld' run" in proc.stderr and "env=cheetah_dir" in proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 import time
@@ -54,17 +55,154 @@ def compose_config(overrides: list[str] | None = None) -> Config:
     return load_config(data)
 
 
-def _apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key=value`` command-line overrides (Hydra syntax) onto a saved config dict."""
+def config_group_options(group: str) -> list[str]:
+    """The selectable options of a config group (``env``, ``algo``, ``logger``, ``tuning``).
+
+    Files whose name starts with ``_`` are partials shared by the others (``algo/_ppo.yaml``):
+    they are not options.
+
+    Examples
+    --------
+    >>> config_group_options("logger")
+    ['csv', 'wandb']
+    >>> "_ppo" in config_group_options("algo")
+    False
+    """
+    folder = Path(CONFIG_DIR) / group
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+#: Config groups a command line selects with ``group=option``.
+CONFIG_GROUPS = ("env", "algo", "logger", "tuning")
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return []
+    keys = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        keys.append(path)
+        keys.extend(_dotted_keys(value, f"{path}."))
+    return keys
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Check ``bamdp-train`` overrides before Hydra composes them; raise a clear ConfigError.
+
+    Catches what Hydra reports poorly: a group option that is a private partial or does not
+    exist (``algo=_ppo``, ``env=gridwrld``), and a misspelt key without ``+``
+    (``train.total_frame=1000``, for which Hydra only says "not in struct") with the key it
+    probably meant. Hydra flags (``--help``, ``-m``) and ``hydra.*`` keys are left to Hydra.
+
+    Examples
+    --------
+    >>> check_overrides(["train.total_frames=1000", "algo=rl2", "seed=0,1"])
+    >>> try:
+    ...     check_overrides(["train.total_frame=1000"])
+    ... except ConfigError as err:
+    ...     print(err)
+    unknown key 'train.total_frame' in train.total_frame=1000; did you mean 'train.total_frames'?
+    >>> try:
+    ...     check_overrides(["algo=_ppo"])
+    ... except ConfigError as err:
+    ...     print(str(err).split(";")[0])
+    algo=_ppo: '_ppo' is a partial shared by the algo configs, not one itself
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import HydraException
+
+    items = [a for a in overrides if not a.startswith("-") and ("=" in a or a.startswith("~"))]
+    try:
+        parsed = OverridesParser.create().parse_overrides(items)
+    except HydraException:
+        return  # a syntax error: Hydra reports it with its own parser's message
+    groups: list[str] = []
+    for override in parsed:
+        key = override.key_or_group
+        if key not in CONFIG_GROUPS or override.type == OverrideType.DEL:
+            continue
+        options = config_group_options(key)
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+        else:
+            values = [str(override.value())]
+        for value in values:
+            if value.startswith("_"):
+                raise ConfigError(
+                    f"{override.input_line}: {value!r} is a partial shared by the {key} configs, "
+                    f"not one itself; choose one of {options}"
+                )
+            if value not in options:
+                close = difflib.get_close_matches(value, options, n=1, cutoff=0.5)
+                hint = f"; did you mean {key}={close[0]}?" if close else ""
+                raise ConfigError(
+                    f"{override.input_line}: no {key} config {value!r}{hint} "
+                    f"(choose one of {options})"
+                )
+        groups.append(f"{key}={values[0]}")
+    changes = [
+        o
+        for o in parsed
+        if o.type == OverrideType.CHANGE
+        and o.key_or_group not in CONFIG_GROUPS
+        and not o.key_or_group.startswith("hydra")
+    ]
+    if not changes:
+        return
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    merged = OmegaConf.create(base)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        composed = OmegaConf.to_container(compose(config_name="config", overrides=groups))
+    composed.pop("hydra", None)
+    known = _dotted_keys(composed)
+    for override in changes:
+        key = override.key_or_group
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else f" (add a new key with +{key}=...)"
+        raise ConfigError(f"unknown key '{key}' in {override.input_line}{hint}")
+
+
+def _apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` command-line overrides (Hydra syntax) onto a saved config dict.
+
+    Group selections are not plain values here: ``env=`` and ``algo=`` must name the saved
+    run's own env family and algorithm (a run cannot change them), ``tuning=`` follows the env,
+    and ``logger=<option>`` replaces the saved logger section by that option's config.
+    """
+    from omegaconf import OmegaConf
+
     kept = []
     for item in overrides:
-        key = item.lstrip("+~").partition("=")[0]
+        key, _, value = item.lstrip("+~").partition("=")
         if key in ("resume", "run_dir") or key.startswith("hydra"):
             continue
+        if key in ("env", "algo"):
+            saved = (base.get(key) or {}).get("name")
+            if value != saved:
+                raise ConfigError(
+                    f"{item}: the run being resumed is a {key} {saved!r} run and a resumed run "
+                    f"cannot change its {key} (saved: {key}={saved}, asked: {key}={value}); "
+                    "drop the override or start a new run_dir"
+                )
+            continue
+        if key == "tuning":
+            continue
+        if key == "logger":
+            if value not in config_group_options("logger"):
+                raise ConfigError(
+                    f"{item}: no logger config {value!r} "
+                    f"(choose one of {config_group_options('logger')})"
+                )
+            path = Path(CONFIG_DIR) / "logger" / f"{value}.yaml"
+            base = {**base, "logger": OmegaConf.to_container(OmegaConf.load(path))}
+            continue
         kept.append(item.lstrip("+"))
+    merged = OmegaConf.create(base)
     # from_dotlist parses values as YAML, as Hydra does: "960" -> 960, "null" -> None.
     merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(kept))
     return OmegaConf.to_container(merged, resolve=True)
@@ -134,7 +272,9 @@ def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
     A corrupt or mismatched checkpoint (:class:`~torchrl_bamdp.trainers.CheckpointError`) prints
     its message and exits with code 2; a run stopped by non-finite values
     (:class:`~torchrl_bamdp.trainers.NonFiniteError`) prints its report and exits with code 3.
-    No traceback is printed for either.
+    No traceback is printed for either. A run directory whose checkpoint already holds
+    ``train.total_frames`` frames or more has nothing to train: that is said, with the frames
+    on both sides, and the exit code is 2, before the run's files or logger are touched.
 
     Examples
     --------
@@ -146,7 +286,22 @@ def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
     """
     # Imported only once the config is valid: a typo is reported without loading TorchRL.
     from torchrl_bamdp.trainers import CheckpointError, NonFiniteError, Trainer
+    from torchrl_bamdp.trainers.checkpoint import checkpoint_frames
 
+    try:
+        done = checkpoint_frames(run_dir)
+    except CheckpointError as err:
+        print(f"bamdp-train: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    if done is not None and done >= config.train.total_frames:
+        print(
+            f"bamdp-train: nothing to train: {run_dir} has trained {done} frames already, "
+            f"train.total_frames={config.train.total_frames}; resume with a larger "
+            f"train.total_frames (e.g. resume={run_dir} train.total_frames={2 * done}) to "
+            "continue, or use bamdp-eval to evaluate it",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_BAD_INPUT)
     try:
         trainer = Trainer(config, run_dir)
     except CheckpointError as err:
@@ -183,6 +338,11 @@ def train_main() -> None:
     """
     import hydra
 
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"bamdp-train: invalid configuration: {err}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="config")(_train)()
 
 
@@ -228,10 +388,11 @@ def eval_main(argv: list[str] | None = None) -> None:
 
     With one run directory, ``meta_test.json`` and ``meta_test.md`` are written into it. With
     several (``run_dir=`` repeated, or a folder holding runs, e.g. a multirun's), every run is
-    evaluated on the same test tasks and the per-episode returns are aggregated per algorithm
-    over seeds (mean +- s.e. over seeds) into ``<out>.json`` / ``<out>.md`` (default
-    ``meta_test_summary`` in the folder given, or in the working directory). Runs are opened
-    read-only: their config, metrics and logger are left untouched.
+    evaluated on the same test tasks and the per-episode returns are aggregated per (env
+    family, algorithm) over seeds (mean +- s.e. over seeds) into ``<out>.json`` (``{"runs":
+    [...], "envs": {<env>: {<algo>: ...}}}``) and ``<out>.md`` (one table per env family;
+    default ``meta_test_summary`` in the folder given, or in the working directory). Runs are
+    opened read-only: their config, metrics and logger are left untouched.
 
     Examples
     --------
@@ -265,7 +426,12 @@ def eval_main(argv: list[str] | None = None) -> None:
 
 
 def _eval_many(runs: list[Path], args: dict[str, str], out: Path) -> None:
-    from torchrl_bamdp.evaluation.report import aggregate, evaluate_run, markdown_table
+    from torchrl_bamdp.evaluation.report import (
+        aggregate,
+        evaluate_run,
+        group_by_env,
+        markdown_table,
+    )
     from torchrl_bamdp.trainers import CheckpointError
 
     deterministic = None
@@ -285,15 +451,19 @@ def _eval_many(runs: list[Path], args: dict[str, str], out: Path) -> None:
         except (CheckpointError, FileNotFoundError, ConfigError, ValueError) as err:
             print(f"bamdp-eval: {run_dir}: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+    groups = group_by_env(reports)
     try:
-        aggregated = aggregate(reports)
+        by_env = {env: aggregate(group) for env, group in groups.items()}
     except ValueError as err:
         print(f"bamdp-eval: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"runs": reports, "algorithms": aggregated}
+    summary = {"runs": reports, "envs": by_env}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    table = markdown_table(aggregated)
+    if len(by_env) == 1:
+        table = markdown_table(next(iter(by_env.values())))
+    else:  # one table per env family
+        table = "\n".join(f"### {env}\n\n{markdown_table(agg)}" for env, agg in by_env.items())
     out.with_suffix(".md").write_text(table)
     print(table, end="")
     print(f"bamdp-eval: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
@@ -341,7 +511,7 @@ def plot_main(argv: list[str] | None = None) -> None:
     evaluation; learning curves from ``eval.jsonl``) and, for a VariBAD GridNavi run, Fig 3a
     (belief heatmaps along a test rollout on the task with goal ``goal``, next to the exact
     posterior) and Fig 3b (latent mean and log-variance). PNG and PDF into ``out`` (default
-    ``<run_dir>/figures``).
+    ``<run_dir>/figures``); runs of several env families get one subfolder ``out/<env>`` each.
 
     Examples
     --------
@@ -365,20 +535,25 @@ def plot_main(argv: list[str] | None = None) -> None:
     from torchrl_bamdp.evaluation.report import (
         aggregate,
         bayes_optimal_returns,
+        group_by_env,
         last_eval_report,
         open_run,
         write_figures,
     )
 
+    out = Path(args.get("out", (paths[0] if len(paths) == 1 else Path(".")) / "figures"))
+    written = []
     try:
-        aggregated = aggregate([last_eval_report(run) for run in runs])
-        config = open_run(runs[0]).config
-        episodes = len(next(iter(aggregated.values()))["mean"])
-        out = Path(args.get("out", (paths[0] if len(paths) == 1 else Path(".")) / "figures"))
-        out.mkdir(parents=True, exist_ok=True)
-        written = write_figures(
-            aggregated, out, optimal=bayes_optimal_returns(config, episodes), rollout_goal=goal
-        )
+        groups = group_by_env([last_eval_report(run) for run in runs])
+        for env, reports in groups.items():
+            aggregated = aggregate(reports)
+            config = open_run(reports[0]["run_dir"]).config
+            episodes = len(next(iter(aggregated.values()))["mean"])
+            # One folder of figures per env family when the runs span several.
+            folder = out if len(groups) == 1 else out / env
+            folder.mkdir(parents=True, exist_ok=True)
+            optimal = bayes_optimal_returns(config, episodes)
+            written += write_figures(aggregated, folder, optimal=optimal, rollout_goal=goal)
     except (ValueError, FileNotFoundError) as err:
         print(f"bamdp-plot: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -383,14 +383,14 @@ def test_eval_main_folder_of_runs_writes_summary(runs, tmp_path, capsys):
     assert f"wrote {out}.json and {out}.md" in printed
 
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert set(summary) == {"runs", "algorithms"}
+    assert set(summary) == {"runs", "envs"} and list(summary["envs"]) == ["gridworld"]
     assert len(summary["runs"]) == 4
     assert {(r["algo"], r["seed"]) for r in summary["runs"]} == {
         (a, s) for a in ("varibad", "oracle") for s in (0, 1)
     }
     assert all(r["num_tasks"] == 21 and len(r["mean"]) == 4 for r in summary["runs"])
-    assert list(summary["algorithms"]) == ["varibad", "oracle"]
-    for algo, agg in summary["algorithms"].items():
+    assert list(summary["envs"]["gridworld"]) == ["varibad", "oracle"]
+    for algo, agg in summary["envs"]["gridworld"].items():
         assert set(agg) >= {"mean", "stderr", "seeds", "frames", "train_seconds", "per_seed"}
         assert agg["seeds"] == [0, 1] and agg["frames"] == [480, 480]
         assert len(agg["train_seconds"]) == 2 and all(s > 0 for s in agg["train_seconds"])
@@ -414,8 +414,8 @@ def test_eval_main_repeated_run_dir(runs, tmp_path, monkeypatch, capsys):
     eval_main([f"run_dir={runs['varibad']}", f"run_dir={runs['oracle']}", "tasks=21"])
     summary = json.loads((tmp_path / "meta_test_summary.json").read_text())  # default out
     assert [r["run_dir"] for r in summary["runs"]] == [str(runs["oracle"]), str(runs["varibad"])]
-    assert list(summary["algorithms"]) == ["varibad", "oracle"]
-    for agg in summary["algorithms"].values():
+    assert list(summary["envs"]["gridworld"]) == ["varibad", "oracle"]
+    for agg in summary["envs"]["gridworld"].values():
         assert agg["seeds"] == [0]
         assert all(math.isnan(s) for s in agg["stderr"])  # one seed: NaN (JSON NaN)
     table = (tmp_path / "meta_test_summary.md").read_text().splitlines()
@@ -428,9 +428,49 @@ def test_eval_main_folder_default_out_is_in_the_folder(runs, tmp_path, capsys):
     shutil.copytree(runs["folder"] / "oracle", folder / "oracle")
     eval_main([f"run_dir={folder}", "tasks=21", "episodes=2"])
     summary = json.loads((folder / "meta_test_summary.json").read_text())
-    assert summary["algorithms"]["oracle"]["seeds"] == [0, 1]
+    assert summary["envs"]["gridworld"]["oracle"]["seeds"] == [0, 1]
     assert all(r["episodes"] == 2 for r in summary["runs"])
     assert (folder / "meta_test_summary.md").is_file()
+
+
+def test_eval_and_plot_group_runs_by_env_family(runs, tmp_path, capsys):
+    """A folder of GridNavi and point-robot VariBAD runs: one group, table and figure folder
+    per env family (they were mixed into one group, which failed on the episode counts)."""
+    folder = tmp_path / "runs"
+    shutil.copytree(runs["varibad"], folder / "gridworld")
+    run_training(
+        compose_config(
+            [
+                "env=point_robot_sparse",
+                "env.num_envs=2",
+                "env.episode_length=10",
+                "algo.ppo.minibatches=2",
+                "train.total_frames=60",
+                "train.eval_tasks=4",
+                "train.progress_bar=false",
+                "train.figures=false",
+            ]
+        ),
+        folder / "point_robot",
+    )
+    out = tmp_path / "summary"
+    eval_main([f"run_dir={folder}", "tasks=21", f"out={out}"])
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert list(summary["envs"]) == ["gridworld", "point_robot_sparse"]
+    assert summary["envs"]["gridworld"]["varibad"]["seeds"] == [0]
+    assert len(summary["envs"]["gridworld"]["varibad"]["mean"]) == 4
+    assert len(summary["envs"]["point_robot_sparse"]["varibad"]["mean"]) == 3
+    table = out.with_suffix(".md").read_text()
+    assert "### gridworld" in table and "### point_robot_sparse" in table
+    assert table.count("| VariBAD |") == 2
+
+    figures = tmp_path / "figs"
+    plot_main([f"run_dir={folder}", f"out={figures}"])
+    assert "fig4_per_episode.png" in _figures(figures / "gridworld")
+    assert "fig4_per_episode.png" in _figures(figures / "point_robot_sparse")
+    # a mixed list is refused by aggregate itself, naming the families
+    with pytest.raises(ValueError, match="several env families"):
+        aggregate(summary["runs"])
 
 
 def test_eval_main_folder_without_runs_exits_2(tmp_path, capsys):

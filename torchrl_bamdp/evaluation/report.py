@@ -120,10 +120,30 @@ def evaluate_run(
     }
 
 
+def group_by_env(reports: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Run reports grouped by env family (``report["env"]``), families in sorted order.
+
+    Runs of different families are never averaged together: a folder of GridNavi and MuJoCo
+    runs gives one table (and one set of figures) per family.
+
+    Examples
+    --------
+    >>> groups = group_by_env([{"env": "cheetah_vel", "algo": "rl2"},
+    ...                        {"env": "gridworld", "algo": "rl2"}, {"algo": "oracle"}])
+    >>> {env: [r["algo"] for r in runs] for env, runs in groups.items()}
+    {'cheetah_vel': ['rl2'], 'gridworld': ['rl2', 'oracle']}
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for report in reports:
+        groups.setdefault(report.get("env", "gridworld"), []).append(report)
+    return {env: groups[env] for env in sorted(groups)}
+
+
 def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Group run reports by algorithm: per-episode mean over seeds and its standard error.
 
     The standard error is over seeds (the spread between training runs), ``NaN`` with one seed.
+    All reports must be of one env family (see :func:`group_by_env`).
 
     Examples
     --------
@@ -133,6 +153,12 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     >>> agg["mean"], agg["stderr"], agg["seeds"]
     ([2.0, 4.0], [1.0, 2.0], [1, 3])
     """
+    envs = sorted({report.get("env", "gridworld") for report in reports})
+    if len(envs) > 1:
+        raise ValueError(
+            f"runs of several env families ({', '.join(envs)}) cannot be averaged together; "
+            "group them by env first (group_by_env)"
+        )
     groups: dict[str, list[dict[str, Any]]] = {}
     for report in reports:
         groups.setdefault(report["algo"], []).append(report)
@@ -142,7 +168,11 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         runs = sorted(groups[algo], key=lambda r: r["seed"])
         lengths = {len(r["mean"]) for r in runs}
         if len(lengths) != 1:
-            raise ValueError(f"runs of {algo!r} were evaluated on different episode counts")
+            counts = ", ".join(f"{r.get('run_dir', r['seed'])}: {len(r['mean'])}" for r in runs)
+            raise ValueError(
+                f"runs of {algo!r} on {envs[0] if envs else '?'} were evaluated on different "
+                f"episode counts ({counts}); evaluate them alike (bamdp-eval episodes=<k>)"
+            )
         means = torch.tensor([r["mean"] for r in runs], dtype=torch.float64)
         n = means.shape[0]
         stderr = (means.std(0) / math.sqrt(n)).tolist() if n > 1 else [math.nan] * len(means[0])

@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+#: File name of a run's checkpoint, in ``<run_dir>/checkpoints/``.
+CHECKPOINT_NAME = "last.pt"
+
 #: Entries every checkpoint must hold (``health`` is optional: older checkpoints lack it).
 REQUIRED_ENTRIES = (
     "config",
@@ -219,6 +222,23 @@ def read_checkpoint(
             f"{head}: its 'config' entry is a {type(state['config']).__name__}, not a dict"
         )
     return state
+
+
+def checkpoint_frames(run_dir: str | Path) -> int | None:
+    """Frames a run directory's last checkpoint has trained, ``None`` without a checkpoint.
+
+    Raises :class:`CheckpointError` for a checkpoint that is not a readable one.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> checkpoint_frames(tempfile.mkdtemp()) is None
+    True
+    """
+    path = Path(run_dir) / "checkpoints" / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    return int(read_checkpoint(path, map_location="cpu")["frames"])
 
 
 def _short(message: str, limit: int = 600) -> str:

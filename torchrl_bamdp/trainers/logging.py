@@ -385,7 +385,14 @@ class MetricsLogger:
             pass
 
     def close(self) -> None:
-        """Finish the W&B run (if any); the CSV needs no closing.
+        """Make the logs complete on disk: fsync the CSV, finish the W&B run and flush it.
+
+        When this returns, ``metrics.csv`` is on disk and so is every record of the W&B run.
+        ``wandb.finish`` alone does not promise the latter: the W&B service process writes the
+        run's ``.wandb`` file asynchronously, and under CPU load a reader right after
+        ``finish`` found only its 7-byte header. So, unless another W&B run is still active in
+        this process, the W&B service is also shut down (``wandb.teardown``, which waits for
+        the service process to exit, having closed its files); the next run starts a new one.
 
         Examples
         --------
@@ -393,9 +400,17 @@ class MetricsLogger:
         >>> from torchrl_bamdp.configs import load_config
         >>> MetricsLogger(Path(tempfile.mkdtemp()), load_config({})).close()
         """
+        with self.csv_path.open("rb") as f:
+            os.fsync(f.fileno())
         if self.wandb is not None:
             import wandb
 
-            if wandb.run is not None:
+            run = getattr(self.wandb, "experiment", None)
+            if run is not None:
+                run.finish()
+            elif wandb.run is not None:
                 wandb.finish()
+            if wandb.run is None:
+                wandb.teardown()
+            self.wandb = None
             self.wandb = None

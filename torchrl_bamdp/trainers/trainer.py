@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -38,6 +39,7 @@ from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.checkpoint import (
     ARCHITECTURE_FIELDS,
+    CHECKPOINT_NAME,
     CheckpointError,
     architecture_differences,
     describe_run,
@@ -54,8 +56,6 @@ from torchrl_bamdp.trainers.logging import MetricsLogger
 from torchrl_bamdp.transforms.belief import DecodedBelief
 from torchrl_bamdp.utils import atomic_write_text
 
-CHECKPOINT_NAME = "last.pt"
-
 
 def environment_info(seed: int) -> dict[str, Any]:
     """Versions, git commit, command line and time of this process (for ``run_info.json``).
@@ -67,7 +67,6 @@ def environment_info(seed: int) -> dict[str, Any]:
     """
     import platform
     import subprocess
-    import sys
 
     import tensordict
     import torchrl
@@ -439,6 +438,14 @@ class Trainer:
             raise RuntimeError("this Trainer was opened read_only (evaluation); it cannot train")
         cfg = self.config
         remaining = cfg.train.total_frames - self.frames
+        if remaining <= 0 and self.frames > 0 and self.agent.trains_policy:
+            print(
+                f"bamdp: nothing to train: {self.run_dir} has trained {self.frames} frames, "
+                f"train.total_frames={cfg.train.total_frames}; set a larger "
+                "train.total_frames to continue",
+                file=sys.stderr,
+                flush=True,
+            )
         if remaining > 0 and self.agent.trains_policy:
             self._train_frames(remaining)
         if self.last_eval is None or self.last_eval.get("frames") != self.frames:
@@ -454,6 +461,15 @@ class Trainer:
         frames_per_batch = cfg.frames_per_batch
         # Whole batches only: a partial last batch would cut tasks in half.
         total = math.ceil(remaining / frames_per_batch) * frames_per_batch
+        if total != remaining:
+            print(
+                f"bamdp: train.total_frames={cfg.train.total_frames} is not a whole number of "
+                f"batches of {frames_per_batch} frames (env.num_envs={cfg.env.num_envs} x "
+                f"{frames_per_batch // cfg.env.num_envs} steps): training {total} frames, to "
+                f"{self.frames + total} in all",
+                file=sys.stderr,
+                flush=True,
+            )
         collector = Collector(
             self.train_env,
             self.agent.acting_policy,

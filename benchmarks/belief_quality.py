@@ -50,7 +50,7 @@ def _random_trajectories(num: int, seed: int):
 @torch.no_grad()
 def belief_accuracy(encoder, decoder, data) -> dict:
     mean, _, _ = encoder.sequence(
-        data["action"], data["next", "reward"], data["next", "observation"]
+        data["action"], data["next", "reward"], data["next", "true_observation"]
     )
     probs = decoder.probabilities(mean[:, 1:])  # belief after each step, [N, T, cells]
     task = data["task"][:, 0]

@@ -283,3 +283,50 @@ def test_state_dict_of_empty_buffer():
     new.extend_from_batch(synthetic_batch(torch.tensor([[2, 3]]), torch.tensor([[False, True]])))
     assert len(new) == 1
     assert as_list(stored(new), "step") == [[0.0, 1.0, 2.0, 3.0]]
+
+
+def test_default_keys_store_the_true_next_state_for_the_elbo():
+    from torchrl_bamdp.objectives import ELBOLoss
+
+    assert ("next", "true_observation") in DEFAULT_TRAJECTORY_KEYS
+    # The reset observation is the policy's input, never the encoder's: not stored.
+    assert ("next", "observation") not in DEFAULT_TRAJECTORY_KEYS
+    assert ELBOLoss.default_keys.next_observation in DEFAULT_TRAJECTORY_KEYS
+
+
+def test_checkpoint_from_before_the_true_observation_resumes():
+    """An older buffer state stored ("next", "observation") only; it stands in for the true
+    next state, and stored trajectories and tails get this buffer's keys."""
+    horizon = 3
+    old_keys = ["observation", ("next", "observation"), ("next", "done")]
+    old = TrajectoryBuffer(capacity=4, horizon=horizon, keys=old_keys)
+    done = torch.tensor([[False, False, True, False]]).unsqueeze(-1)
+    nxt = torch.arange(8.0).reshape(1, 4, 2)
+    old.extend_from_batch(
+        TensorDict(
+            {"observation": torch.zeros(1, 4, 2), "next": {"observation": nxt, "done": done}},
+            [1, 4],
+        )
+    )
+    state = _save_load(old.state_dict())
+    keys = ["observation", ("next", "true_observation"), ("next", "done")]
+    new = TrajectoryBuffer(capacity=4, horizon=horizon, keys=keys)
+    new.load_state_dict(state)
+    trajectories = stored(new)
+    assert set(trajectories.keys(True, True)) == set(keys) | {"valid"}
+    torch.testing.assert_close(trajectories["next", "true_observation"][0], nxt[0, :3])
+    # The unfinished tail is completed by a new batch, which has the new key only.
+    assert set(new._partial[0][0].keys(True, True)) == set(keys)
+    batch = TensorDict(
+        {
+            "observation": torch.zeros(1, 2, 2),
+            "next": {
+                "true_observation": torch.full((1, 2, 2), 9.0),
+                "done": torch.tensor([[False, True]]).unsqueeze(-1),
+            },
+        },
+        [1, 2],
+    )
+    assert new.extend_from_batch(batch) == 1
+    last = new.buffer.storage[1]
+    assert last["next", "true_observation"][:, 0].tolist() == [6.0, 9.0, 9.0]

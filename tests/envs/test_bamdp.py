@@ -123,6 +123,9 @@ def test_inner_reset_goes_back_to_start_in_same_task():
             expected_obs[i, t] = torch.tensor([0.0, 0.0] if ep_done and not last else [x, y])
             expected_reward[i, t] = reward
     torch.testing.assert_close(rollout["next", "observation"], expected_obs, rtol=0, atol=0)
+    # The true observation is the cell every step landed in, inner-episode ends included.
+    expected_true = torch.tensor([[cell for cell, _, _ in rows] for rows in ref], dtype=torch.float)
+    torch.testing.assert_close(rollout["next", "true_observation"], expected_true, rtol=0, atol=0)
     torch.testing.assert_close(rollout["next", "reward"][..., 0], expected_reward)
     inner_ends = [EPISODE_LENGTH * k - 1 for k in range(1, EPISODES)]
     assert rollout["next", "observation"][:, inner_ends].eq(0).all()
@@ -146,6 +149,55 @@ def test_last_step_observation_is_true_state():
         rollout["next", "observation"][:, 13], torch.tensor([[0.0, 4.0]] * 2)
     )
     torch.testing.assert_close(rollout["next", "observation"][:, 14], torch.zeros(2, 2))
+
+
+def test_true_observation_at_inner_episode_ends():
+    env = make_env(2)
+    assert "true_observation" in env.observation_spec
+    actions = torch.full((2, HORIZON), 1)  # always up: (0, 4) from the 5th step of an episode
+    rollout = env.rollout(HORIZON, policy=scripted_policy(actions), break_when_any_done=False)
+    ends = rollout["next", "episode_done"][0, :, 0].nonzero().flatten().tolist()
+    assert ends == [14, 29, 44, 59]
+    for end in ends[:-1]:
+        # The policy's next observation is the start state, the true one the last cell.
+        assert rollout["next", "observation"][:, end].eq(0).all()
+        torch.testing.assert_close(
+            rollout["next", "true_observation"][:, end], torch.tensor([[0.0, 4.0]] * 2)
+        )
+    others = torch.ones(HORIZON, dtype=torch.bool)
+    others[ends[:-1]] = False
+    torch.testing.assert_close(
+        rollout["next", "true_observation"][:, others], rollout["next", "observation"][:, others]
+    )
+    # At a reset (a new task) nothing has been landed in yet: the start observation.
+    td = env.reset()
+    torch.testing.assert_close(td["true_observation"], td["observation"])
+    # A copy, never the same storage as the policy's observation.
+    out = env.step(env.rand_action(td))["next"]
+    assert out["true_observation"].data_ptr() != out["observation"].data_ptr()
+
+
+def test_true_observation_on_every_env_family():
+    """Point robot and MuJoCo go through the same BAMDPEnv: the true last state is kept."""
+    from torchrl_bamdp.envs import make_env as make_family_env
+
+    for name, length in (("point_robot_sparse", 3), ("cheetah_vel", 2)):
+        try:
+            env = make_family_env(name, num_envs=2, seed=0, episode_length=length)
+        except ImportError as err:  # pragma: no cover - MuJoCo missing
+            pytest.skip(str(err))
+        torch.manual_seed(0)
+        with torch.no_grad():
+            rollout = env.rollout(2 * length, break_when_any_done=False)
+        end = length - 1
+        nxt = rollout["next"]
+        # After the inner reset the policy sees a start state, the encoder the true last one,
+        # and the next step starts from that start state.
+        assert not torch.equal(nxt["true_observation"][:, end], nxt["observation"][:, end])
+        torch.testing.assert_close(rollout["observation"][:, end + 1], nxt["observation"][:, end])
+        torch.testing.assert_close(nxt["true_observation"][:, 0], nxt["observation"][:, 0])
+        check_env_specs(env, seed=0)
+        env.close()
 
 
 def test_tasks_reproducible_from_seed():

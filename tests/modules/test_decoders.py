@@ -37,9 +37,9 @@ def _bce(logit: float, target: float) -> float:
     return -(target * math.log(p) + (1.0 - target) * math.log(1.0 - p))
 
 
-def test_transition_batch_defaults_and_select_steps():
+def test_transition_batch_select_steps():
     b = _batch()
-    assert b.valid_next_obs.shape == (N, T) and b.valid_next_obs.all()
+    assert not hasattr(b, "valid_next_obs")  # every next_obs is the true s_{t+1}: no mask
     idx = torch.tensor([1, 3])
     s = b.select_steps(idx)
     torch.testing.assert_close(s.next_obs, b.next_obs[:, idx])
@@ -123,19 +123,17 @@ def test_reward_decoder_squared_error_by_hand():
         assert nll[0, te, 1].item() == pytest.approx((pred1 + 0.1) ** 2)
 
 
-def test_state_decoder_masks_invalid_next_obs():
+def test_state_decoder_decodes_every_step_by_hand():
     torch.manual_seed(2)
     dec = StateDecoder(L, obs_dim=2, action_dim=5, discrete_actions=True, hidden=())
     with torch.no_grad():
         dec.net[0].weight.zero_()
         dec.net[0].bias.copy_(torch.tensor([1.0, -1.0]))
     b = _batch()
-    valid = torch.tensor([[True, False, True, True], [False, True, True, False]])
-    b.valid_next_obs = valid
     nll = dec.nll(torch.randn(N, TE, L), b)
-    expected = ((torch.tensor([1.0, -1.0]) - b.next_obs) ** 2).sum(-1) * valid
+    # prediction (1, -1) everywhere; summed over the 2 dimensions, no step masked
+    expected = (1.0 - b.next_obs[..., 0]) ** 2 + (-1.0 - b.next_obs[..., 1]) ** 2
     torch.testing.assert_close(nll, expected[:, None].expand(N, TE, T))
-    assert nll[0, :, 1].eq(0).all() and nll[1, :, 3].eq(0).all()
 
 
 def test_task_decoder_by_hand_and_missing_task():
@@ -151,34 +149,20 @@ def test_task_decoder_by_hand_and_missing_task():
         dec.nll(latent, _batch(task=False))
 
 
-def test_grid_decoder_credits_the_last_step_of_an_episode_to_the_cell_reached():
-    """At an inner-episode end s_{t+1} is the start state; the cell comes from s_t and a_t."""
+def test_grid_decoder_reads_the_true_landing_cell_on_the_last_step_of_an_episode():
+    """next_obs is the cell the step landed in (the true terminal cell at an episode end), so
+    the decoder reads it directly: no copy of GridNavi's moves."""
     dec = GridCellRewardDecoder(1, grid_size=5)
+    assert "moves" not in dict(dec.named_buffers()) and not hasattr(dec, "landing_cells")
     obs = torch.tensor([[[3.0, 2.0], [4.0, 4.0], [0.0, 0.0]]])  # s_t
     action = torch.tensor([[2, 1, 4]])  # right -> (4, 2); up at the top wall -> (4, 4); left
-    next_obs = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])  # all reset start states
-    batch = TransitionBatch(obs, action, next_obs, torch.zeros(1, 3, 1))
-    batch.valid_next_obs = torch.tensor([[False, False, True]])
-    assert dec.landing_cells(batch).tolist() == [[[4, 2], [4, 4], [0, 0]]]
-    # the likelihood reads the logit of the landed cell
+    landed = torch.tensor([[[4.0, 2.0], [4.0, 4.0], [0.0, 0.0]]])  # true s_{t+1}
+    batch = TransitionBatch(obs, action, landed, torch.tensor([[[1.0], [-0.1], [-0.1]]]))
     with torch.no_grad():
         dec.net[-1].weight.zero_()
-        dec.net[-1].bias.copy_(torch.arange(25, dtype=torch.float32))
-    nll = dec.nll(torch.zeros(1, 1, 1), batch)
-    expected = torch.nn.functional.softplus(torch.tensor([4.0 * 5 + 2, 4.0 * 5 + 4, 0.0]))
-    torch.testing.assert_close(nll[0, 0], expected)
-
-
-def test_mse_reward_decoder_masks_steps_whose_next_state_was_reset():
-    dec = RewardDecoder(2, obs_dim=2, action_dim=5, discrete_actions=True)
-    b = TransitionBatch(
-        torch.zeros(2, 4, 2),
-        torch.zeros(2, 4, dtype=torch.long),
-        torch.zeros(2, 4, 2),
-        torch.ones(2, 4, 1),
-    )
-    b.valid_next_obs = torch.tensor([[True, False, True, True], [True, True, True, False]])
-    nll = dec.nll(torch.zeros(2, 3, 2), b)
-    assert nll.shape == (2, 3, 4)
-    assert (nll[0, :, 1] == 0).all() and (nll[1, :, 3] == 0).all()
-    assert (nll[0, :, 0] > 0).all()
+        dec.net[-1].bias.copy_(torch.arange(25, dtype=torch.float32) / 10)
+    nll = dec.nll(torch.zeros(1, 1, 1), batch)[0, 0]
+    # the goal reward of step 0 is credited to cell (4, 2) = index 22 (logit 2.2): -log sigmoid
+    assert nll[0].item() == pytest.approx(_bce(2.2, 1.0), rel=1e-6)
+    assert nll[1].item() == pytest.approx(_bce(2.4, 0.0), rel=1e-6)  # (4, 4) = 24
+    assert nll[2].item() == pytest.approx(_bce(0.0, 0.0), rel=1e-6)

@@ -76,7 +76,9 @@ def make_td(n: int, t: int, seed: int = 0, reward_key: str = "reward") -> Tensor
             "action": torch.randint(0, 5, (n, t), generator=g),
             "task": torch.randint(0, 5, (n, 1, 2), generator=g).float().expand(n, t, 2),
             "next": {
+                # No inner-episode end here: the true next state is the policy's next input.
                 "observation": next_obs,
+                "true_observation": next_obs.clone(),
                 reward_key: reward,
                 "episode_done": torch.zeros(n, t, 1, dtype=torch.bool),
             },
@@ -186,11 +188,15 @@ def test_elbo_encoder_gets_trajectory_tensors():
     n, t = 2, 3
     stub = StubEncoder(torch.zeros(n, t + 1, 2), torch.zeros(n, t + 1, 2))
     td = make_td(n, t)
+    # An inner-episode end at step 1: the policy's next observation is the start state, the
+    # true next state is not; the encoder must get the true one.
+    td["next", "observation"][:, 1] = 0.0
+    td["next", "true_observation"][:, 1] = torch.tensor([3.0, 4.0])
     out = ELBOLoss(stub, reward_decoder=GridCellRewardDecoder(2, 5))(td)
     actions, rewards, next_obs = stub.calls[0]
     assert torch.equal(actions, td["action"])
     assert torch.equal(rewards, td["next", "reward"])
-    assert torch.equal(next_obs, td["next", "observation"])
+    assert torch.equal(next_obs, td["next", "true_observation"])
     assert out["loss_kl"].item() == 0.0  # prior everywhere
 
 
@@ -242,7 +248,7 @@ def test_elbo_continuous_reward_term_by_hand():
     assert out["loss_reward"].item() == pytest.approx(total / n, rel=1e-5)
 
 
-def test_elbo_state_term_masks_inner_resets_except_last_step():
+def test_elbo_state_term_decodes_the_true_next_state_at_inner_episode_ends():
     n, t, latent = 2, 5, 2
     stub = StubEncoder(torch.zeros(n, t + 1, latent), torch.full((n, t + 1, latent), -30.0))
     dec = StateDecoder(latent, obs_dim=2, action_dim=5, hidden=(), discrete_actions=True)
@@ -251,25 +257,19 @@ def test_elbo_state_term_masks_inner_resets_except_last_step():
         dec.net[0].weight.zero_()
         dec.net[0].bias.copy_(target)
     td = make_td(n, t, seed=6)
-    episode_done = torch.zeros(n, t, 1, dtype=torch.bool)
-    episode_done[0, 1] = True
-    episode_done[:, t - 1] = True  # the BAMDP end: its next obs is the true one
-    episode_done[1, 3] = True
-    td["next", "episode_done"] = episode_done
-    kept = episode_done.clone()
+    # Inner-episode ends: the policy's next observation is the start (0, 0); the true next
+    # state is what the state decoder reconstructs, on every step (nothing masked).
+    for i, j in ((0, 1), (1, 3)):
+        td["next", "episode_done"][i, j] = True
+        td["next", "observation"][i, j] = 0.0
     out = ELBOLoss(stub, state_decoder=dec)(td)
-    assert torch.equal(td["next", "episode_done"], kept), "the input must not be modified"
+    true_next = td["next", "true_observation"]
     total = 0.0
     for i in range(n):
         for j in range(t):
-            if episode_done[i, j, 0] and j != t - 1:
-                continue
-            total += (t + 1) * ((target - td["next", "observation"][i, j]) ** 2).sum().item()
+            total += (t + 1) * ((target - true_next[i, j]) ** 2).sum().item()
     assert out["loss_state"].item() == pytest.approx(total / n, rel=1e-5)
     assert set(out.keys()) == {"loss_kl", "loss_state"}
-    # Without the mask the value would be larger (the masked steps have non-zero error here).
-    unmasked = (t + 1) * ((target - td["next", "observation"]) ** 2).sum().item() / n
-    assert unmasked > out["loss_state"].item() + 1e-3
 
 
 def test_elbo_task_term_uses_task_at_index_zero():
@@ -437,10 +437,9 @@ def test_in_and_out_keys():
     assert loss.out_keys == ["loss_kl", "loss_reward", "loss_state", "loss_task"]
     assert set(loss.in_keys) == {
         "action",
-        ("next", "observation"),
+        ("next", "true_observation"),
         ("next", "reward"),
         "observation",
-        ("next", "episode_done"),
         "task",
     }
 
@@ -469,7 +468,8 @@ def test_elbo_on_bamdp_rollout_all_terms():
 
 def test_reward_labels_land_on_the_goal_across_inner_episode_ends():
     """On real BAMDP rollouts every goal reward is credited to the goal cell, including the
-    last step of an inner episode, whose next observation is already the start state."""
+    last step of an inner episode, whose policy observation is already the start state: the
+    ELBO reads the true next state, which is the goal cell there."""
     from torchrl.envs import TransformedEnv
 
     from torchrl_bamdp.envs import make_env
@@ -481,10 +481,12 @@ def test_reward_labels_land_on_the_goal_across_inner_episode_ends():
         rollout = env.rollout(60, BayesOptimalPolicy.from_env(env), break_when_any_done=False)
     decoder = GridCellRewardDecoder(5, grid_size=5)
     batch = ELBOLoss(BeliefEncoder(2, 5, True), reward_decoder=decoder)._batch(rollout)
-    cells = decoder.landing_cells(batch)
+    cells = batch.next_obs.long()
     hit = batch.reward[..., 0] > 0
     goal = rollout["task"].long()
-    assert bool((hit & ~batch.valid_next_obs).any())  # goal rewards at episode ends occur
+    inner_end = (rollout["next", "episode_done"] & ~rollout["next", "done"])[..., 0]
+    assert bool((hit & inner_end).any())  # goal rewards at inner-episode ends occur
+    assert bool((rollout["next", "observation"][hit & inner_end] == 0).all())
     assert bool((cells[hit] == goal[hit]).all())
     assert not bool(((cells == goal).all(-1) & ~hit).any())
 

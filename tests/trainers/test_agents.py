@@ -189,6 +189,9 @@ def reencode_one_task(data: dict) -> tuple[torch.Tensor, Agent]:
     agent = build_agent(load_config(data), env)
     with torch.no_grad():
         rollout = agent.transformed_env(env).rollout(60, agent.actor, break_when_any_done=False)
+    # Inner-episode ends where the true last state is not the start state are covered.
+    ends = rollout["next", "episode_done"][..., 0] & ~rollout["next", "done"][..., 0]
+    assert bool((rollout["next", "true_observation"][ends] != 0).any())
     reencoded = agent.reencode(rollout)
     torch.testing.assert_close(reencoded, rollout["hyper_state"], atol=1e-5, rtol=1e-5)
     return reencoded, agent

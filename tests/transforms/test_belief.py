@@ -82,7 +82,7 @@ def test_belief_matches_one_encoder_step_each_step():
             mean, logvar, hidden = encoder.step(
                 rollout["action"][:, t],
                 rollout["next", "reward"][:, t],
-                rollout["next", "observation"][:, t],
+                rollout["next", "true_observation"][:, t],
                 rollout[BELIEF_HIDDEN][:, t],
             )
             torch.testing.assert_close(rollout["next", *BELIEF_MEAN][:, t], mean)
@@ -109,13 +109,13 @@ def test_belief_not_reset_at_inner_episode_end():
             mean, logvar, hidden = encoder.step(
                 rollout["action"][:, after],
                 rollout["next", "reward"][:, after],
-                rollout["next", "observation"][:, after],
+                rollout["next", "true_observation"][:, after],
                 carried,
             )
             from_prior = encoder.step(
                 rollout["action"][:, after],
                 rollout["next", "reward"][:, after],
-                rollout["next", "observation"][:, after],
+                rollout["next", "true_observation"][:, after],
                 encoder.initial_hidden(3),
             )
         torch.testing.assert_close(rollout["next", *BELIEF_HIDDEN][:, after], hidden)
@@ -137,7 +137,7 @@ def test_belief_reset_to_prior_on_new_task_in_rollout():
         mean, logvar, hidden = encoder.step(
             rollout["action"][:, HORIZON],
             rollout["next", "reward"][:, HORIZON],
-            rollout["next", "observation"][:, HORIZON],
+            rollout["next", "true_observation"][:, HORIZON],
             encoder.initial_hidden(3),
         )
     torch.testing.assert_close(rollout["next", *BELIEF_HIDDEN][:, HORIZON], hidden)
@@ -148,7 +148,7 @@ def test_belief_reset_to_prior_on_new_task_in_rollout():
         seq_mean, _, seq_hidden = encoder.sequence(
             rollout["action"][:, HORIZON:],
             rollout["next", "reward"][:, HORIZON:],
-            rollout["next", "observation"][:, HORIZON:],
+            rollout["next", "true_observation"][:, HORIZON:],
         )
     torch.testing.assert_close(rollout["next", *BELIEF_MEAN][:, HORIZON:], seq_mean[:, 1:])
 
@@ -212,7 +212,7 @@ def test_online_beliefs_equal_encoder_sequence():
     with torch.no_grad():
         rollout = env.rollout(HORIZON, break_when_any_done=False)
         mean, logvar, hidden = encoder.sequence(
-            rollout["action"], rollout["next", "reward"], rollout["next", "observation"]
+            rollout["action"], rollout["next", "reward"], rollout["next", "true_observation"]
         )
     assert mean.shape == (4, HORIZON + 1, LATENT)
     assert hidden.shape == (4, HORIZON + 1, HIDDEN)
@@ -291,3 +291,104 @@ def test_transformed_env_leaves_the_shared_encoder_in_training_mode():
     assert all(module.training for module in encoder.modules())
     encoder.eval()  # the owner still sets it
     assert not any(module.training for module in encoder.modules())
+
+
+# -- the true terminal observation ---------------------------------------------------------------
+#: GridNavi, goal (0, 4): 11 noops then 4 ups land on the goal on step 14, the LAST step of
+#: inner episode 1 (and of every later one).
+LAST_STEP_GOAL = (0.0, 4.0)
+LAST_STEP_ACTIONS = [0] * 11 + [1] * 4
+
+
+class RecordingEncoder(torch.nn.Module):
+    """Delegates to a real encoder and records the beliefs its ``sequence`` returns."""
+
+    def __init__(self, inner: BeliefEncoder) -> None:
+        super().__init__()
+        self.inner = inner
+        self.latent_dim = inner.latent_dim
+        self.sequences = []
+
+    def sequence(self, *args, **kwargs):
+        out = self.inner.sequence(*args, **kwargs)
+        self.sequences.append(out)
+        return out
+
+
+def last_step_goal_rollout(num_envs: int = 2):
+    encoder = make_encoder(seed=3)
+    base = BAMDPEnv(
+        GridNaviEnv(num_envs=num_envs),
+        EPISODE_LENGTH,
+        EPISODES,
+        fixed_tasks=torch.tensor([LAST_STEP_GOAL] * num_envs),
+    )
+    env = TransformedEnv(base, varibad_transforms(encoder))
+    actions = torch.tensor(LAST_STEP_ACTIONS * EPISODES).expand(num_envs, HORIZON)
+    calls = {"t": 0}
+
+    def policy(td):
+        td["action"] = actions[:, calls["t"]].clone()
+        calls["t"] += 1
+        return td
+
+    with torch.no_grad():
+        rollout = env.rollout(HORIZON, policy, break_when_any_done=False)
+    return rollout, encoder
+
+
+def test_goal_reached_on_the_last_step_of_an_episode_reaches_the_encoder():
+    rollout, encoder = last_step_goal_rollout()
+    end = EPISODE_LENGTH - 1
+    nxt = rollout["next"]
+    assert nxt["episode_done"][:, end].all() and not nxt["done"][:, end].any()
+    assert (nxt["reward"][:, end] == 1.0).all() and (nxt["reward"][:, :end] < 0).all()
+    # The policy acts on the start state; the encoder input is the goal cell, not (0, 0).
+    assert nxt["observation"][:, end].eq(0).all()
+    goal = torch.tensor([LAST_STEP_GOAL] * 2)
+    torch.testing.assert_close(nxt["true_observation"][:, end], goal, rtol=0, atol=0)
+    with torch.no_grad():
+        at_goal = encoder.step(
+            rollout["action"][:, end], nxt["reward"][:, end], goal, rollout[BELIEF_HIDDEN][:, end]
+        )
+        at_start = encoder.step(
+            rollout["action"][:, end],
+            nxt["reward"][:, end],
+            torch.zeros(2, 2),
+            rollout[BELIEF_HIDDEN][:, end],
+        )
+    torch.testing.assert_close(nxt[BELIEF_HIDDEN][:, end], at_goal[2], rtol=0, atol=0)
+    assert not torch.allclose(nxt[BELIEF_HIDDEN][:, end], at_start[2])
+    # The next step starts from the start state with the belief carried over.
+    assert rollout["observation"][:, end + 1].eq(0).all()
+    torch.testing.assert_close(rollout[BELIEF_MEAN][:, end + 1], nxt[BELIEF_MEAN][:, end])
+
+
+def test_elbo_reencoding_of_stored_tasks_equals_online_beliefs_across_episode_ends():
+    """Collected -> TrajectoryBuffer (default keys) -> ELBOLoss re-encodes the very beliefs the
+    policy saw, including the steps that end an inner episode on the goal."""
+    from torchrl_bamdp.data import TrajectoryBuffer
+    from torchrl_bamdp.modules import GridCellRewardDecoder
+    from torchrl_bamdp.objectives import ELBOLoss
+
+    rollout, encoder = last_step_goal_rollout()
+    buffer = TrajectoryBuffer(
+        capacity=4, horizon=HORIZON, generator=torch.Generator().manual_seed(0)
+    )
+    assert buffer.extend_from_batch(rollout) == 2
+    stored = buffer.buffer.storage[:2]
+    assert "observation" not in stored["next"]  # the reset obs is not the encoder's
+    recording = RecordingEncoder(encoder)
+    loss = ELBOLoss(recording, reward_decoder=GridCellRewardDecoder(LATENT, grid_size=5))
+    with torch.no_grad():
+        loss(stored)
+    mean, logvar, hidden = recording.sequences[0]
+    nxt = rollout["next"]
+    torch.testing.assert_close(mean[:, 1:], nxt[BELIEF_MEAN], atol=1e-6, rtol=0)
+    torch.testing.assert_close(logvar[:, 1:], nxt[BELIEF_LOGVAR], atol=1e-6, rtol=0)
+    torch.testing.assert_close(hidden[:, 1:], nxt[BELIEF_HIDDEN], atol=1e-6, rtol=0)
+    # Across every inner-episode end (steps 14, 29, 44) as well.
+    for end in (14, 29, 44):
+        torch.testing.assert_close(
+            mean[:, end + 1], rollout[BELIEF_MEAN][:, end + 1], atol=1e-6, rtol=0
+        )

@@ -333,3 +333,43 @@ def test_from_env_and_compose():
     assert isinstance(composed[0], ExactGridBelief)
     assert composed[1].out_keys == ["hyper_state"]
     assert BELIEF_PROBS == ("belief", "probs")
+
+
+def test_goal_found_on_the_last_step_of_episode_one_on_the_default_grid():
+    """5x5, 15 steps: 11 noops and 4 ups reach the goal (0, 4) on the episode's last step.
+    The posterior is one-hot there although the next observation is the start (0, 0), and its
+    landing cell is the true terminal observation the env keeps."""
+    env = make_belief_env(num_envs=1, goals=[(0, 4)])
+    actions = ([0] * 11 + [1] * 4) * 4
+    calls = {"t": 0}
+
+    def policy(td: TensorDictBase) -> TensorDictBase:
+        td["action"] = torch.tensor([actions[calls["t"]]])
+        calls["t"] += 1
+        return td
+
+    with torch.no_grad():
+        rollout = env.rollout(60, policy, break_when_any_done=False)
+    nxt = rollout["next"]
+    assert nxt["reward"][0, 14].item() == GOAL_REWARD and (nxt["reward"][0, :14] < 0).all()
+    assert (nxt["observation"][0, 14] == 0).all()
+    assert nxt["true_observation"][0, 14].tolist() == [0.0, 4.0]
+    expected = torch.zeros(25)
+    expected[cell(0, 4, 5)] = 1.0
+    torch.testing.assert_close(nxt[BELIEF_PROBS][0, 14], expected, rtol=0, atol=0)
+    torch.testing.assert_close(rollout[BELIEF_PROBS][0, 15], expected, rtol=0, atol=0)
+    # Before that step only the visited candidates were ruled out: (0, 2) and (0, 3).
+    assert int((nxt[BELIEF_PROBS][0, 13] > 0).sum()) == 21 - 2
+
+
+def test_landing_cell_is_the_true_observation_on_every_step():
+    env = make_belief_env(num_envs=8, seed=3)
+    belief = env.transform[0]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        rollout = env.rollout(60, break_when_any_done=False)
+    landed = belief.landing_cell(rollout["observation"], rollout["action"])
+    true_cell = rollout["next", "true_observation"].long()
+    assert torch.equal(landed, true_cell[..., 0] * 5 + true_cell[..., 1])
+    ends = rollout["next", "episode_done"][..., 0] & ~rollout["next", "done"][..., 0]
+    assert bool((rollout["next", "true_observation"][ends] != 0).any())  # a real check

@@ -103,3 +103,29 @@ def test_rl2_env_leaves_the_memory_in_training_mode():
     assert isinstance(memory, RL2Memory) and not memory.training
     env.eval()
     assert all(module.training for module in gru.modules())
+
+
+def test_rl2_gru_reads_the_true_last_state_at_inner_episode_ends():
+    env, gru = make_rl2_env(num_envs=4, seed=2)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        rollout = env.rollout(HORIZON, break_when_any_done=False)
+    nxt = rollout["next"]
+    memory = RL2Memory(gru)
+    for end in (EPISODE_LENGTH - 1, 2 * EPISODE_LENGTH - 1):
+        assert nxt["episode_done"][:, end].all() and nxt["observation"][:, end].eq(0).all()
+        assert (nxt["true_observation"][:, end] != 0).any()  # the two differ somewhere
+        with torch.no_grad():
+            _, _, hidden = gru.step(
+                rollout["action"][:, end],
+                nxt["reward"][:, end],
+                memory.encoder_observation(
+                    nxt["true_observation"][:, end], nxt["episode_done"][:, end]
+                ),
+                rollout[RL2_HIDDEN][:, end],
+            )
+        torch.testing.assert_close(nxt[RL2_HIDDEN][:, end], hidden, rtol=0, atol=0)
+    # Re-encoding for PPO reads the same inputs: equal to the online memory across the ends.
+    torch.testing.assert_close(
+        memory.encode_sequence(rollout), rollout[RL2_HIDDEN], atol=1e-5, rtol=1e-5
+    )

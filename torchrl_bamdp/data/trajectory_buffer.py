@@ -10,12 +10,17 @@ from tensordict.utils import NestedKey
 from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import RandomSampler
 
+from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
+
 #: The entries the ELBO needs; the belief itself (and its 64-d hidden state) is not stored.
+#: The encoder and decoders read the state each transition really landed in,
+#: ``("next", "true_observation")``; ``("next", "observation")`` (the policy's next input, a
+#: start state after an inner-episode end) is not needed.
 DEFAULT_TRAJECTORY_KEYS: tuple[NestedKey, ...] = (
     "observation",
     "action",
     "task",
-    ("next", "observation"),
+    ("next", TRUE_OBSERVATION),
     ("next", "reward"),
     ("next", "episode_done"),
     ("next", "done"),
@@ -152,6 +157,24 @@ class TrajectoryBuffer:
     def load_state_dict(self, state: dict) -> None:
         self.buffer.empty()
         if state["trajectories"] is not None:
-            self.buffer.extend(state["trajectories"])
-        self._partial = {int(k): list(v) for k, v in state["partial"].items()}
+            self.buffer.extend(self._upgrade(state["trajectories"], "valid"))
+        self._partial = {
+            int(k): [self._upgrade(piece) for piece in v] for k, v in state["partial"].items()
+        }
         self.num_added = int(state["num_added"])
+
+    def _upgrade(self, stored: TensorDictBase, *extra: str) -> TensorDictBase:
+        """Stored trajectories with this buffer's keys.
+
+        Checkpoints written before ``("next", "true_observation")`` existed stored
+        ``("next", "observation")`` only: it stands in for the true next state (what those runs
+        encoded; it differs only at inner-episode ends), so such a run resumes.
+        """
+        true_key = ("next", TRUE_OBSERVATION)
+        if true_key in self.keys and true_key not in stored.keys(True, True):
+            old = stored.get(("next", "observation"), None)
+            if old is not None:
+                stored = stored.clone(False)
+                stored.set(true_key, old)
+        keep = [key for key in (*self.keys, *extra) if key in stored.keys(True, True)]
+        return stored.select(*keep)

@@ -6,6 +6,13 @@ One task lasts ``H+ = episodes_per_task x episode_length`` steps. When an inner 
 next observation is the start state. TorchRL's ``done`` fires only at the end of the BAMDP (with
 ``truncated=True``: a time limit, so value targets bootstrap), so a collector reset always means
 "new task".
+
+The state the transition really landed in is kept under its own key, :data:`TRUE_OBSERVATION`
+(``("next", "true_observation")``): at an inner-episode end it is the true last state s_{t+1},
+where ``("next", "observation")`` is already the next episode's start state; on every other step
+the two are equal. The policy acts on ``observation``; what learns from transitions (the belief
+encoder, the ELBO's decoders, RL2's memory) reads ``true_observation``, so a goal reached on the
+last step of an episode is seen where it was reached.
 """
 
 from __future__ import annotations
@@ -16,6 +23,12 @@ from torchrl.data import Bounded, Categorical, Composite
 from torchrl.envs import EnvBase
 
 from torchrl_bamdp.envs.task_env import TaskEnv
+
+#: The observation a step really landed in, before any inner-episode reset (read it from the
+#: next tensordict). One key for every step, not only for episode ends, so that consumers read
+#: s_{t+1} without a mask. At a reset (and so at the root after ``step_mdp``) it is the start
+#: observation.
+TRUE_OBSERVATION = "true_observation"
 
 
 class BAMDPEnv(EnvBase):
@@ -43,6 +56,16 @@ class BAMDPEnv(EnvBase):
     >>> rollout = env.rollout(60, break_when_any_done=False)
     >>> rollout["next", "episode_done"].sum().item(), rollout["next", "done"].sum().item()
     (8, 2)
+
+    At an inner-episode end the policy's next observation is the start state, and the true last
+    state is kept:
+
+    >>> ends = rollout["next", "episode_done"][..., 0] & ~rollout["next", "done"][..., 0]
+    >>> bool((rollout["next", "observation"][ends] == 0).all())
+    True
+    >>> same = rollout["next", "true_observation"] == rollout["next", "observation"]
+    >>> bool(same[~ends].all())
+    True
     """
 
     def __init__(
@@ -92,6 +115,7 @@ class BAMDPEnv(EnvBase):
         shape = self.batch_size
         base = self.task_env
         obs_spec = base.observation_spec.clone()
+        obs_spec[TRUE_OBSERVATION] = base.observation_spec["observation"].clone()
         obs_spec["episode"] = Bounded(
             0, self.episodes_per_task, shape=(*shape, 1), dtype=torch.long, device=self.device
         )
@@ -134,6 +158,8 @@ class BAMDPEnv(EnvBase):
         self._step_in_episode[mask] = 0
         self._episode[mask] = 0
         out = self._reset_task_env(mask)
+        # Declared in the spec, so a reset writes it too: nothing has been landed in yet.
+        out.set(TRUE_OBSERVATION, out.get("observation").clone())
         flags = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
         out.update(
             {
@@ -166,6 +192,8 @@ class BAMDPEnv(EnvBase):
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         out = self.task_env._step(tensordict)
+        # Kept before an inner reset overwrites "observation" (a copy: the two must not alias).
+        out.set(TRUE_OBSERVATION, out.get("observation").clone())
         n = self.batch_size.numel()
         inner_terminated = out.get("terminated").reshape(n)
         self._step_in_episode += 1
@@ -174,7 +202,8 @@ class BAMDPEnv(EnvBase):
         task_done = episode_done & (self._episode >= self.episodes_per_task)
         restart = episode_done & ~task_done
         if bool(restart.any()):
-            # Back to a start state in the same task; the next observation is that start state.
+            # Back to a start state in the same task; the next observation is that start state
+            # (TRUE_OBSERVATION keeps the state landed in: the reset output has no such key).
             restarted = self._reset_task_env(restart)
             where = restart.reshape(*self.batch_size, 1)
             for key, value in restarted.items(include_nested=True, leaves_only=True):

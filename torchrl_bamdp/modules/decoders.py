@@ -14,23 +14,24 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from torchrl_bamdp.envs.gridworld import GRID_MOVES, grid_move
 from torchrl_bamdp.utils import make_mlp
 
 
 class TransitionBatch:
     """The tensors of ``[N, T]`` trajectories that decoders condition on or reconstruct.
 
-    Attributes are ``obs`` (s_t), ``action`` (a_t), ``next_obs`` (s_{t+1}), ``reward``
-    (r_{t+1}, ``[N, T, 1]``), ``task`` (``[N, task_dim]`` or ``None``) and ``valid_next_obs``
-    (``[N, T]`` bool, ``False`` where s_{t+1} is a reset start state, not the true next state).
+    Attributes are ``obs`` (s_t, the state the policy acted in), ``action`` (a_t), ``next_obs``
+    (the state the transition really landed in, s_{t+1}: at an inner-episode end the true last
+    state, not the next episode's start state), ``reward`` (r_{t+1}, ``[N, T, 1]``) and ``task``
+    (``[N, task_dim]`` or ``None``). Since ``next_obs`` is the true s_{t+1} of every step, every
+    transition is a real (s_t, a_t, r_{t+1}, s_{t+1}) and none needs masking.
 
     Examples
     --------
     >>> b = TransitionBatch(torch.zeros(2, 3, 2), torch.zeros(2, 3, dtype=torch.long),
     ...                     torch.zeros(2, 3, 2), torch.zeros(2, 3, 1))
-    >>> b.valid_next_obs.shape
-    torch.Size([2, 3])
+    >>> b.select_steps(torch.tensor([0, 2])).next_obs.shape
+    torch.Size([2, 2, 2])
     """
 
     def __init__(
@@ -40,16 +41,12 @@ class TransitionBatch:
         next_obs: torch.Tensor,
         reward: torch.Tensor,
         task: torch.Tensor | None = None,
-        valid_next_obs: torch.Tensor | None = None,
     ) -> None:
         self.obs = obs
         self.action = action
         self.next_obs = next_obs
         self.reward = reward
         self.task = task
-        if valid_next_obs is None:
-            valid_next_obs = torch.ones(obs.shape[:2], dtype=torch.bool, device=obs.device)
-        self.valid_next_obs = valid_next_obs
 
     def select_steps(self, index: torch.Tensor) -> TransitionBatch:
         """Keep only the time steps ``index`` (decode sub-sampling)."""
@@ -59,7 +56,6 @@ class TransitionBatch:
             self.next_obs[:, index],
             self.reward[:, index],
             self.task,
-            self.valid_next_obs[:, index],
         )
 
 
@@ -82,11 +78,10 @@ def _action_features(action: torch.Tensor, action_dim: int, discrete: bool) -> t
 class GridCellRewardDecoder(nn.Module):
     """GridNavi reward decoder: one Bernoulli "the goal is here" logit per grid cell.
 
-    The likelihood of r_{t+1} is that of the cell the agent landed in being the goal (``reward
-    > goal_threshold``). That cell is s_{t+1}, except at the end of an inner episode, where
-    s_{t+1} is already the start state of the next one (``valid_next_obs`` is ``False``): there
-    it is computed from s_t and a_t with the GridNavi moves (off-grid moves stay put), so the
-    reward of the last step of an episode is credited to the right cell.
+    The likelihood of r_{t+1} is that of the cell the agent landed in, s_{t+1}, being the goal
+    (``reward > goal_threshold``). s_{t+1} is the true landing cell on every step, the last step
+    of an inner episode included (the trajectories carry ``("next", "true_observation")``), so
+    the decoder needs no copy of GridNavi's moves.
     ``probabilities(latent)`` gives the per-cell belief plotted as a heatmap.
 
     Parameters
@@ -96,7 +91,7 @@ class GridCellRewardDecoder(nn.Module):
     grid_size : int
         Side of the grid; the head has ``grid_size**2`` outputs, cell index ``x * grid_size + y``.
     hidden : sequence of int
-        Hidden layer sizes (empty: a linear head, as in the original).
+        Hidden layer sizes (empty: a linear head).
     goal_threshold : float
         Rewards above this count as "goal reached".
 
@@ -118,8 +113,6 @@ class GridCellRewardDecoder(nn.Module):
         self.grid_size = grid_size
         self.goal_threshold = goal_threshold
         self.net = make_mlp(latent_dim, grid_size * grid_size, hidden, activation="relu")
-        # Not part of the state dict: the moves are GridNavi's, not learned.
-        self.register_buffer("moves", torch.tensor(GRID_MOVES), persistent=False)
 
     def logits(self, latent: torch.Tensor) -> torch.Tensor:
         return self.net(latent)
@@ -128,19 +121,9 @@ class GridCellRewardDecoder(nn.Module):
         """Per-cell probability that the goal is there, ``[..., grid_size**2]``."""
         return torch.sigmoid(self.logits(latent))
 
-    def landing_cells(self, batch: TransitionBatch) -> torch.Tensor:
-        """``[N, T, 2]`` cell each transition ended in (s_{t+1}, or s_t moved by a_t after an
-        inner-episode end)."""
-        landed = batch.next_obs.long()
-        if bool(batch.valid_next_obs.all()):
-            return landed
-        action = batch.action.reshape(batch.obs.shape[:2]).long()
-        moved = grid_move(batch.obs, action, self.moves, self.grid_size)
-        return torch.where(batch.valid_next_obs.unsqueeze(-1), landed, moved)
-
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         logits = self.logits(latent)  # [N, Te, C]
-        landed = self.landing_cells(batch)
+        landed = batch.next_obs.long()
         cell = landed[..., 0] * self.grid_size + landed[..., 1]
         n, te, _ = logits.shape
         index = cell.unsqueeze(1).expand(n, te, cell.shape[1])  # [N, Te, T]
@@ -202,14 +185,23 @@ class RewardDecoder(nn.Module):
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         prediction = self.predict(latent, batch)
         target = batch.reward.unsqueeze(1).expand_as(prediction)
-        error = (prediction - target).pow(2).sum(-1)
-        # After an inner-episode end the s_{t+1} input is the next episode's start state, not
-        # the state the reward was received in: those steps are not decoded.
-        return error * batch.valid_next_obs.unsqueeze(1).to(error.dtype)
+        return (prediction - target).pow(2).sum(-1)
 
 
 class StateDecoder(nn.Module):
-    """Next-state decoder p(s_{t+1} | m, s_t, a_t), squared error, masked after inner resets.
+    """Next-state decoder p(s_{t+1} | m, s_t, a_t) with a squared-error NLL.
+
+    s_{t+1} is the true next state on every step (at an inner-episode end the state the episode
+    ended in, not the next start state), so every transition is decoded.
+
+    Parameters
+    ----------
+    latent_dim, obs_dim, action_dim : int
+        Input sizes (``action_dim`` = number of actions when ``discrete_actions``).
+    hidden : sequence of int
+        Hidden layers.
+    discrete_actions : bool
+        One-hot encode integer actions.
 
     Examples
     --------
@@ -238,13 +230,18 @@ class StateDecoder(nn.Module):
         m, x = _pair(latent, torch.cat([batch.obs, action], dim=-1))
         prediction = self.net(torch.cat([m, x], dim=-1))
         target = batch.next_obs.unsqueeze(1).expand_as(prediction)
-        error = (prediction - target).pow(2).sum(-1)
-        # After an inner-episode reset s_{t+1} is a start state, not a consequence of (s_t, a_t).
-        return error * batch.valid_next_obs.unsqueeze(1).to(error.dtype)
+        return (prediction - target).pow(2).sum(-1)
 
 
 class TaskDecoder(nn.Module):
     """Task decoder p(task | m), squared error; its NLL has shape ``[N, Te]``.
+
+    Parameters
+    ----------
+    latent_dim, task_dim : int
+        Input and output sizes.
+    hidden : sequence of int
+        Hidden layers.
 
     Examples
     --------
@@ -255,7 +252,12 @@ class TaskDecoder(nn.Module):
     torch.Size([4, 3])
     """
 
-    def __init__(self, latent_dim: int, task_dim: int, hidden: Sequence[int] = (64, 32)) -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        task_dim: int,
+        hidden: Sequence[int] = (64, 32),
+    ) -> None:
         super().__init__()
         self.net = make_mlp(latent_dim, task_dim, hidden, activation="relu")
 

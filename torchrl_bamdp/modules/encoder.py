@@ -14,6 +14,12 @@ class BeliefEncoder(nn.Module):
     collection) and training over stored trajectories (:meth:`sequence`, used by the ELBO loss);
     both run the same ``nn.GRU`` so they give the same beliefs.
 
+    ``obs``/``next_obs`` is the state the transition *really* landed in, s_{t+1}: at the end of
+    an inner episode that is the true last state (``("next", "true_observation")`` of
+    :class:`~torchrl_bamdp.envs.BAMDPEnv`), not the start state the next episode begins from,
+    as in the original, so that a reward received on the last step of an episode is encoded
+    with the state it was received in.
+
     Parameters
     ----------
     obs_dim : int
@@ -114,7 +120,8 @@ class BeliefEncoder(nn.Module):
         obs: torch.Tensor,
         hidden: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One belief update for a batch ``[B]``: returns ``(mean, logvar, new_hidden)``."""
+        """One belief update for a batch ``[B]`` from (a_t, r_{t+1}, true s_{t+1}): returns
+        ``(mean, logvar, new_hidden)``."""
         x = self.embed(action, reward, obs).unsqueeze(1)
         out, h = self.gru(x, hidden.unsqueeze(0).contiguous())
         mean, logvar = self._heads(out.squeeze(1))
@@ -129,6 +136,8 @@ class BeliefEncoder(nn.Module):
         with_prior: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Beliefs along ``[N, T]`` transitions of trajectories that start at a task start.
+
+        ``next_obs`` holds the true s_{t+1} of every transition (as :meth:`step` reads it).
 
         Returns ``(mean, logvar, hidden)`` of shape ``[N, T + 1, ...]`` with the prior at index 0
         when ``with_prior`` (the default), else ``[N, T, ...]``.

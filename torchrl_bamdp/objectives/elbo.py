@@ -10,6 +10,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
+from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules.decoders import TransitionBatch
 from torchrl_bamdp.modules.encoder import BeliefEncoder
 
@@ -35,10 +36,11 @@ class ELBOLoss(LossModule):
     """Negative VariBAD ELBO over whole BAMDP trajectories.
 
     For a batch of ``N`` trajectories of ``T`` transitions, all starting at a task start, the
-    encoder is re-run with gradients to get the posteriors q_t = q(m | tau_:t) for t = 0..T
-    (q_0 is the prior N(0, I)). For every (optionally sub-sampled) ELBO step t a latent
-    m_t ~ q_t is drawn with the reparameterisation trick and decoded against every (optionally
-    sub-sampled) transition j of the *whole* trajectory, past and future. The terms are
+    encoder is re-run with gradients over (a_t, r_{t+1}, true s_{t+1}) to get the posteriors
+    q_t = q(m | tau_:t) for t = 0..T (q_0 is the prior N(0, I)). For every (optionally
+    sub-sampled) ELBO step t a latent m_t ~ q_t is drawn with the reparameterisation trick and
+    decoded against every (optionally sub-sampled) transition j of the *whole* trajectory, past
+    and future. The terms are
 
     - ``loss_reward`` / ``loss_state``: sum over t and j of the decoders' NLL, mean over N;
     - ``loss_task``: sum over t of the task decoder's NLL, mean over N;
@@ -73,7 +75,7 @@ class ELBOLoss(LossModule):
     >>> loss = ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, grid_size=5))
     >>> td = TensorDict({"observation": torch.zeros(2, 6, 2),
     ...                  "action": torch.zeros(2, 6, dtype=torch.long),
-    ...                  "next": {"observation": torch.zeros(2, 6, 2),
+    ...                  "next": {"true_observation": torch.zeros(2, 6, 2),
     ...                           "reward": -0.1 * torch.ones(2, 6, 1)}}, [2, 6])
     >>> sorted(loss(td).keys())
     ['loss_kl', 'loss_reward']
@@ -85,8 +87,11 @@ class ELBOLoss(LossModule):
 
         Attributes
         ----------
-        observation, action, next_observation, reward, task, episode_done, done : NestedKey
-            Where the trajectory tensors live.
+        observation, action, next_observation, reward, task : NestedKey
+            Where the trajectory tensors live. ``next_observation`` is the state each transition
+            really landed in (``("next", "true_observation")`` of
+            :class:`~torchrl_bamdp.envs.BAMDPEnv`: the true last state at an inner-episode
+            end), which the encoder and the decoders read.
         valid : NestedKey
             Optional ``[N, T]`` bool mask of real (not padding) steps, written by
             :class:`~torchrl_bamdp.data.TrajectoryBuffer` for trajectories shorter than the
@@ -95,11 +100,9 @@ class ELBOLoss(LossModule):
 
         observation: NestedKey = "observation"
         action: NestedKey = "action"
-        next_observation: NestedKey = ("next", "observation")
+        next_observation: NestedKey = ("next", TRUE_OBSERVATION)
         reward: NestedKey = ("next", "reward")
         task: NestedKey = "task"
-        episode_done: NestedKey = ("next", "episode_done")
-        done: NestedKey = ("next", "done")
         valid: NestedKey = "valid"
 
     default_keys = _AcceptedKeys
@@ -137,9 +140,7 @@ class ELBOLoss(LossModule):
     def in_keys(self) -> list[NestedKey]:
         keys = self.tensor_keys
         in_keys = [keys.action, keys.next_observation, keys.reward]
-        if self.state_decoder is not None:
-            in_keys += [keys.observation, keys.episode_done]
-        elif self.reward_decoder is not None:
+        if self.state_decoder is not None or self.reward_decoder is not None:
             in_keys.append(keys.observation)
         if self.task_decoder is not None:
             in_keys.append(keys.task)
@@ -182,26 +183,12 @@ class ELBOLoss(LossModule):
         task = tensordict.get(keys.task, None) if self.task_decoder is not None else None
         if task is not None and task.ndim == 3:
             task = task[:, 0]  # the task is constant along a BAMDP trajectory
-        episode_done = tensordict.get(keys.episode_done, None)
-        valid = None
-        if episode_done is not None:
-            # Where an inner episode ended, s_{t+1} is the start state of the next episode; where
-            # the whole BAMDP ended (done) it is the true last state again.
-            restarted = episode_done.reshape(next_obs.shape[:2])
-            done = tensordict.get(keys.done, None)
-            if done is not None:
-                restarted = restarted & ~done.reshape(next_obs.shape[:2])
-            else:
-                restarted = restarted.clone()
-                restarted[:, -1] = False
-            valid = ~restarted
         return TransitionBatch(
             obs=obs,
             action=self._required(tensordict, keys.action),
             next_obs=next_obs,
             reward=self._required(tensordict, keys.reward),
             task=task,
-            valid_next_obs=valid,
         )
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

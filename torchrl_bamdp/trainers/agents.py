@@ -34,6 +34,7 @@ from torchrl.modules import ProbabilisticActor
 
 from torchrl_bamdp.configs.schema import Config
 from torchrl_bamdp.envs import BAMDPEnv
+from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
 from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.modules import (
@@ -218,8 +219,9 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     actor, critic = _actor_critic(config, env, obs_dim + sum(sizes[k] for k in belief_keys))
 
     def reencode(tasks: TensorDictBase) -> torch.Tensor:
+        # The same inputs as the online belief: the true s_{t+1}, the policy's s_t.
         mean, logvar, _ = encoder.sequence(
-            tasks["action"], tasks["next", "reward"], tasks["next", "observation"]
+            tasks["action"], tasks["next", "reward"], tasks["next", TRUE_OBSERVATION]
         )
         belief = {BELIEF_MEAN: mean[:, :-1], BELIEF_LOGVAR: logvar[:, :-1]}
         if BELIEF_DECODED in belief_keys:

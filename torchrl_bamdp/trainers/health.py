@@ -37,6 +37,7 @@ BATCH_KEYS: tuple[NestedKey, ...] = (
     ("next", "reward"),
     "observation",
     ("next", "observation"),
+    ("next", "true_observation"),  # what the encoder and the ELBO's buffer read
     ("belief", "mean"),
     ("belief", "logvar"),
     ("next", "belief", "mean"),

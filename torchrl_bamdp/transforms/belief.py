@@ -11,6 +11,7 @@ from torch import nn
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import CatTensors, Compose, Transform
 
+from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules.encoder import BeliefEncoder
 
 BELIEF_MEAN: tuple[str, str] = ("belief", "mean")
@@ -52,17 +53,23 @@ class VariationalBelief(SharedEncoderTransform):
     """Carry the VariBAD posterior q(m | tau_:t) in the tensordict, one GRU step per env step.
 
     On reset (a new task) it writes the prior N(0, I) and a zero hidden state; on every step it
-    reads the action taken, the reward and the next observation and writes the updated
-    ``("belief", "mean" | "logvar" | "hidden")`` into the next tensordict. Inner-episode resets
-    are not TorchRL resets, so the belief persists across the inner episodes of a task. The
-    encoder is the very module the ELBO loss trains, so collection always uses the latest weights.
+    reads the action taken, the reward and the state the step landed in and writes the updated
+    ``("belief", "mean" | "logvar" | "hidden")`` into the next tensordict. That state is
+    ``("next", "true_observation")`` (:data:`~torchrl_bamdp.envs.bamdp.TRUE_OBSERVATION`), not
+    ``("next", "observation")``: at an inner-episode end the latter is already the start state
+    of the next episode, and a goal reached on the last step would be encoded at the start cell.
+    Inner-episode resets are not TorchRL resets, so the belief persists across the inner
+    episodes of a task. The encoder is the very module the ELBO loss trains, so collection
+    always uses the latest weights.
 
     Parameters
     ----------
     encoder : BeliefEncoder
         The shared encoder.
     action_key, reward_key, observation_key : NestedKey
-        Where to read a_t (root tensordict), r_{t+1} and s_{t+1} (next tensordict).
+        Where to read a_t (root tensordict), r_{t+1} and the true s_{t+1} (next tensordict;
+        ``observation_key`` defaults to ``"true_observation"``, written by
+        :class:`~torchrl_bamdp.envs.BAMDPEnv`).
     track_gradients : bool
         If ``False`` (default) the update runs under ``torch.no_grad()``: collection never builds
         a graph through time, and PPO trains on the stored belief.
@@ -84,7 +91,7 @@ class VariationalBelief(SharedEncoderTransform):
         encoder: BeliefEncoder,
         action_key: NestedKey = "action",
         reward_key: NestedKey = "reward",
-        observation_key: NestedKey = "observation",
+        observation_key: NestedKey = TRUE_OBSERVATION,
         track_gradients: bool = False,
     ) -> None:
         super().__init__(
@@ -128,7 +135,15 @@ class VariationalBelief(SharedEncoderTransform):
         ):
             value = source.get(key, None)
             if value is None:
-                raise KeyError(f"{type(self).__name__}: no entry {key!r} to update the belief from")
+                hint = (
+                    " (BAMDPEnv writes it: wrap the task env in a BAMDPEnv, or pass "
+                    "observation_key='observation' for an env without inner-episode resets)"
+                    if key == self.observation_key
+                    else ""
+                )
+                raise KeyError(
+                    f"{type(self).__name__}: no entry {key!r} to update the belief from{hint}"
+                )
             inputs.append(value)
         with torch.set_grad_enabled(self.track_gradients and torch.is_grad_enabled()):
             mean, logvar, hidden = self.encoder.step(*inputs, hidden)

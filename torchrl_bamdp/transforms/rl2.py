@@ -18,6 +18,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite, Unbounded
 from torchrl.envs.transforms import Compose
 
+from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules.encoder import BeliefEncoder
 from torchrl_bamdp.transforms.belief import SharedEncoderTransform, hyper_state_transform
 
@@ -28,7 +29,9 @@ class RL2Memory(SharedEncoderTransform):
     """Carry RL2's recurrent state in the tensordict, one GRU step per env step.
 
     On reset (a new task) the hidden state is zero; on every step the GRU reads the action
-    taken, the reward, the next observation and the next ``episode_done`` flag and writes
+    taken, the reward, the state the step landed in (``("next", "true_observation")``: the true
+    last state at an inner-episode end, where the policy's ``observation`` is already the next
+    start state, which the policy reads itself) and the next ``episode_done`` flag and writes
     ``("rl2", "hidden")`` into the next tensordict. Inner-episode resets are not TorchRL resets,
     so the memory persists across the inner episodes of a task.
 
@@ -38,7 +41,8 @@ class RL2Memory(SharedEncoderTransform):
         The recurrent network; its ``obs_dim`` must be the observation size + 1 (the done flag
         is appended to the observation it reads). Its mean/log-variance heads are unused.
     action_key, reward_key, observation_key, episode_done_key : NestedKey
-        Where to read a_t (root tensordict) and r_{t+1}, s_{t+1}, d_{t+1} (next tensordict).
+        Where to read a_t (root tensordict) and r_{t+1}, the true s_{t+1}, d_{t+1} (next
+        tensordict).
 
     Examples
     --------
@@ -56,7 +60,7 @@ class RL2Memory(SharedEncoderTransform):
         encoder: BeliefEncoder,
         action_key: NestedKey = "action",
         reward_key: NestedKey = "reward",
-        observation_key: NestedKey = "observation",
+        observation_key: NestedKey = TRUE_OBSERVATION,
         episode_done_key: NestedKey = "episode_done",
     ) -> None:
         super().__init__(
@@ -83,9 +87,13 @@ class RL2Memory(SharedEncoderTransform):
                 f"{type(self).__name__}: no {RL2_HIDDEN} in the input tensordict; step from a "
                 "tensordict returned by env.reset() (or a collector), not a hand-made one."
             )
-        observation = self.encoder_observation(
-            next_tensordict.get(self.observation_key), next_tensordict.get(self.episode_done_key)
-        )
+        landed = next_tensordict.get(self.observation_key, None)
+        if landed is None:
+            raise KeyError(
+                f"{type(self).__name__}: no entry {self.observation_key!r} in the next tensordict "
+                "(BAMDPEnv writes it: wrap the task env in a BAMDPEnv)"
+            )
+        observation = self.encoder_observation(landed, next_tensordict.get(self.episode_done_key))
         with torch.no_grad():
             _, _, hidden = self.encoder.step(
                 tensordict.get(self.action_key),

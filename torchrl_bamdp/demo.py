@@ -8,26 +8,125 @@ metrics CSV, checkpoint) under ``runs/demo-<time>``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from torchrl_bamdp.configs import load_config
+from torchrl_bamdp.configs import Config, load_config
 from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.utils import PACKAGE_ROOT, write_result_json
+
+#: The committed spread of the demo over seeds (``benchmarks/demo_spread.py`` writes it).
+SPREAD_FILE = PACKAGE_ROOT / "benchmarks" / "results" / "demo_spread.json"
 
 
-def main(argv: list[str] | None = None) -> None:
+def demo_config(frames: int, seed: int) -> Config:
+    """The demo's configuration: the package defaults (VariBAD on GridNavi), ``frames`` frames.
+
+    Examples
+    --------
+    >>> cfg = demo_config(3_000_000, seed=2)
+    >>> cfg.env.name, cfg.algo.name, cfg.seed, cfg.train.total_frames
+    ('gridworld', 'varibad', 2, 3000000)
+    """
+    return load_config({"seed": seed, "train": {"total_frames": frames, "eval_interval": 50}})
+
+
+def machine_info() -> dict[str, Any]:
+    """What produced a number: CPU model and count, platform, and the locked package versions.
+
+    Examples
+    --------
+    >>> sorted(machine_info())
+    ['constraints_sha256', 'cpu', 'cpus', 'platform', 'versions']
+    """
+    import platform
+
+    import tensordict
+    import torchrl
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lock = PACKAGE_ROOT / "constraints.txt"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()[:12] if lock.exists() else None
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchrl": torchrl.__version__,
+            "tensordict": tensordict.__version__,
+        },
+        "constraints_sha256": digest,
+    }
+
+
+def reference_lines(path: Path = SPREAD_FILE) -> list[str]:
+    """The demo's reference: the committed per-episode spread over seeds, as printable lines.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "spread.json"
+    >>> _ = f.write_text(json.dumps({"frames": 3000000, "seeds": [0, 1], "date": "2026-12-01",
+    ...     "machine": {"cpu": "some CPU", "cpus": 2}, "commit": "abc",
+    ...     "per_episode": {"min": [1.0, 2.0], "median": [1.5, 2.5], "max": [2.0, 3.0]}}))
+    >>> print("\\n".join(reference_lines(f)))
+    Reference: 2 seeds (0-1) of this demo at 3,000,000 frames
+    (2026-12-01, some CPU, 2 cores, commit abc):
+    | reference | episode 1 | episode 2 |
+    |---|---|---|
+    | min over seeds | 1.00 | 2.00 |
+    | median over seeds | 1.50 | 2.50 |
+    | max over seeds | 2.00 | 3.00 |
+    """
+    if not path.exists():
+        return [f"(no committed reference spread at {path}; benchmarks/demo_spread.py writes it)"]
+    spread = json.loads(path.read_text())
+    seeds = spread["seeds"]
+    machine = spread["machine"]
+    stats = spread["per_episode"]
+    lines = [
+        f"Reference: {len(seeds)} seeds ({min(seeds)}-{max(seeds)}) of this demo at "
+        f"{spread['frames']:,} frames",
+        f"({spread['date']}, {machine['cpu']}, {machine['cpus']} cores, "
+        f"commit {spread['commit']}):",
+        "| reference | " + " | ".join(f"episode {k + 1}" for k in range(len(stats["min"]))) + " |",
+        "|---" * (len(stats["min"]) + 1) + "|",
+    ]
+    for name in ("min", "median", "max"):
+        lines.append(f"| {name} over seeds | " + " | ".join(f"{v:.2f}" for v in stats[name]) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train, meta-test and print the comparison table (``make demo``).
 
     Parameters
     ----------
     argv : list of str, optional
-        ``--frames`` (default 3M, or ``$BAMDP_DEMO_FRAMES``), ``--seed`` and ``--run-dir``;
-        ``None`` reads ``sys.argv``.
+        ``--frames`` (default 3M, or ``$BAMDP_DEMO_FRAMES``), ``--seed``, ``--run-dir`` and
+        ``--json`` (write the result there); ``None`` reads ``sys.argv``.
+
+    Returns
+    -------
+    dict
+        ``seed``, ``frames``, ``train_seconds``, ``mean`` (per episode) and the rows printed.
 
     Examples
     --------
@@ -35,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     a shorter run from Python:
 
     >>> main(["--frames", "200000", "--run-dir", "runs/demo-short"])  # doctest: +SKIP
-    Training VariBAD on GridNavi for 200,000 frames -> runs/demo-short
+    Training VariBAD on GridNavi for 200,000 frames (seed 0) -> runs/demo-short
     ...
     | policy | episode 1 | episode 2 | episode 3 | episode 4 |
     ...
@@ -45,15 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=default_frames)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args(argv)
     run_dir = args.run_dir or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = load_config(
-        {
-            "seed": args.seed,
-            "train": {"total_frames": args.frames, "eval_interval": 50},
-        }
+    config = demo_config(args.frames, args.seed)
+    print(
+        f"Training VariBAD on GridNavi for {args.frames:,} frames (seed {args.seed}) -> {run_dir}"
     )
-    print(f"Training VariBAD on GridNavi for {args.frames:,} frames -> {run_dir}")
     start = time.perf_counter()
     trainer = Trainer(config, run_dir)
     result = trainer.train()
@@ -69,14 +166,36 @@ def main(argv: list[str] | None = None) -> None:
         ).mean,
         "Bayes-optimal (exact DP)": optimal.expected_returns(),
     }
+    machine = machine_info()
     print(f"\nMeta-test return per inner episode on {config.train.eval_tasks} fixed test tasks")
-    print(f"({result['frames']:,} frames, {wall:.0f} s wall-clock, torch {torch.__version__})\n")
+    print(
+        f"({result['frames']:,} frames, seed {args.seed}, {wall:.0f} s wall-clock, "
+        f"{machine['cpu']}, torch {torch.__version__})\n"
+    )
     header = "| policy | " + " | ".join(f"episode {k + 1}" for k in range(episodes)) + " |"
     print(header)
     print("|---" * (episodes + 1) + "|")
     for name, values in rows.items():
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
+    print()
+    print("\n".join(reference_lines()))
+    print(
+        "The same seed gives the same numbers on one machine; other CPUs round differently and "
+        "land elsewhere within (or near) this spread."
+    )
     print(f"\nRun directory: {run_dir} (config.json, metrics.csv, eval.jsonl, checkpoints/)")
+    report = {
+        "seed": args.seed,
+        "frames": result["frames"],
+        "train_seconds": trainer.train_seconds,
+        "wall_seconds": wall,
+        "mean": list(result["eval"]["mean"]),
+        "rows": {name: list(map(float, values)) for name, values in rows.items()},
+        "machine": machine,
+    }
+    if args.json is not None:
+        write_result_json(args.json, report)
+    return report
 
 
 if __name__ == "__main__":

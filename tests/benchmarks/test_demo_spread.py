@@ -1,0 +1,42 @@
+"""The demo's reference spread: the benchmark trains the demo's config per seed, resumes, and
+the demo prints the committed spread under its own result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from torchrl_bamdp.demo import SPREAD_FILE, demo_config, reference_lines
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_spread.py"
+
+
+def test_spread_of_two_tiny_seeds_and_resume(tmp_path, load_script, capsys):
+    module = load_script(SCRIPT)
+    frames = demo_config(1, 0).frames_per_batch  # one batch
+    args = ["--seeds", "0", "1", "--frames", str(frames), "--runs-dir", str(tmp_path / "runs")]
+    out = tmp_path / "spread.json"
+    report = module.main([*args, "--out", str(out)])
+    assert json.loads(out.read_text())["per_seed"] == report["per_seed"]
+    assert [r["seed"] for r in report["per_seed"]] == [0, 1]
+    assert all(r["frames"] == frames and len(r["mean"]) == 4 for r in report["per_seed"])
+    stats = report["per_episode"]
+    for k in range(4):
+        values = [r["mean"][k] for r in report["per_seed"]]
+        assert stats["min"][k] == min(values) and stats["max"][k] == max(values)
+    assert report["bayes_optimal"][0] == pytest.approx(4.0)
+    assert report["machine"]["cpus"] >= 1 and report["machine"]["versions"]["torch"]
+    assert str(tmp_path) not in out.read_text()  # portable paths only
+    # each seed is the demo itself, with its own run directory and printed reference
+    log = (tmp_path / "runs" / "seed0" / "demo.log").read_text()
+    assert "Bayes-optimal (exact DP)" in log and reference_lines()[0] in log
+
+    # a second call trains nothing and gives the same numbers
+    capsys.readouterr()
+    again = module.main([*args, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "seed 0: finished before, kept" in printed and "started" not in printed
+    assert again["per_seed"] == report["per_seed"]
+

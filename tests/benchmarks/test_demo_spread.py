@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torchrl_bamdp.demo import SPREAD_FILE, demo_config, reference_lines
+from torchrl_bamdp.demo import demo_config, reference_lines
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_spread.py"
 
@@ -39,4 +39,3 @@ def test_spread_of_two_tiny_seeds_and_resume(tmp_path, load_script, capsys):
     printed = capsys.readouterr().out
     assert "seed 0: finished before, kept" in printed and "started" not in printed
     assert again["per_seed"] == report["per_seed"]
-

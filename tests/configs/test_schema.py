@@ -617,3 +617,55 @@ def test_policy_belief_auto_is_decoded_only_for_gridnavi_varibad():
 def test_entropy_coef_final_is_validated():
     msg = load_error(nested("algo.ppo.entropy_coef_final", -0.1))
     assert msg == "config.algo.ppo.entropy_coef_final must be >= 0.0 (got -0.1)"
+
+
+# -- ELBO semantics (algo.elbo) ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("kl_reduction", "avg", ("mean", "sum")),
+        ("task_reduction", "max", ("mean", "sum")),
+        ("subsample_mode", "unbiased", ("rescaled", "original")),
+        ("mse_reduction", "none", ("sum", "mean")),
+        ("kl_reduction", "Mean", ("mean", "sum")),  # case matters
+    ],
+)
+def test_bad_elbo_semantics_name_the_field_and_the_allowed_values(field, value, allowed):
+    msg = load_error(nested(f"algo.elbo.{field}", value))
+    assert f"config.algo.elbo.{field}" in msg
+    assert repr(value) in msg
+    for choice in allowed:
+        assert repr(choice) in msg
+
+
+def test_elbo_semantics_must_be_strings():
+    msg = load_error(nested("algo.elbo.kl_reduction", 1))
+    assert "config.algo.elbo.kl_reduction" in msg
+
+
+def test_elbo_semantics_default_to_ours_and_accept_the_original():
+    elbo = load_config({}).algo.elbo
+    assert (elbo.kl_reduction, elbo.task_reduction, elbo.subsample_mode, elbo.mse_reduction) == (
+        "mean",
+        "mean",
+        "rescaled",
+        "sum",
+    )
+    original = {"kl_reduction": "sum", "task_reduction": "sum", "subsample_mode": "original"}
+    cfg = load_config({"algo": {"elbo": {**original, "mse_reduction": "mean"}}})
+    assert cfg.algo.elbo.subsample_mode == "original" and cfg.algo.elbo.mse_reduction == "mean"
+    assert load_config(config_to_dict(cfg)) == cfg
+
+
+def test_elbo_semantics_from_the_command_line():
+    overrides = [
+        "algo=varibad",
+        "algo.elbo.kl_reduction=sum",
+        "algo.elbo.subsample_mode=original",
+        "algo.elbo.mse_reduction=mean",
+    ]
+    cfg = load_config(_compose(overrides))
+    assert (cfg.algo.elbo.kl_reduction, cfg.algo.elbo.subsample_mode) == ("sum", "original")
+    assert cfg.algo.elbo.mse_reduction == "mean"
+    with pytest.raises(ConfigError, match="subsample_mode"):
+        load_config(_compose(["algo=varibad", "algo.elbo.subsample_mode=with_replacement"]))

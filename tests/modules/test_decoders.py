@@ -166,3 +166,58 @@ def test_grid_decoder_reads_the_true_landing_cell_on_the_last_step_of_an_episode
     assert nll[0].item() == pytest.approx(_bce(2.2, 1.0), rel=1e-6)
     assert nll[1].item() == pytest.approx(_bce(2.4, 0.0), rel=1e-6)  # (4, 4) = 24
     assert nll[2].item() == pytest.approx(_bce(0.0, 0.0), rel=1e-6)
+
+
+# -- mse_reduction -------------------------------------------------------------------------------
+def _constant_state_decoder(mse_reduction: str) -> StateDecoder:
+    dec = StateDecoder(
+        1, obs_dim=3, action_dim=2, hidden=(), discrete_actions=True, mse_reduction=mse_reduction
+    )
+    with torch.no_grad():
+        dec.net[0].weight.zero_()
+        dec.net[0].bias.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    return dec
+
+
+def test_mse_reduction_sum_and_mean_over_dimensions_by_hand():
+    # One transition, s_{t+1} = (0, 0, 0), prediction (1, 2, 3): squared errors 1, 4, 9.
+    b = TransitionBatch(
+        torch.zeros(1, 1, 3),
+        torch.zeros(1, 1, dtype=torch.long),
+        torch.zeros(1, 1, 3),
+        torch.zeros(1, 1, 1),
+        task=torch.zeros(1, 3),
+    )
+    latent = torch.zeros(1, 1, 1)
+    assert _constant_state_decoder("sum").nll(latent, b).item() == pytest.approx(14.0)
+    assert _constant_state_decoder("mean").nll(latent, b).item() == pytest.approx(14.0 / 3)
+    for reduction, expected in (("sum", 14.0), ("mean", 14.0 / 3)):
+        task = TaskDecoder(1, task_dim=3, hidden=(), mse_reduction=reduction)
+        with torch.no_grad():
+            task.net[0].weight.zero_()
+            task.net[0].bias.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        assert task.nll(latent, b).item() == pytest.approx(expected)
+    # A scalar reward: both reductions agree.
+    b.reward = torch.full((1, 1, 1), 3.0)
+    values = []
+    for reduction in ("sum", "mean"):
+        rew = RewardDecoder(1, 3, 2, hidden=(), discrete_actions=True, mse_reduction=reduction)
+        with torch.no_grad():
+            rew.net[0].weight.zero_()
+            rew.net[0].bias.fill_(1.0)
+        values.append(rew.nll(latent, b).item())
+    assert values == pytest.approx([4.0, 4.0])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: RewardDecoder(2, 2, 2, mse_reduction=r),
+        lambda r: StateDecoder(2, 2, 2, mse_reduction=r),
+        lambda r: TaskDecoder(2, 2, mse_reduction=r),
+    ],
+)
+def test_mse_reduction_is_validated(make):
+    with pytest.raises(ValueError, match=r"mse_reduction must be one of \('sum', 'mean'\)"):
+        make("avg")
+    assert make("mean").mse_reduction == "mean"

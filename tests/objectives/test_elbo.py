@@ -510,3 +510,309 @@ def test_own_generator_makes_the_loss_reproducible_and_leaves_the_global_stream_
     first = loss_value(5)
     assert loss_value(5) == first
     assert loss_value(6) != first
+
+
+# -- ELBO semantics: reductions and sub-sampling modes, on hand-computed batches -----------------
+# N = 2 trajectories, T = 3 steps, latent 1. The posterior means name their step,
+# m[n, t] = 10 n + t, with log-variance 0, and the latent noise is patched to 0, so the latent
+# decoded for ELBO step t is exactly m[n, t]. The stub decoder's NLL of transition j under
+# latent m is m + x[n, j] with x[n, j] = j + 1 (the true next state's first coordinate).
+# KL(q_t || q_{t-1}) with unit variances is (m_t - m_{t-1})^2 / 2: KL[n, 0] = m[n, 0]^2 / 2
+# (0 and 50), every later one 1/2; per trajectory 1.5 and 51.5.
+HAND_MEAN = torch.tensor([[0.0, 1.0, 2.0, 3.0], [10.0, 11.0, 12.0, 13.0]])
+
+
+class SumDecoder(nn.Module):
+    """nll(latent, batch)[n, k, j] = latent[n, k, 0] + next_obs[n, j, 0], recording its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = []
+
+    def nll(self, latent, batch):
+        self.calls.append((latent.detach().clone(), batch.next_obs.detach().clone()))
+        return latent[..., 0].unsqueeze(-1) + batch.next_obs[..., 0].unsqueeze(1)
+
+
+class LatentTaskDecoder(nn.Module):
+    """Task NLL = the latent itself: l^task[n, k] = m[n, t_{n,k}]."""
+
+    def nll(self, latent, batch):
+        return latent[..., 0]
+
+
+def hand_td() -> TensorDict:
+    td = make_td(2, 3)
+    x = torch.tensor([1.0, 2.0, 3.0]).expand(2, 3)
+    td["next", "true_observation"] = torch.stack([x, torch.zeros(2, 3)], -1)
+    return td
+
+
+def hand_loss(**kwargs) -> ELBOLoss:
+    stub = StubEncoder(HAND_MEAN[..., None], torch.zeros(2, 4, 1))
+    loss = ELBOLoss(stub, reward_decoder=SumDecoder(), task_decoder=LatentTaskDecoder(), **kwargs)
+    loss._noise = lambda shape, like: torch.zeros(shape, dtype=like.dtype, device=like.device)
+    return loss
+
+
+def test_both_modes_without_subsampling_by_hand():
+    # Reconstruction: sum over t = 0..3 and j = 0..2 of (m[n, t] + x[n, j]) = 3 sum_t m + 4 * 6:
+    # 3 * 6 + 24 = 42 and 3 * 46 + 24 = 162, averaged over the trajectories in every mode: 102.
+    ours = hand_loss()(hand_td())
+    assert ours["loss_reward"].item() == pytest.approx(102.0)
+    assert ours["loss_kl"].item() == pytest.approx((1.5 + 51.5) / 2)  # mean over trajectories
+    assert ours["loss_task"].item() == pytest.approx((6.0 + 46.0) / 2)  # sum_t m, mean
+    original = hand_loss(kl_reduction="sum", task_reduction="sum", subsample_mode="original")(
+        hand_td()
+    )
+    assert original["loss_reward"].item() == pytest.approx(102.0)
+    assert original["loss_kl"].item() == pytest.approx(1.5 + 51.5)  # summed over trajectories
+    assert original["loss_task"].item() == pytest.approx(6.0 + 46.0)
+
+
+def test_rescaled_mode_with_fixed_draws_by_hand():
+    # ELBO steps {1, 3} of 4 and decode steps {0, 2} of 3, shared by both trajectories.
+    loss = hand_loss(elbo_subsample=2, decode_subsample=2)
+    draws = iter([torch.tensor([1, 3]), torch.tensor([0, 2])])
+    loss._subsample = lambda full, wanted, device: next(draws)
+    out = loss(hand_td())
+    # n = 0: sum_{t in {1, 3}} sum_{j in {0, 2}} (m + x) = 2 (1 + 3) + 2 (1 + 3) = 16;
+    # n = 1: 2 (11 + 13) + 2 (1 + 3) = 56; rescaled by 4/2 * 3/2 = 3, then averaged: 108.
+    assert out["loss_reward"].item() == pytest.approx((16.0 * 3 + 56.0 * 3) / 2)
+    assert out["loss_kl"].item() == pytest.approx((1.5 + 51.5) / 2)  # every KL term, kept
+    # task: 4/2 * (1 + 3) = 8 and 4/2 * (11 + 13) = 48, averaged.
+    assert out["loss_task"].item() == pytest.approx((8.0 + 48.0) / 2)
+
+
+#: Per trajectory ELBO steps (with a repeat) and, per ELBO step, decode steps (with repeats).
+HAND_ELBO_DRAW = torch.tensor([[3, 3], [0, 2]])
+HAND_DECODE_DRAW = torch.tensor([[[0, 0], [2, 1]], [[1, 2], [0, 0]]])
+
+
+def patched_original(**kwargs) -> ELBOLoss:
+    loss = hand_loss(elbo_subsample=2, decode_subsample=2, subsample_mode="original", **kwargs)
+    draws = iter([HAND_ELBO_DRAW, HAND_DECODE_DRAW])
+    loss._draw_with_replacement = lambda upper, count: next(draws)
+    return loss
+
+
+def test_original_mode_with_fixed_draws_by_hand():
+    loss = patched_original(kl_reduction="sum", task_reduction="sum")
+    out = loss(hand_td())
+    # n = 0: t = 3 (m = 3) with j = (0, 0): 4 + 4; t = 3 again with j = (2, 1): 6 + 5 -> 19.
+    # n = 1: t = 0 (m = 10) with j = (1, 2): 12 + 13; t = 2 (m = 12), j = (0, 0): 13 + 13 -> 51.
+    # Not rescaled; averaged over the trajectories.
+    assert out["loss_reward"].item() == pytest.approx((19.0 + 51.0) / 2)
+    # KL only at the drawn ELBO steps, repeats counted: 0.5 + 0.5 and 50 + 0.5, summed.
+    assert out["loss_kl"].item() == pytest.approx(1.0 + 50.5)
+    # Task at the drawn steps: 3 + 3 and 10 + 12, summed over the trajectories.
+    assert out["loss_task"].item() == pytest.approx(6.0 + 22.0)
+    # Each (trajectory, ELBO step) was decoded on its own decode steps with its own latent.
+    latent, next_obs = loss.reward_decoder.calls[0]
+    assert latent.reshape(-1).tolist() == [3.0, 3.0, 10.0, 12.0]
+    assert next_obs[..., 0].tolist() == [[1.0, 1.0], [3.0, 2.0], [2.0, 3.0], [1.0, 1.0]]
+    # The same draws with our reductions: the KL and the task are averaged instead.
+    mean = patched_original()(hand_td())
+    assert mean["loss_kl"].item() == pytest.approx((1.0 + 50.5) / 2)
+    assert mean["loss_task"].item() == pytest.approx((6.0 + 22.0) / 2)
+    assert mean["loss_reward"].item() == pytest.approx(out["loss_reward"].item())
+
+
+def original_vae_formula(
+    latent_mean: torch.Tensor,
+    latent_logvar: torch.Tensor,
+    logits_fn,
+    cells: torch.Tensor,
+    rewards: torch.Tensor,
+    elbo_indices: torch.Tensor,
+    decode_indices: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official implementation's reward and KL terms (vae.py, defaults of every env:
+    vae_avg_elbo_terms = vae_avg_reconstruction_terms = False), written in its own layout
+    (time first: latents [T+1, N, L], data [T, N, .]) with the noise of the samples at 0.
+
+    ``elbo_indices [N, K]`` and ``decode_indices [N, K, L]`` are the draws (the original makes
+    them with ``random_``); ``cells [T, N]`` the landed cell index, ``rewards [T, N, 1]``.
+    """
+    num_elbos, batchsize = elbo_indices.shape[1], elbo_indices.shape[0]
+    num_decodes = decode_indices.shape[2]
+    # latent_samples[elbo_indices, task_indices].reshape(num_elbos, batchsize, -1)
+    flat_elbo = elbo_indices.t().reshape(-1)  # position s * batchsize + b holds trajectory b
+    task_indices = torch.arange(batchsize).repeat(num_elbos)
+    samples = latent_mean[flat_elbo, task_indices].reshape(num_elbos, batchsize, -1)
+    # dec_*[indices0, indices1, indices2].reshape(num_elbos, num_decodes, batchsize, -1)
+    dec_cells = torch.empty(num_elbos, num_decodes, batchsize, dtype=torch.long)
+    dec_rewards = torch.empty(num_elbos, num_decodes, batchsize, 1)
+    for e in range(num_elbos):
+        for d in range(num_decodes):
+            for b in range(batchsize):
+                step = decode_indices[b, e, d]
+                dec_cells[e, d, b] = cells[step, b]
+                dec_rewards[e, d, b] = rewards[step, b]
+    dec_embedding = samples.unsqueeze(0).expand(num_decodes, *samples.shape).transpose(1, 0)
+    # multihead Bernoulli reward decoder: p(goal at the landed cell), BCE with (r == 1)
+    p_rew = torch.sigmoid(logits_fn(dec_embedding))  # [E, D, N, cells]
+    rew_pred = p_rew.gather(dim=-1, index=dec_cells.unsqueeze(-1))
+    target = (dec_rewards == 1).float()
+    bce_terms = -(target * torch.log(rew_pred) + (1 - target) * torch.log(1 - rew_pred))
+    loss_rew = bce_terms.mean(dim=-1)  # [E, D, N]
+    rew_reconstruction_loss = loss_rew.sum(dim=0).sum(dim=0).mean()
+    # KL to the previous posterior, q_{-1} = N(0, I), then taken at the sampled ELBO indices
+    all_means = torch.cat((torch.zeros(1, *latent_mean.shape[1:]), latent_mean))
+    all_logvars = torch.cat((torch.zeros(1, *latent_logvar.shape[1:]), latent_logvar))
+    mu, m = all_means[1:], all_means[:-1]
+    log_e, log_s = all_logvars[1:], all_logvars[:-1]
+    gauss_dim = latent_mean.shape[-1]
+    kl = 0.5 * (
+        log_s.sum(-1)
+        - log_e.sum(-1)
+        - gauss_dim
+        + (torch.exp(log_e) / torch.exp(log_s)).sum(-1)
+        + ((m - mu) / torch.exp(log_s) * (m - mu)).sum(-1)
+    )  # [T+1, N]
+    kl = kl[flat_elbo, task_indices].reshape(num_elbos, batchsize)
+    kl_loss = kl.sum(dim=0).sum(dim=0).mean()
+    return rew_reconstruction_loss, kl_loss
+
+
+def test_original_mode_reproduces_the_official_formula_on_a_gridnavi_batch():
+    n, t, latent = 3, 6, 2
+    g = torch.Generator().manual_seed(21)
+    mean = torch.randn(n, t + 1, latent, generator=g)
+    logvar = 0.5 * torch.randn(n, t + 1, latent, generator=g)
+    mean[:, 0], logvar[:, 0] = 0.0, 0.0  # q_0 is the prior
+    decoder = GridCellRewardDecoder(latent, grid_size=5, hidden=(8,))
+    td = make_td(n, t, seed=22)
+    loss = ELBOLoss(
+        StubEncoder(mean, logvar),
+        reward_decoder=decoder,
+        elbo_subsample=5,
+        decode_subsample=4,
+        kl_reduction="sum",
+        subsample_mode="original",
+        generator=torch.Generator().manual_seed(23),
+    )
+    loss._noise = lambda shape, like: torch.zeros(shape, dtype=like.dtype, device=like.device)
+    draws = []
+    draw = loss._draw_with_replacement
+
+    def recording_draw(upper, count):
+        drawn = draw(upper, count)
+        draws.append(drawn)
+        return drawn
+
+    loss._draw_with_replacement = recording_draw
+    out = loss(td)
+    elbo_indices, decode_indices = draws
+    assert elbo_indices.shape == (n, 5) and decode_indices.shape == (n, 5, 4)
+    landed = td["next", "true_observation"].long()
+    cells = (landed[..., 0] * 5 + landed[..., 1]).t()  # [T, N]
+    with torch.no_grad():
+        rew, kl = original_vae_formula(
+            mean.transpose(0, 1),
+            logvar.transpose(0, 1),
+            decoder.logits,
+            cells,
+            td["next", "reward"].transpose(0, 1),
+            elbo_indices,
+            decode_indices,
+        )
+    assert out["loss_reward"].item() == pytest.approx(rew.item(), rel=1e-5)
+    assert out["loss_kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+    # ours (the defaults), on the same posteriors, is another objective
+    ours = ELBOLoss(StubEncoder(mean, logvar), reward_decoder=decoder)(td)
+    assert ours["loss_kl"].item() != pytest.approx(kl.item(), rel=1e-2)
+
+
+def recorded_original_draws(td: TensorDict, seed: int) -> list[torch.Tensor]:
+    n, t = td.batch_size
+    loss = ELBOLoss(
+        StubEncoder(torch.zeros(n, t + 1, 1), torch.zeros(n, t + 1, 1)),
+        reward_decoder=zero_grid_decoder(1, 0.0),
+        elbo_subsample=40,
+        decode_subsample=30,
+        subsample_mode="original",
+        generator=torch.Generator().manual_seed(seed),
+    )
+    draws = []
+    draw = loss._draw_with_replacement
+
+    def recording_draw(upper, count):
+        draws.append(draw(upper, count))
+        return draws[-1]
+
+    loss._draw_with_replacement = recording_draw
+    loss(td)
+    return draws
+
+
+def test_original_draws_are_per_trajectory_with_replacement_within_each_length():
+    n, t = 4, 5
+    td = make_td(n, t, seed=24)
+    valid = torch.ones(n, t, dtype=torch.bool)
+    valid[1, 2:] = False  # trajectory 1 has 2 real steps: ELBO steps 0..2, decode steps 0..1
+    td["valid"] = valid
+    elbo, decode = recorded_original_draws(td, seed=25)
+    lengths = valid.sum(1)
+    assert elbo.shape == (n, 40) and decode.shape == (n, 40, 30)
+    for i in range(n):
+        # with replacement: 40 draws from T_n + 1 values, every value taken, none outside
+        assert set(elbo[i].tolist()) == set(range(int(lengths[i]) + 1))
+        assert set(decode[i].flatten().tolist()) == set(range(int(lengths[i])))
+    assert not torch.equal(elbo[0], elbo[2])  # per trajectory, not shared
+    assert not torch.equal(decode[0, 0], decode[0, 1])  # per ELBO step, not shared
+    # The loss's generator fixes the draws.
+    for first, second in zip(recorded_original_draws(td, seed=25), (elbo, decode), strict=True):
+        assert torch.equal(first, second)
+    assert not torch.equal(recorded_original_draws(td, seed=26)[0], elbo)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("kl_reduction", "avg", "('mean', 'sum')"),
+        ("task_reduction", "none", "('mean', 'sum')"),
+        ("subsample_mode", "unbiased", "('rescaled', 'original')"),
+    ],
+)
+def test_elbo_options_are_validated_with_the_allowed_values(option, value, allowed):
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    with pytest.raises(ValueError) as err:
+        ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, 5), **{option: value})
+    message = str(err.value)
+    assert option in message and repr(value) in message and allowed in message
+
+
+def test_default_semantics_are_ours():
+    loss = ELBOLoss(BeliefEncoder(2, 5, True), reward_decoder=GridCellRewardDecoder(5, 5))
+    assert (loss.kl_reduction, loss.task_reduction, loss.subsample_mode) == (
+        "mean",
+        "mean",
+        "rescaled",
+    )
+
+
+def test_original_mode_on_a_bamdp_rollout_with_every_decoder():
+    torch.manual_seed(0)
+    env = BAMDPEnv(GridNaviEnv(num_envs=3), episode_length=5, episodes_per_task=2, seed=0)
+    rollout = env.rollout(10, break_when_any_done=False)
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, hidden_size=16)
+    loss = ELBOLoss(
+        enc,
+        reward_decoder=GridCellRewardDecoder(5, 5),
+        state_decoder=StateDecoder(5, 2, 5, hidden=(8,), discrete_actions=True),
+        task_decoder=TaskDecoder(5, 2, hidden=(8,), mse_reduction="mean"),
+        elbo_subsample=7,
+        decode_subsample=3,
+        kl_reduction="sum",
+        task_reduction="sum",
+        subsample_mode="original",
+        generator=torch.Generator().manual_seed(0),
+    )
+    out = loss(rollout)
+    assert set(out.keys()) == {"loss_kl", "loss_reward", "loss_state", "loss_task"}
+    for value in out.values():
+        assert value.shape == () and torch.isfinite(value) and value.item() >= 0
+    sum(out.values()).backward()
+    assert enc.gru.weight_ih_l0.grad.abs().sum() > 0
+    assert loss.state_decoder.net[0].weight.grad.abs().sum() > 0

@@ -278,3 +278,32 @@ def test_privileged_critic_trains_and_tracks_the_task(name, tmp_path):
 def test_critic_task_must_be_a_bool():
     with pytest.raises(ConfigError, match="algo.ppo.critic_task"):
         load_config({"algo": {"ppo": {"critic_task": "yes"}}})
+
+
+@pytest.mark.parametrize("env_name", ["gridworld", "point_robot_sparse"])
+def test_elbo_semantics_reach_the_loss_and_the_decoders(env_name):
+    semantics = {
+        "kl_reduction": "sum",
+        "task_reduction": "sum",
+        "subsample_mode": "original",
+        "mse_reduction": "mean",
+    }
+    data = {
+        "env": {"name": env_name},
+        "algo": {"name": "varibad", "decoders": {"state": True, "task": True}, "elbo": semantics},
+    }
+    config = load_config(data)
+    env = make_env(env_name, num_envs=2, seed=0)
+    loss = build_agent(config, env).elbo_loss
+    assert (loss.kl_reduction, loss.task_reduction, loss.subsample_mode) == (
+        "sum",
+        "sum",
+        "original",
+    )
+    assert loss.state_decoder.mse_reduction == loss.task_decoder.mse_reduction == "mean"
+    if env_name == "point_robot_sparse":
+        assert loss.reward_decoder.mse_reduction == "mean"
+    # the defaults are ours
+    default = build_agent(load_config({"env": {"name": env_name}}), env).elbo_loss
+    assert (default.kl_reduction, default.subsample_mode) == ("mean", "rescaled")
+    env.close()

@@ -49,6 +49,11 @@ ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "ran
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
+#: ELBO semantics (``algo.elbo``; the maths is in ``ELBOLoss``'s docstring). The first value of
+#: each is ours (the default), the other the original's.
+ELBO_TRAJECTORY_REDUCTIONS = ("mean", "sum")
+ELBO_SUBSAMPLE_MODES = ("rescaled", "original")
+MSE_REDUCTIONS = ("sum", "mean")
 #: What VariBAD's policy reads of the belief (``algo.policy_belief``; see ``varibad_transforms``).
 POLICY_BELIEFS = ("auto", "latent", "decoded", "latent+decoded")
 #: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
@@ -178,7 +183,16 @@ needed (reward, state or task)
 
 @dataclass
 class ELBOConfig:
-    """Encoder/decoder optimisation.
+    """Encoder/decoder optimisation and the ELBO's semantics.
+
+    ``kl_reduction`` and ``task_reduction`` reduce the KL and the task term over the
+    trajectories of a batch (``mean``: ours; ``sum``: the original's); ``subsample_mode`` is how
+    ``elbo_subsample``/``decode_subsample`` pick steps (``rescaled``: ours, shared steps without
+    replacement, rescaled sums, every KL term; ``original``: per trajectory with replacement, the
+    KL at the sampled steps only, no rescaling); ``mse_reduction`` reduces the squared errors of
+    the MSE decoders over dimensions (``sum``: ours; ``mean``: the original's). It lives here,
+    not in ``algo.decoders``, because it changes the objective, not the networks (the decoders
+    section is compared as architecture when a checkpoint resumes).
 
     Examples
     --------
@@ -189,6 +203,11 @@ class ELBOConfig:
     ... except ConfigError as err:
     ...     print(err)
     config.algo.elbo.lr must be > 0 (got 0.0)
+    >>> try:
+    ...     load_config({"algo": {"elbo": {"kl_reduction": "avg"}}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.algo.elbo.kl_reduction must be one of ['mean', 'sum'] (got 'avg')
     """
 
     lr: float = 3e-3
@@ -201,6 +220,10 @@ class ELBOConfig:
     updates_per_iteration: int = 4
     elbo_subsample: int | None = 15
     decode_subsample: int | None = None
+    kl_reduction: str = "mean"
+    task_reduction: str = "mean"
+    subsample_mode: str = "rescaled"
+    mse_reduction: str = "sum"
     # Catches spikes only: typical total norms are 0.5k-3k (p50-p99), spikes 5k-15k (see
     # configs/algo/varibad.yaml for the measurement).
     max_grad_norm: float | None = 5000.0
@@ -217,6 +240,10 @@ class ELBOConfig:
                 _at_least(path, name, getattr(self, name), 1)
         if self.max_grad_norm is not None:
             _positive(path, "max_grad_norm", self.max_grad_norm)
+        _choice(path, "kl_reduction", self.kl_reduction, ELBO_TRAJECTORY_REDUCTIONS)
+        _choice(path, "task_reduction", self.task_reduction, ELBO_TRAJECTORY_REDUCTIONS)
+        _choice(path, "subsample_mode", self.subsample_mode, ELBO_SUBSAMPLE_MODES)
+        _choice(path, "mse_reduction", self.mse_reduction, MSE_REDUCTIONS)
 
 
 @dataclass

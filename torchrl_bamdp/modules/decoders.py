@@ -59,6 +59,24 @@ class TransitionBatch:
         )
 
 
+#: How a squared error over the dimensions of a vector target is reduced (``mse_reduction``):
+#: ``"sum"`` (ours: the Gaussian NLL up to constants) or ``"mean"`` (the original's ``.mean(-1)``).
+MSE_REDUCTIONS = ("sum", "mean")
+
+
+def _check_mse_reduction(owner: str, mse_reduction: str) -> str:
+    if mse_reduction not in MSE_REDUCTIONS:
+        raise ValueError(
+            f"{owner}: mse_reduction must be one of {MSE_REDUCTIONS} (got {mse_reduction!r})"
+        )
+    return mse_reduction
+
+
+def _squared_error(prediction: torch.Tensor, target: torch.Tensor, how: str) -> torch.Tensor:
+    error = (prediction - target).pow(2)
+    return error.sum(-1) if how == "sum" else error.mean(-1)
+
+
 def _pair(latent: torch.Tensor, per_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Broadcast ``latent [N, Te, L]`` against per-step ``[N, T, D]`` to ``[N, Te, T, .]``."""
     n, te, _ = latent.shape
@@ -145,6 +163,9 @@ class RewardDecoder(nn.Module):
         Whether to condition on s_t and a_t besides s_{t+1}.
     discrete_actions : bool
         One-hot encode integer actions.
+    mse_reduction : {"sum", "mean"}
+        How the squared error is reduced over the reward's dimensions (ours: ``"sum"``, the
+        original: ``"mean"``; the same for a scalar reward).
 
     Examples
     --------
@@ -164,8 +185,10 @@ class RewardDecoder(nn.Module):
         use_obs: bool = True,
         use_action: bool = True,
         discrete_actions: bool = False,
+        mse_reduction: str = "sum",
     ) -> None:
         super().__init__()
+        self.mse_reduction = _check_mse_reduction(type(self).__name__, mse_reduction)
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
         self.use_obs = use_obs
@@ -185,7 +208,7 @@ class RewardDecoder(nn.Module):
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         prediction = self.predict(latent, batch)
         target = batch.reward.unsqueeze(1).expand_as(prediction)
-        return (prediction - target).pow(2).sum(-1)
+        return _squared_error(prediction, target, self.mse_reduction)
 
 
 class StateDecoder(nn.Module):
@@ -202,6 +225,9 @@ class StateDecoder(nn.Module):
         Hidden layers.
     discrete_actions : bool
         One-hot encode integer actions.
+    mse_reduction : {"sum", "mean"}
+        How the squared error is reduced over the state's dimensions: ``"sum"`` (ours) or
+        ``"mean"`` (the original: with a 17-d state it weighs the term 17x less).
 
     Examples
     --------
@@ -219,8 +245,10 @@ class StateDecoder(nn.Module):
         action_dim: int,
         hidden: Sequence[int] = (64, 32),
         discrete_actions: bool = False,
+        mse_reduction: str = "sum",
     ) -> None:
         super().__init__()
+        self.mse_reduction = _check_mse_reduction(type(self).__name__, mse_reduction)
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
         self.net = make_mlp(latent_dim + obs_dim + action_dim, obs_dim, hidden, activation="relu")
@@ -230,7 +258,7 @@ class StateDecoder(nn.Module):
         m, x = _pair(latent, torch.cat([batch.obs, action], dim=-1))
         prediction = self.net(torch.cat([m, x], dim=-1))
         target = batch.next_obs.unsqueeze(1).expand_as(prediction)
-        return (prediction - target).pow(2).sum(-1)
+        return _squared_error(prediction, target, self.mse_reduction)
 
 
 class TaskDecoder(nn.Module):
@@ -242,6 +270,9 @@ class TaskDecoder(nn.Module):
         Input and output sizes.
     hidden : sequence of int
         Hidden layers.
+    mse_reduction : {"sum", "mean"}
+        How the squared error is reduced over the task's dimensions: ``"sum"`` (ours) or
+        ``"mean"`` (the original).
 
     Examples
     --------
@@ -257,12 +288,14 @@ class TaskDecoder(nn.Module):
         latent_dim: int,
         task_dim: int,
         hidden: Sequence[int] = (64, 32),
+        mse_reduction: str = "sum",
     ) -> None:
         super().__init__()
+        self.mse_reduction = _check_mse_reduction(type(self).__name__, mse_reduction)
         self.net = make_mlp(latent_dim, task_dim, hidden, activation="relu")
 
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         if batch.task is None:
             raise KeyError("TaskDecoder needs the 'task' entry in the trajectories")
         prediction = self.net(latent)
-        return (prediction - batch.task.unsqueeze(1)).pow(2).sum(-1)
+        return _squared_error(prediction, batch.task.unsqueeze(1), self.mse_reduction)

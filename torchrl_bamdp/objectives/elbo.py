@@ -14,6 +14,11 @@ from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules.decoders import TransitionBatch
 from torchrl_bamdp.modules.encoder import BeliefEncoder
 
+#: Reductions over the trajectories of a batch (``kl_reduction``, ``task_reduction``).
+TRAJECTORY_REDUCTIONS = ("mean", "sum")
+#: How ELBO and decode steps are sub-sampled (``subsample_mode``); see :class:`ELBOLoss`.
+SUBSAMPLE_MODES = ("rescaled", "original")
+
 
 def gaussian_kl(
     mean_q: torch.Tensor, logvar_q: torch.Tensor, mean_p: torch.Tensor, logvar_p: torch.Tensor
@@ -33,22 +38,53 @@ def gaussian_kl(
 
 
 class ELBOLoss(LossModule):
-    """Negative VariBAD ELBO over whole BAMDP trajectories.
+    r"""Negative VariBAD ELBO over whole BAMDP trajectories.
 
     For a batch of ``N`` trajectories of ``T`` transitions, all starting at a task start, the
     encoder is re-run with gradients over (a_t, r_{t+1}, true s_{t+1}) to get the posteriors
-    q_t = q(m | tau_:t) for t = 0..T (q_0 is the prior N(0, I)). For every (optionally
-    sub-sampled) ELBO step t a latent m_t ~ q_t is drawn with the reparameterisation trick and
-    decoded against every (optionally sub-sampled) transition j of the *whole* trajectory, past
-    and future. The terms are
+    q_{n,t} = q(m | tau_{n,:t}) for t = 0..T (q_{n,0} is the prior N(0, I)). For every
+    (optionally sub-sampled) ELBO step t a latent m_{n,t} ~ q_{n,t} is drawn with the
+    reparameterisation trick and decoded against (optionally sub-sampled) transitions j of the
+    *whole* trajectory, past and future.
 
-    - ``loss_reward`` / ``loss_state``: sum over t and j of the decoders' NLL, mean over N;
-    - ``loss_task``: sum over t of the task decoder's NLL, mean over N;
-    - ``loss_kl``: sum over t of KL(q_t || q_{t-1}) with q_{-1} = N(0, I), mean over N.
+    **Notation.** T_n <= T real transitions of trajectory n (the rest is padding, see
+    ``valid``); l_{n,t,j} the reward (or state) decoder's NLL of transition j under m_{n,t};
+    l^task_{n,t} the task decoder's NLL; KL_{n,t} = KL(q_{n,t} || q_{n,t-1}) with
+    q_{n,-1} = N(0, I); R(x_n) = (1/N) sum_n x_n for the reduction ``"mean"`` and sum_n x_n for
+    ``"sum"`` (``kl_reduction`` for the KL, ``task_reduction`` for the task term).
 
-    With sub-sampling the sums are rescaled by (full count / sampled count), so they stay
-    unbiased estimates of the full sums. The terms are returned unweighted: the trainer sums
-    them with its weights (``kl_weight`` etc.).
+    **Without sub-sampling** both modes compute::
+
+        loss_reward = (1/N) sum_n sum_{t=0..T_n} sum_{j=0..T_n-1} l_{n,t,j}   (loss_state alike)
+        loss_task   = R_task( sum_{t=0..T_n} l^task_{n,t} )
+        loss_kl     = R_kl( sum_{t=0..T_n} KL_{n,t} )
+
+    **subsample_mode="rescaled"** (ours, the default): one set E of ``elbo_subsample`` ELBO steps
+    drawn without replacement from 0..T and one set J of ``decode_subsample`` decode steps from
+    0..T-1, shared by the whole batch; the sums are rescaled into unbiased estimates of the full
+    sums, and the KL keeps all its T + 1 terms (terms of padding steps are zero)::
+
+        loss_reward = (1/N) sum_n (T+1)/|E| * T/|J| * sum_{t in E} sum_{j in J} l_{n,t,j}
+        loss_task   = R_task( (T+1)/|E| * sum_{t in E} l^task_{n,t} )
+        loss_kl     = R_kl( sum_{t=0..T} KL_{n,t} )
+
+    **subsample_mode="original"** (the official implementation, ``vae.py``): per trajectory,
+    K = ``elbo_subsample`` ELBO steps t_{n,1..K} drawn uniformly from 0..T_n *with replacement*,
+    and for each of them L = ``decode_subsample`` decode steps j_{n,k,1..L} drawn uniformly from
+    0..T_n-1 with replacement; nothing is rescaled and the KL is taken only at the sampled ELBO
+    steps (a step drawn twice counts twice)::
+
+        loss_reward = (1/N) sum_n sum_{k=1..K} sum_{l=1..L} l_{n, t_{n,k}, j_{n,k,l}}
+        loss_task   = R_task( sum_{k=1..K} l^task_{n, t_{n,k}} )
+        loss_kl     = R_kl( sum_{k=1..K} KL_{n, t_{n,k}} )
+
+    The original's objective is ``subsample_mode="original"``, ``kl_reduction="sum"``,
+    ``task_reduction="sum"`` with MSE decoders built with ``mse_reduction="mean"``: its KL is
+    summed over trajectories while its reconstruction is averaged over them. Ours averages both,
+    so that the balance between reconstruction and KL does not depend on the batch size.
+
+    The terms are returned unweighted: the trainer sums them with its weights (``kl_weight``
+    etc.).
 
     Parameters
     ----------
@@ -58,9 +94,17 @@ class ELBOLoss(LossModule):
         Decoders with an ``nll(latent, batch)`` method (see :mod:`torchrl_bamdp.modules.decoders`).
         At least one is required.
     elbo_subsample : int, optional
-        Number of ELBO time steps t to use per batch (``None``: all T + 1).
+        Number of ELBO time steps t per batch (``"rescaled"``) or per trajectory
+        (``"original"``); ``None``: all T + 1.
     decode_subsample : int, optional
         Number of transitions j to decode per ELBO step (``None``: all T).
+    kl_reduction : {"mean", "sum"}
+        Reduction of the KL over trajectories: ``"mean"`` (ours) or ``"sum"`` (the original).
+    task_reduction : {"mean", "sum"}
+        Reduction of the task term over trajectories: ``"mean"`` (ours) or ``"sum"`` (the
+        original).
+    subsample_mode : {"rescaled", "original"}
+        How steps are sub-sampled when ``elbo_subsample`` or ``decode_subsample`` is set (above).
     generator : torch.Generator, optional
         The random stream of the sub-sampling and of the reparameterised latents, drawn on its
         own device and moved to the trajectories' (so a CPU generator gives the same numbers
@@ -79,6 +123,10 @@ class ELBOLoss(LossModule):
     ...                           "reward": -0.1 * torch.ones(2, 6, 1)}}, [2, 6])
     >>> sorted(loss(td).keys())
     ['loss_kl', 'loss_reward']
+    >>> original = ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, grid_size=5),
+    ...                     elbo_subsample=4, kl_reduction="sum", subsample_mode="original")
+    >>> original(td)["loss_kl"].shape
+    torch.Size([])
     """
 
     @dataclass
@@ -116,6 +164,9 @@ class ELBOLoss(LossModule):
         elbo_subsample: int | None = None,
         decode_subsample: int | None = None,
         generator: torch.Generator | None = None,
+        kl_reduction: str = "mean",
+        task_reduction: str = "mean",
+        subsample_mode: str = "rescaled",
     ) -> None:
         super().__init__()
         if reward_decoder is None and state_decoder is None and task_decoder is None:
@@ -126,12 +177,22 @@ class ELBOLoss(LossModule):
         ):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be None or >= 1 (got {value})")
+        for name, value, allowed in (
+            ("kl_reduction", kl_reduction, TRAJECTORY_REDUCTIONS),
+            ("task_reduction", task_reduction, TRAJECTORY_REDUCTIONS),
+            ("subsample_mode", subsample_mode, SUBSAMPLE_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"ELBOLoss: {name} must be one of {allowed} (got {value!r})")
         self.encoder = encoder
         self.reward_decoder = reward_decoder
         self.state_decoder = state_decoder
         self.task_decoder = task_decoder
         self.elbo_subsample = elbo_subsample
         self.decode_subsample = decode_subsample
+        self.kl_reduction = kl_reduction
+        self.task_reduction = task_reduction
+        self.subsample_mode = subsample_mode
         # The Trainer gives the loss its own stream, so that an ELBO update running in a second
         # thread beside PPO draws exactly the numbers it would draw when run after PPO.
         self.generator = generator
@@ -160,10 +221,33 @@ class ELBOLoss(LossModule):
         index = torch.randperm(full, device=self._random_device(device), generator=self.generator)
         return index[:wanted].sort().values.to(device)
 
+    def _draw_with_replacement(self, upper: torch.Tensor, count: int) -> torch.Tensor:
+        """``[*upper.shape, count]`` indices, each uniform on ``0..upper - 1`` (per entry)."""
+        device = upper.device
+        u = torch.rand(
+            (*upper.shape, count), device=self._random_device(device), generator=self.generator
+        ).to(device)
+        bound = upper.unsqueeze(-1)
+        # u < 1, but u * bound may round up to bound in float32: clamp.
+        return torch.minimum((u * bound).long(), bound - 1)
+
     def _random_device(self, device: torch.device) -> torch.device:
         """Where random numbers are drawn: on the generator's device (the same numbers for data
         on any device), else on the data's with torch's global generator."""
         return self.generator.device if self.generator is not None else device
+
+    def _noise(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(
+            shape,
+            dtype=like.dtype,
+            device=self._random_device(like.device),
+            generator=self.generator,
+        )
+        return noise.to(like.device)
+
+    @staticmethod
+    def _over_trajectories(per_trajectory: torch.Tensor, reduction: str) -> torch.Tensor:
+        return per_trajectory.mean() if reduction == "mean" else per_trajectory.sum()
 
     def _required(self, tensordict: TensorDictBase, key: NestedKey) -> torch.Tensor:
         value = tensordict.get(key, None)
@@ -211,16 +295,30 @@ class ELBOLoss(LossModule):
         step_valid = step_valid.reshape(n, t)
         # Posterior t exists when transition t - 1 is real (the prior, t = 0, always does).
         posterior_valid = torch.cat([step_valid[:, :1].new_ones(n, 1), step_valid], dim=1)
-        kl = gaussian_kl(mean, logvar, prev_mean, prev_logvar) * posterior_valid
-        loss_kl = kl.sum(1).mean()
+        kl = gaussian_kl(mean, logvar, prev_mean, prev_logvar) * posterior_valid  # [N, T + 1]
+        if self.subsample_mode == "rescaled":
+            return self._rescaled(batch, mean, logvar, kl, step_valid, posterior_valid)
+        return self._original(batch, mean, logvar, kl, step_valid, posterior_valid)
 
+    def _rescaled(
+        self,
+        batch: TransitionBatch,
+        mean: torch.Tensor,
+        logvar: torch.Tensor,
+        kl: torch.Tensor,
+        step_valid: torch.Tensor,
+        posterior_valid: torch.Tensor,
+    ) -> TensorDictBase:
+        """Shared sub-sampled steps, rescaled sums, every KL term (see the class docstring)."""
+        n, t = step_valid.shape
+        device = mean.device
+        out = TensorDict(
+            {"loss_kl": self._over_trajectories(kl.sum(1), self.kl_reduction)}, batch_size=[]
+        )
         elbo_index = self._subsample(t + 1, self.elbo_subsample, device)
         elbo_scale = (t + 1) / len(elbo_index)
         std = torch.exp(0.5 * logvar[:, elbo_index])
-        noise = torch.randn(
-            std.shape, dtype=std.dtype, device=self._random_device(device), generator=self.generator
-        ).to(device)
-        latent = mean[:, elbo_index] + std * noise  # [N, Te, L]
+        latent = mean[:, elbo_index] + std * self._noise(std.shape, std)  # [N, Te, L]
 
         decode_index = self._subsample(t, self.decode_subsample, device)
         decode_scale = t / len(decode_index)
@@ -228,8 +326,6 @@ class ELBOLoss(LossModule):
         pair_valid = (
             posterior_valid[:, elbo_index].unsqueeze(2) & step_valid[:, decode_index].unsqueeze(1)
         ).float()  # [N, Te, Tj]
-
-        out = TensorDict({"loss_kl": loss_kl}, batch_size=[])
         for name in ("reward", "state"):
             decoder = getattr(self, f"{name}_decoder")
             if decoder is not None:
@@ -237,5 +333,80 @@ class ELBOLoss(LossModule):
                 out.set(f"loss_{name}", nll.sum((1, 2)).mean() * elbo_scale * decode_scale)
         if self.task_decoder is not None:
             nll = self.task_decoder.nll(latent, batch) * posterior_valid[:, elbo_index]
-            out.set("loss_task", nll.sum(1).mean() * elbo_scale)
+            out.set(
+                "loss_task", self._over_trajectories(nll.sum(1) * elbo_scale, self.task_reduction)
+            )
         return out
+
+    def _original(
+        self,
+        batch: TransitionBatch,
+        mean: torch.Tensor,
+        logvar: torch.Tensor,
+        kl: torch.Tensor,
+        step_valid: torch.Tensor,
+        posterior_valid: torch.Tensor,
+    ) -> TensorDictBase:
+        """Per-trajectory draws with replacement, no rescaling, KL at the sampled ELBO steps."""
+        n, t = step_valid.shape
+        device = mean.device
+        lengths = step_valid.sum(1)  # T_n
+        rows = torch.arange(n, device=device)
+        if self.elbo_subsample is None:
+            elbo_index = torch.arange(t + 1, device=device).expand(n, t + 1)
+            elbo_weight = posterior_valid.to(mean.dtype)
+        else:
+            # t_{n,k} uniform on 0..T_n: posteriors of real steps only, no weights needed.
+            elbo_index = self._draw_with_replacement(lengths + 1, self.elbo_subsample)
+            elbo_weight = torch.ones(elbo_index.shape, dtype=mean.dtype, device=device)
+        k = elbo_index.shape[1]
+        std = torch.exp(0.5 * logvar[rows.unsqueeze(1), elbo_index])
+        latent = mean[rows.unsqueeze(1), elbo_index] + std * self._noise(std.shape, std)
+        out = TensorDict(
+            {
+                "loss_kl": self._over_trajectories(
+                    (kl.gather(1, elbo_index) * elbo_weight).sum(1), self.kl_reduction
+                )
+            },
+            batch_size=[],
+        )
+        if self.decode_subsample is None:
+            decoded, flat = batch, False
+            weight = elbo_weight.unsqueeze(2) * step_valid.unsqueeze(1).to(mean.dtype)
+        else:
+            # j_{n,k,l} uniform on 0..T_n - 1, drawn afresh for every sampled ELBO step.
+            decode_index = self._draw_with_replacement(
+                lengths.unsqueeze(1).expand(n, k), self.decode_subsample
+            )  # [N, K, L]
+            decoded, flat = _gather_steps(batch, decode_index), True
+            weight = elbo_weight.unsqueeze(2).expand(decode_index.shape)
+        for name in ("reward", "state"):
+            decoder = getattr(self, f"{name}_decoder")
+            if decoder is None:
+                continue
+            if flat:
+                # Every (n, k) has its own decode steps: decode them as N * K trajectories of
+                # L steps with one latent each.
+                nll = decoder.nll(latent.reshape(n * k, 1, -1), decoded).reshape(weight.shape)
+            else:
+                nll = decoder.nll(latent, decoded)  # [N, K, T]
+            out.set(f"loss_{name}", (nll * weight).sum((1, 2)).mean())
+        if self.task_decoder is not None:
+            nll = self.task_decoder.nll(latent, batch) * elbo_weight  # [N, K]
+            out.set("loss_task", self._over_trajectories(nll.sum(1), self.task_reduction))
+        return out
+
+
+def _gather_steps(batch: TransitionBatch, index: torch.Tensor) -> TransitionBatch:
+    """The transitions ``index [N, K, L]`` of each trajectory, as ``[N * K, L]`` trajectories."""
+    n, k, steps = index.shape
+    rows = torch.arange(n, device=index.device).view(n, 1, 1)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        picked = x[rows, index]  # [N, K, L, ...]
+        return picked.reshape(n * k, steps, *x.shape[2:])
+
+    task = None if batch.task is None else batch.task.repeat_interleave(k, dim=0)
+    return TransitionBatch(
+        pick(batch.obs), pick(batch.action), pick(batch.next_obs), pick(batch.reward), task
+    )

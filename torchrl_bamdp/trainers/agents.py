@@ -192,26 +192,39 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     algo, env_cfg = config.algo, config.env
     encoder = _encoder(config, obs_dim, env)
     action_dim, discrete = _action_dims(env)
-    latent, dec = algo.encoder.latent_dim, algo.decoders
+    latent, dec, elbo = algo.encoder.latent_dim, algo.decoders, algo.elbo
+    mse = elbo.mse_reduction
     reward_decoder = None
     if config.reward_decoder == "grid_cells":
         reward_decoder = GridCellRewardDecoder(latent, env_cfg.grid_size, hidden=dec.reward_hidden)
     elif config.reward_decoder == "mse":
         reward_decoder = RewardDecoder(
-            latent, obs_dim, action_dim, dec.reward_hidden, discrete_actions=discrete
+            latent,
+            obs_dim,
+            action_dim,
+            dec.reward_hidden,
+            discrete_actions=discrete,
+            mse_reduction=mse,
         )
     state_decoder = (
-        StateDecoder(latent, obs_dim, action_dim, dec.state_hidden, discrete) if dec.state else None
+        StateDecoder(latent, obs_dim, action_dim, dec.state_hidden, discrete, mse_reduction=mse)
+        if dec.state
+        else None
     )
     task_dim = env.observation_spec["task"].shape[-1]
-    task_decoder = TaskDecoder(latent, task_dim, dec.task_hidden) if dec.task else None
+    task_decoder = (
+        TaskDecoder(latent, task_dim, dec.task_hidden, mse_reduction=mse) if dec.task else None
+    )
     elbo_loss = ELBOLoss(
         encoder,
         reward_decoder=reward_decoder,
         state_decoder=state_decoder,
         task_decoder=task_decoder,
-        elbo_subsample=algo.elbo.elbo_subsample,
-        decode_subsample=algo.elbo.decode_subsample,
+        elbo_subsample=elbo.elbo_subsample,
+        decode_subsample=elbo.decode_subsample,
+        kl_reduction=elbo.kl_reduction,
+        task_reduction=elbo.task_reduction,
+        subsample_mode=elbo.subsample_mode,
     )
     policy_belief = config.policy_belief
     belief_keys = policy_belief_keys(policy_belief)

@@ -22,7 +22,11 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite
 from torchrl.envs import EnvBase
 
+from torchrl_bamdp.envs.action_check import ActionCheck
 from torchrl_bamdp.envs.task_env import TaskEnv
+
+#: The values of ``BAMDPEnv(check_actions=...)``.
+CHECK_ACTIONS = ("full", "shape", "off")
 
 #: The observation a step really landed in, before any inner-episode reset (read it from the
 #: next tensordict). One key for every step, not only for episode ends, so that consumers read
@@ -48,6 +52,13 @@ class BAMDPEnv(EnvBase):
     fixed_tasks : torch.Tensor, optional
         ``[num_envs, task_dim]``: env ``i`` always gets task ``fixed_tasks[i]`` (test tasks
         covering a finite task distribution exactly); no task is sampled.
+    check_actions : {"full", "shape", "off"}
+        How every step's action is checked against the task env's action spec before the task
+        env sees it (:class:`~torchrl_bamdp.envs.action_check.ActionCheck`): ``"full"`` shape,
+        dtype and values (an index range, or finiteness; one host sync per step), ``"shape"``
+        shape and dtype only (no sync), ``"off"`` nothing. Task envs that check their own
+        actions (``TaskEnv.validates_actions``: GridNavi, point robot, MuJoCo) are not checked
+        again.
 
     Examples
     --------
@@ -75,7 +86,12 @@ class BAMDPEnv(EnvBase):
         episodes_per_task: int,
         seed: int | None = None,
         fixed_tasks: torch.Tensor | None = None,
+        check_actions: str = "full",
     ) -> None:
+        if check_actions not in CHECK_ACTIONS:
+            raise ValueError(
+                f"check_actions must be one of {list(CHECK_ACTIONS)} (got {check_actions!r})"
+            )
         if not isinstance(task_env, TaskEnv):
             raise TypeError(
                 f"task_env must be a TaskEnv (resets to the task it is given), got "
@@ -105,6 +121,13 @@ class BAMDPEnv(EnvBase):
                 )
             self.fixed_tasks = fixed_tasks.to(self.device, torch.float32)
         self._make_specs()
+        self.action_check: ActionCheck | None = None
+        if check_actions != "off" and not task_env.validates_actions:
+            self.action_check = ActionCheck(
+                self.action_spec,
+                owner=f"{type(task_env).__name__}.step (in BAMDPEnv)",
+                values=check_actions == "full",
+            )
 
     @property
     def horizon(self) -> int:
@@ -191,6 +214,8 @@ class BAMDPEnv(EnvBase):
         super().close(raise_if_closed=raise_if_closed)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if self.action_check is not None:
+            self.action_check(tensordict.get("action", None))
         out = self.task_env._step(tensordict)
         # Kept before an inner reset overwrites "observation" (a copy: the two must not alias).
         out.set(TRUE_OBSERVATION, out.get("observation").clone())

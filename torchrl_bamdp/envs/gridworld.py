@@ -84,6 +84,8 @@ class GridNaviEnv(TaskEnv):
     torch.Size([8, 1])
     """
 
+    validates_actions = True  # its _step checks the values, with its own message
+
     def __init__(
         self,
         num_envs: int = 1,

@@ -175,6 +175,8 @@ class MujocoTaskEnv(TaskEnv):
     >>> remote.close()
     """
 
+    validates_actions = True  # its _step checks the values, with its own message
+
     #: gymnasium id of the simulator (a v5 MuJoCo env).
     gym_id: ClassVar[str] = ""
     #: Keyword arguments of ``gymnasium.make`` (reward weights, observation options).

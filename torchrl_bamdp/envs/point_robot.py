@@ -60,6 +60,8 @@ class PointRobotEnv(TaskEnv):
     tensor([0.1000, 0.1000])
     """
 
+    validates_actions = True  # its _step checks the values, with its own message
+
     def __init__(
         self,
         num_envs: int = 1,

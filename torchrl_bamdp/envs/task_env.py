@@ -32,6 +32,11 @@ class TaskEnv(EnvBase, abc.ABC):
     torch.Size([4, 2])
     """
 
+    #: Whether ``_step`` checks the action's values itself (GridNavi, point robot, MuJoCo do,
+    #: with family-specific messages); :class:`~torchrl_bamdp.envs.bamdp.BAMDPEnv` then does
+    #: not check them again. A user's env leaves it ``False`` and gets BAMDPEnv's spec check.
+    validates_actions: bool = False
+
     @abc.abstractmethod
     def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``num`` tasks from the task distribution as a ``[num, task_dim]`` float tensor.

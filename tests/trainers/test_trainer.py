@@ -627,3 +627,30 @@ def test_normalize_reward_state_is_checkpointed_and_resumes_exactly(tmp_path):
 
     assert train_rows(tmp_path / "resumed") == train_rows(tmp_path / "straight")
     assert straight.return_scaler.count.item() == 720
+
+
+def test_train_return_per_episode_with_two_tasks_per_batch(tmp_path):
+    """train/return_episode_k is the mean over the k-th inner episodes a batch holds whole.
+
+    With two tasks per env per batch it used to be the sum of both tasks' k-th returns, with
+    episodes 5-8 logged as empty ones."""
+    from torchrl_bamdp.evaluation.meta_test import completed_episode_returns
+
+    trainer = make_trainer(tmp_path / "run", 480, train={"steps_per_batch": 120})
+    batch = collect_batch(trainer)
+    assert batch.shape == (NUM_ENVS, 120)
+    reward = batch["next", "reward"].reshape(NUM_ENVS, 2, 4, 15).sum(-1)  # [env, task, episode]
+    expected = reward.mean((0, 1))
+    assert torch.allclose(completed_episode_returns(batch, 4), expected)
+    # cut 5 steps off the start: the first task's first episode no longer counts
+    cut = completed_episode_returns(batch[:, 5:], 4)
+    assert torch.allclose(cut[0], reward[:, 1, 0].mean())
+    assert torch.allclose(cut[1:], expected[1:])
+
+    trainer.train()
+    logged = {
+        r["metric"]
+        for r in read_rows(tmp_path / "run")
+        if r["metric"].startswith("train/return_episode_")
+    }
+    assert logged == {f"train/return_episode_{k}" for k in (1, 2, 3, 4)}

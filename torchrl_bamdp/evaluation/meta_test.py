@@ -72,6 +72,61 @@ def per_episode_returns(rollout: TensorDictBase, episodes: int) -> torch.Tensor:
     return out.scatter_add_(1, episode.clamp(max=episodes - 1), reward)
 
 
+def completed_episode_returns(batch: TensorDictBase, episodes: int) -> torch.Tensor:
+    """Mean return per inner-episode index over the episodes a collected batch holds whole.
+
+    A training batch ``[num_envs, T]`` may hold several tasks per env, or start and end in the
+    middle of one; summing its rewards by the ``episode`` index (as
+    :func:`per_episode_returns` does for meta-test rollouts, which are exactly one task each)
+    would add up the episodes of different tasks and count cut ones. Here each inner episode
+    is a segment from a start state (``step_in_episode == 0``) to its ``episode_done`` step;
+    only segments that begin and end inside the batch count.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[episodes]``: the mean over those segments of each index, ``NaN`` where none.
+
+    Examples
+    --------
+    One env, episodes of 2 steps, 2 per task, and a batch of 6 steps that starts mid-episode:
+    the cut first episode is left out, the two tasks' episode-2 returns are averaged.
+
+    >>> from tensordict import TensorDict
+    >>> td = TensorDict({
+    ...     "episode": torch.tensor([[1, 0, 0, 1, 1, 0]]).unsqueeze(-1),
+    ...     "step_in_episode": torch.tensor([[1, 0, 1, 0, 1, 0]]).unsqueeze(-1),
+    ...     "next": {
+    ...         "reward": torch.tensor([[9.0, 1.0, 1.0, 2.0, 4.0, 7.0]]).unsqueeze(-1),
+    ...         "episode_done": torch.tensor([[1, 0, 1, 0, 1, 0]]).bool().unsqueeze(-1),
+    ...     }}, [1, 6])
+    >>> completed_episode_returns(td, episodes=2)
+    tensor([2., 6.])
+    """
+    shape = batch.shape
+    n, t = shape[0], shape[-1]
+    reward = batch.get(("next", "reward")).reshape(n, t)
+    done = batch.get(("next", "episode_done")).reshape(n, t)
+    episode = batch.get("episode").reshape(n, t).long().clamp(max=episodes - 1)
+    start = batch.get("step_in_episode").reshape(n, t) == 0
+    # Segment s of a row is the s-th inner episode starting in the batch; 0 = cut at the start.
+    segment = start.long().cumsum(1)
+    ids = (torch.arange(n, device=reward.device).unsqueeze(1) * (t + 1) + segment).reshape(-1)
+    size = n * (t + 1)
+    totals = torch.zeros(size, dtype=reward.dtype, device=reward.device)
+    totals.scatter_add_(0, ids, reward.reshape(-1))
+    ended = torch.zeros(size, dtype=torch.long, device=reward.device)
+    ended.scatter_add_(0, ids, done.reshape(-1).long())
+    index = torch.zeros(size, dtype=torch.long, device=reward.device)
+    index.scatter_reduce_(0, ids, episode.reshape(-1), reduce="amax", include_self=False)
+    whole = (ended > 0) & (torch.arange(size, device=reward.device) % (t + 1) > 0)
+    sums = torch.zeros(episodes, dtype=reward.dtype, device=reward.device)
+    counts = torch.zeros(episodes, dtype=reward.dtype, device=reward.device)
+    sums.scatter_add_(0, index[whole], totals[whole])
+    counts.scatter_add_(0, index[whole], torch.ones_like(totals[whole]))
+    return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.nan))
+
+
 def uniform_random_policy(
     num_actions: int, seed: int = 0
 ) -> Callable[[TensorDictBase], TensorDictBase]:

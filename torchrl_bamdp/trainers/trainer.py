@@ -29,7 +29,11 @@ from torchrl.objectives.value import GAE
 from torchrl_bamdp.configs.schema import Config, config_to_dict
 from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import make_env_from_config
-from torchrl_bamdp.evaluation.meta_test import MetaTestResult, meta_test, per_episode_returns
+from torchrl_bamdp.evaluation.meta_test import (
+    MetaTestResult,
+    completed_episode_returns,
+    meta_test,
+)
 from torchrl_bamdp.modules.actor_critic import (
     SamplingPolicy,
     add_log_probs,
@@ -499,11 +503,12 @@ class Trainer:
                 added = self.buffer.extend_from_batch(batch) if healthy else 0
                 metrics: dict[str, float] = {"train/trajectories_added": added}
                 if healthy:
-                    episode_returns = per_episode_returns(
-                        batch, cfg.env.episodes_per_task * (batch.shape[1] // cfg.env.horizon)
-                    )
-                    for k, value in enumerate(episode_returns.mean(0).tolist()[:8]):
-                        metrics[f"train/return_episode_{k + 1}"] = value
+                    # Inner episodes the batch holds whole, by index (several tasks per env, or
+                    # a batch cut mid-task, are counted right).
+                    episode_returns = completed_episode_returns(batch, cfg.env.episodes_per_task)
+                    for k, value in enumerate(episode_returns.tolist()[:8]):
+                        if math.isfinite(value):
+                            metrics[f"train/return_episode_{k + 1}"] = value
                 if cfg.train.anneal_lr:
                     self._anneal_learning_rates(batch.numel())
                 if self.ppo_loss is not None and cfg.algo.ppo.entropy_coef_final is not None:

@@ -329,7 +329,7 @@ PROFILE_NODES: dict[str, Callable[[str, str], bool]] = {
     "policy": _matcher("torchrl_bamdp/modules/actor_critic.py", "forward"),
     "bamdp_step": _matcher("torchrl_bamdp/envs/bamdp.py", "_step"),
     "bamdp_reset": _matcher("torchrl_bamdp/envs/bamdp.py", "_reset"),
-    "task_env_step": _matcher("torchrl_bamdp/envs/mujoco.py", "_step"),
+    "task_env_step": _matcher("torchrl_bamdp/envs/mujoco/base.py", "_step"),
     "belief_transform": _matcher("torchrl_bamdp/transforms/belief.py", "_step"),
     "belief_gru": _matcher("torchrl_bamdp/modules/encoder.py", "step"),
     "step_mdp": _matcher("torchrl/envs/utils.py", "__call__"),  # _StepMDP.__call__

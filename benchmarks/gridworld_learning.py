@@ -6,7 +6,7 @@ Trains with the default config (plus optional Hydra-style overrides) for a frame
 (``--minutes``, default 15, the bar's limit; the JSON's ``frame_budget_reached`` says which
 budget ended the run), then meta-tests on fixed seeded test tasks and prints, per inner episode,
 the mean +- standard error of VariBAD and of a random policy, next to the exact Bayes-optimal
-values (dynamic programming, ``torchrl_bamdp.evaluation.bayes_optimal``). Writes JSON with the
+values (dynamic programming, ``torchrl_bamdp.policies.bayes_optimal``). Writes JSON with the
 config, seed, versions, frames, wall-clock and the ratios to the bar of issue #3:
 
 - episode 1 within 5% of the Bayes-optimal expected return of one 15-step episode;
@@ -29,8 +29,7 @@ from pathlib import Path
 
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import config_to_dict
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from torchrl_bamdp.configs import load_config
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi
-from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
+from torchrl_bamdp.policies import BayesOptimalGridNavi, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 
 

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from torchrl_bamdp.configs import Config, load_config
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.utils import PACKAGE_ROOT, write_result_json
 

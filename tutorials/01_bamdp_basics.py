@@ -40,15 +40,16 @@ from matplotlib.figure import Figure
 from torchrl.envs import TransformedEnv
 
 from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv, candidate_goal_cells, make_env
-from torchrl_bamdp.evaluation.bayes_optimal import (
-    BayesOptimalGridNavi,
-    BayesOptimalPolicy,
-    GridNaviSpec,
-)
-from torchrl_bamdp.evaluation.meta_test import meta_test, per_episode_returns, uniform_random_policy
+from torchrl_bamdp.evaluation.meta_test import meta_test, per_episode_returns
 from torchrl_bamdp.evaluation.plots import plot_belief_rollout
 from torchrl_bamdp.modules import BeliefEncoder
 from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.policies import (
+    BayesOptimalGridNavi,
+    BayesOptimalPolicy,
+    GridNaviSpec,
+    uniform_random_policy,
+)
 from torchrl_bamdp.transforms import (
     BELIEF_PROBS,
     ExactGridBelief,

@@ -46,13 +46,13 @@ from torchrl.objectives.value import GAE
 from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv, make_env
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.evaluation.meta_test import meta_test, uniform_random_policy
+from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.evaluation.plots import BeliefRollout, plot_learning_curves
 from torchrl_bamdp.evaluation.report import record_belief_rollout
 from torchrl_bamdp.modules import BeliefEncoder, GridCellRewardDecoder
 from torchrl_bamdp.modules.actor_critic import find_input_normalizers, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.transforms import (
     BELIEF_LOGVAR,

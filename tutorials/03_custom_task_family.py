@@ -50,11 +50,12 @@ from torchrl.objectives.value import GAE
 
 from torchrl_bamdp.data import TrajectoryBuffer
 from torchrl_bamdp.envs import BAMDPEnv, TaskEnv
-from torchrl_bamdp.evaluation.meta_test import meta_test, uniform_random_policy
+from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.evaluation.plots import plot_per_episode_returns
 from torchrl_bamdp.modules import BeliefEncoder, TransitionBatch
 from torchrl_bamdp.modules.actor_critic import find_input_normalizers, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.policies import uniform_random_policy
 from torchrl_bamdp.transforms import BELIEF_MEAN, varibad_transforms
 
 FAST = os.environ.get("BAMDP_TUTORIAL_FAST", "0") not in ("", "0")

@@ -47,9 +47,9 @@ from torchrl.envs.transforms import Transform
 from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.envs.gridworld import GRID_MOVES
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi
 from torchrl_bamdp.evaluation.plots import plot_per_episode_returns
 from torchrl_bamdp.modules.actor_critic import make_actor_critic
+from torchrl_bamdp.policies import BayesOptimalGridNavi
 from torchrl_bamdp.trainers import Agent, Trainer, build_agent
 from torchrl_bamdp.transforms import hyper_state_transform
 

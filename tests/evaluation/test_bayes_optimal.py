@@ -13,14 +13,14 @@ from torchrl.collectors import Collector
 from torchrl.envs import TransformedEnv
 
 from torchrl_bamdp.envs import GridNaviEnv, make_env
-from torchrl_bamdp.evaluation.bayes_optimal import (
+from torchrl_bamdp.evaluation.meta_test import meta_test, per_episode_returns
+from torchrl_bamdp.policies.bayes_optimal import (
     ACTION_MOVES,
     BayesOptimalGridNavi,
     BayesOptimalPolicy,
     GridNaviSpec,
     main,
 )
-from torchrl_bamdp.evaluation.meta_test import meta_test, per_episode_returns
 from torchrl_bamdp.transforms import BELIEF_PROBS, ExactGridBelief, exact_belief_transforms
 
 

@@ -28,7 +28,6 @@ from torchrl_bamdp.cli import (  # noqa: E402
     run_training,
 )
 from torchrl_bamdp.envs import candidate_goal_cells  # noqa: E402
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec  # noqa: E402
 from torchrl_bamdp.evaluation.report import (  # noqa: E402
     aggregate,
     bayes_optimal_returns,
@@ -39,6 +38,7 @@ from torchrl_bamdp.evaluation.report import (  # noqa: E402
     open_run,
     record_belief_rollout,
 )
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -10,9 +10,9 @@ from torchrl.envs import TransformedEnv
 
 from torchrl_bamdp.configs import config_to_dict, load_config
 from torchrl_bamdp.envs import make_env
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
-from torchrl_bamdp.evaluation.meta_test import meta_test, uniform_random_policy
+from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.evaluation.tours import GoalTour, format_tours, gridnavi_tours, main
+from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.transforms import exact_belief_transforms
 

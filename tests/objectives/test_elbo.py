@@ -473,7 +473,7 @@ def test_reward_labels_land_on_the_goal_across_inner_episode_ends():
     from torchrl.envs import TransformedEnv
 
     from torchrl_bamdp.envs import make_env
-    from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
+    from torchrl_bamdp.policies import BayesOptimalPolicy
     from torchrl_bamdp.transforms import exact_belief_transforms
 
     env = TransformedEnv(make_env(num_envs=42, stratified=True, seed=0), exact_belief_transforms())

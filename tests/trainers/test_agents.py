@@ -9,8 +9,8 @@ from test_trainer import tiny
 from torchrl_bamdp.configs import ConfigError, load_config
 from torchrl_bamdp.configs.schema import ALGO_NAMES, ENV_NAMES
 from torchrl_bamdp.envs import make_env
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.modules.actor_critic import find_input_normalizers
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer, build_agent
 from torchrl_bamdp.trainers.agents import REFERENCE_ALGORITHMS, TRAINED_ALGORITHMS, Agent
 

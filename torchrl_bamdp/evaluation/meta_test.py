@@ -127,29 +127,6 @@ def completed_episode_returns(batch: TensorDictBase, episodes: int) -> torch.Ten
     return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.nan))
 
 
-def uniform_random_policy(
-    num_actions: int, seed: int = 0
-) -> Callable[[TensorDictBase], TensorDictBase]:
-    """A seeded policy that picks one of ``num_actions`` discrete actions uniformly per env (any
-    batch size): the lower reference of meta-tests.
-
-    Examples
-    --------
-    >>> from tensordict import TensorDict
-    >>> policy = uniform_random_policy(5)
-    >>> policy(TensorDict({}, [3]))["action"].shape
-    torch.Size([3])
-    """
-    generator = torch.Generator().manual_seed(seed)
-
-    def policy(tensordict: TensorDictBase) -> TensorDictBase:
-        action = torch.randint(num_actions, tensordict.batch_size, generator=generator)
-        tensordict.set("action", action.to(tensordict.device or "cpu"))
-        return tensordict
-
-    return policy
-
-
 @torch.no_grad()
 def meta_test(
     env: EnvBase,
@@ -183,6 +160,7 @@ def meta_test(
     A random policy on the 21 GridNavi tasks, each tested once (stratified), two episodes each:
 
     >>> from torchrl_bamdp.envs import make_env
+    >>> from torchrl_bamdp.policies import uniform_random_policy
     >>> env = make_env(num_envs=21, stratified=True, episodes_per_task=2)
     >>> policy = uniform_random_policy(env.action_spec.n)
     >>> result = meta_test(env, policy, episodes=2, episode_length=15)

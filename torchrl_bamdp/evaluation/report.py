@@ -342,7 +342,7 @@ def bayes_optimal_returns(config, episodes: int) -> list[float] | None:
     >>> print(bayes_optimal_returns(load_config({"env": {"name": "point_robot_sparse"}}), 4))
     None
     """
-    from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
+    from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 
     if config.env.name != "gridworld":
         return None

@@ -102,7 +102,7 @@ def gridnavi_tours(
 
     >>> from torchrl.envs import TransformedEnv
     >>> from torchrl_bamdp.envs import make_env
-    >>> from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
+    >>> from torchrl_bamdp.policies import BayesOptimalPolicy
     >>> from torchrl_bamdp.transforms import exact_belief_transforms
     >>> env = TransformedEnv(make_env(num_envs=21, episodes_per_task=2, stratified=True),
     ...                      exact_belief_transforms(grid_size=5))
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print a GridNavi run's greedy tours and the Bayes-optimal ones on the same 21 tasks."""
     from torchrl_bamdp.configs.schema import read_run_config
     from torchrl_bamdp.envs.factory import make_env_from_config
-    from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
+    from torchrl_bamdp.policies import BayesOptimalPolicy
     from torchrl_bamdp.trainers import Trainer
     from torchrl_bamdp.transforms import exact_belief_transforms
 

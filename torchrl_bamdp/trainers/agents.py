@@ -35,8 +35,6 @@ from torchrl.modules import ProbabilisticActor
 from torchrl_bamdp.configs.schema import Config
 from torchrl_bamdp.envs import BAMDPEnv
 from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
-from torchrl_bamdp.evaluation.bayes_optimal import BayesOptimalPolicy
-from torchrl_bamdp.evaluation.meta_test import uniform_random_policy
 from torchrl_bamdp.modules import (
     BeliefEncoder,
     GridCellRewardDecoder,
@@ -46,6 +44,7 @@ from torchrl_bamdp.modules import (
 )
 from torchrl_bamdp.modules.actor_critic import SamplingPolicy, make_actor_critic
 from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
 from torchrl_bamdp.transforms import varibad_transforms
 from torchrl_bamdp.transforms.belief import (
     BELIEF_DECODED,

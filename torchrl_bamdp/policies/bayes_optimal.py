@@ -29,6 +29,16 @@ The search is a memoised depth-first branch and bound: a state's value depends o
 dropped from the key, a single remaining cell is a known goal, and two admissible upper bounds
 prune the rest. The default problem (``5 x 5``, 15 steps, 4 episodes) solves in well under a
 second.
+
+Why the solver lives here, with the policy
+------------------------------------------
+:class:`BayesOptimalPolicy` acts by asking :class:`BayesOptimalGridNavi` for the action of every
+state, so the policy needs the solver; the evaluation needs only the solver's expected returns
+(the reference line of tables and figures, ``evaluation.report.bayes_optimal_returns``) and the
+policy (the reference tours of ``evaluation.tours``). Kept in ``evaluation/``, the solver would
+make ``policies`` import ``evaluation`` while ``evaluation`` imports ``policies``; here both
+depend one way, ``trainers -> evaluation -> policies -> transforms -> envs``, and the DP is one
+concept in one place. ``python -m torchrl_bamdp.policies`` prints the values (:func:`main`).
 """
 
 from __future__ import annotations

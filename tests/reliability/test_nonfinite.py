@@ -346,13 +346,13 @@ def test_kl_is_finite_for_extreme_inputs(scale):
         {
             "observation": scale * torch.randn(n, t, 2),
             "action": torch.randint(0, 5, (n, t)),
-            "next": {"observation": scale * torch.randn(n, t, 2), "reward": scale * sign},
+            "next": {"true_observation": scale * torch.randn(n, t, 2), "reward": scale * sign},
         },
         [n, t],
     )
     terms = loss(td)
     assert torch.isfinite(terms["loss_kl"]), terms["loss_kl"]
-    inputs = td["action"], td["next", "reward"], td["next", "observation"]
+    inputs = td["action"], td["next", "reward"], td["next", "true_observation"]
     mean, logvar, _ = encoder.sequence(*inputs)
     assert torch.isfinite(mean).all()
     assert logvar.min() >= encoder.logvar_min and logvar.max() <= encoder.logvar_max
@@ -372,7 +372,7 @@ def test_kl_is_finite_at_the_logvar_clamp():
         {
             "observation": torch.randn(2, 8, 2),
             "action": torch.randint(0, 5, (2, 8)),
-            "next": {"observation": torch.randn(2, 8, 2), "reward": torch.randn(2, 8, 1)},
+            "next": {"true_observation": torch.randn(2, 8, 2), "reward": torch.randn(2, 8, 1)},
         },
         [2, 8],
     )

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = [args.runs_dir / a / f"seed{s}" for s in args.seeds for a in args.algos]
     else:
         runs = train_all(args)
-    from torchrl_bamdp.evaluation.report import write_baseline_report
+    from torchrl_bamdp.trainers.runs import write_baseline_report
 
     report = write_baseline_report(
         runs,

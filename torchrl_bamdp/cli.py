@@ -426,13 +426,9 @@ def eval_main(argv: list[str] | None = None) -> None:
 
 
 def _eval_many(runs: list[Path], args: dict[str, str], out: Path) -> None:
-    from torchrl_bamdp.evaluation.report import (
-        aggregate,
-        evaluate_run,
-        group_by_env,
-        markdown_table,
-    )
+    from torchrl_bamdp.evaluation.report import aggregate, group_by_env, markdown_table
     from torchrl_bamdp.trainers import CheckpointError
+    from torchrl_bamdp.trainers.runs import evaluate_run
 
     deterministic = None
     if "deterministic" in args:
@@ -537,9 +533,9 @@ def plot_main(argv: list[str] | None = None) -> None:
         bayes_optimal_returns,
         group_by_env,
         last_eval_report,
-        open_run,
         write_figures,
     )
+    from torchrl_bamdp.trainers.runs import open_run
 
     out = Path(args.get("out", (paths[0] if len(paths) == 1 else Path(".")) / "figures"))
     written = []
@@ -553,7 +549,9 @@ def plot_main(argv: list[str] | None = None) -> None:
             folder = out if len(groups) == 1 else out / env
             folder.mkdir(parents=True, exist_ok=True)
             optimal = bayes_optimal_returns(config, episodes)
-            written += write_figures(aggregated, folder, optimal=optimal, rollout_goal=goal)
+            written += write_figures(
+                aggregated, folder, optimal=optimal, rollout_goal=goal, open_run=open_run
+            )
     except (ValueError, FileNotFoundError) as err:
         print(f"bamdp-plot: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -31,14 +31,13 @@ from torchrl_bamdp.envs import candidate_goal_cells  # noqa: E402
 from torchrl_bamdp.evaluation.report import (  # noqa: E402
     aggregate,
     bayes_optimal_returns,
-    evaluate_run,
     find_runs,
     last_eval_report,
     markdown_table,
-    open_run,
     record_belief_rollout,
 )
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec  # noqa: E402
+from torchrl_bamdp.trainers.runs import evaluate_run, open_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -266,7 +265,7 @@ def _check_walk(positions: torch.Tensor, done: torch.Tensor, grid: int = 5) -> N
 
 def test_record_belief_rollout_on_varibad(runs):
     trainer = open_run(runs["varibad"])
-    rollout = record_belief_rollout(trainer, (4, 2))
+    rollout = record_belief_rollout(trainer.agent, trainer.config, (4, 2))
     steps = 4 * 15 + 1
     assert tuple(rollout.positions.shape) == (steps, 2)
     assert tuple(rollout.reward_probs.shape) == (steps, 25)
@@ -305,7 +304,7 @@ def test_record_belief_rollout_on_varibad(runs):
             assert exact[t, cell] == 0.0, t
 
     # the prior (t = 0) does not depend on the task; a shorter task has fewer steps
-    other = record_belief_rollout(trainer, (2, 4), episodes=2)
+    other = record_belief_rollout(trainer.agent, trainer.config, (2, 4), episodes=2)
     assert tuple(other.positions.shape) == (31, 2) and tuple(other.reward_probs.shape) == (31, 25)
     assert other.episode_done.nonzero().flatten().tolist() == [15, 30]
     assert torch.allclose(other.mean[0], rollout.mean[0])
@@ -317,7 +316,7 @@ def test_record_belief_rollout_follows_the_env_to_the_goal(runs):
     """With the goal on the first candidate cell the agent visits, the rollout is the same up to
     that step and the exact posterior becomes one-hot there (the reward came from the env)."""
     trainer = open_run(runs["varibad"])
-    first = record_belief_rollout(trainer, (4, 2))
+    first = record_belief_rollout(trainer.agent, trainer.config, (4, 2))
     candidates = {tuple(c) for c in candidate_goal_cells(5).tolist()}
     last = len(first.episode_done) - 1
     visits = [
@@ -331,7 +330,7 @@ def test_record_belief_rollout_follows_the_env_to_the_goal(runs):
         pytest.skip("the tiny agent visits no candidate cell other than (4, 2)")
     t = visits[0]
     goal = tuple(first.positions[t].tolist())
-    second = record_belief_rollout(trainer, goal)
+    second = record_belief_rollout(trainer.agent, trainer.config, goal)
     assert torch.equal(second.positions[: t + 1], first.positions[: t + 1])
     one_hot = torch.zeros(25)
     one_hot[goal[0] * 5 + goal[1]] = 1.0
@@ -341,7 +340,8 @@ def test_record_belief_rollout_follows_the_env_to_the_goal(runs):
 
 def test_record_belief_rollout_rejects_non_varibad_runs(runs):
     with pytest.raises(ValueError, match="belief rollouts need a VariBAD run.*algo='oracle'"):
-        record_belief_rollout(open_run(runs["oracle"]), (4, 2))
+        oracle = open_run(runs["oracle"])
+        record_belief_rollout(oracle.agent, oracle.config, (4, 2))
 
 
 # -- last_eval_report --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""GridNavi tours: true cells per step, returns that agree with the meta-test, the CLI."""
+"""GridNavi tours: true cells per step, returns that agree with the meta-test, the CLI
+(``python -m torchrl_bamdp.trainers.runs tours``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from torchrl.envs import TransformedEnv
 from torchrl_bamdp.configs import config_to_dict, load_config
 from torchrl_bamdp.envs import make_env
 from torchrl_bamdp.evaluation.meta_test import meta_test
-from torchrl_bamdp.evaluation.tours import GoalTour, format_tours, gridnavi_tours, main
+from torchrl_bamdp.evaluation.tours import GoalTour, format_tours, gridnavi_tours
 from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.runs import main
 from torchrl_bamdp.transforms import exact_belief_transforms
 
 
@@ -88,7 +90,7 @@ def test_main_prints_a_runs_tours_next_to_the_bayes_optimal_ones(tmp_path, capsy
         }
     )
     Trainer(config, tmp_path / "run").train()
-    main([str(tmp_path / "run")])
+    main(["tours", str(tmp_path / "run")])
     out = capsys.readouterr().out
     assert out.startswith(f"varibad ({tmp_path / 'run'})")
     assert "Bayes-optimal (exact DP)" in out
@@ -102,11 +104,11 @@ def test_main_refuses_a_run_of_another_task_family(tmp_path):
     config = load_config({"env": {"name": "point_robot_sparse"}})
     (run_dir / "config.json").write_text(json.dumps(config_to_dict(config)))
     with pytest.raises(SystemExit, match="env.name='point_robot_sparse'"):
-        main([str(run_dir)])
+        main(["tours", str(run_dir)])
 
 
 def test_main_refuses_fewer_than_one_episode(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main([str(tmp_path), "--episodes", "0"])
+        main(["tours", str(tmp_path), "--episodes", "0"])
     assert info.value.code == 2
     assert "--episodes must be >= 1 (got 0)" in capsys.readouterr().err

@@ -1,14 +1,17 @@
 """Meta-test reports over runs and seeds, belief rollouts and the paper's figures.
 
 Used by ``bamdp-eval`` (tables), ``bamdp-plot`` (figures) and
-``benchmarks/gridworld_baselines.py`` (both, for every algorithm and seed).
+``benchmarks/gridworld_baselines.py`` (both, for every algorithm and seed). Everything here works
+on run reports, agents and configs; opening a run directory (which builds a read-only
+``Trainer``) is :mod:`torchrl_bamdp.trainers.runs`, which calls into this module, never the
+other way round.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from torchrl_bamdp.evaluation.plots import (
     plot_learning_curves,
     plot_per_episode_returns,
 )
-from torchrl_bamdp.utils import write_result_json
+from torchrl_bamdp.policies.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
 
 #: Display names, in the order of tables and legends.
 ALGO_LABELS = {
@@ -50,74 +53,6 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"run_dir={path} is neither a run directory nor a folder")
     return sorted(runs)
-
-
-def open_run(run_dir: str | Path, **train_overrides: Any):
-    """A read-only :class:`~torchrl_bamdp.trainers.Trainer` on a run's config and checkpoint.
-
-    ``train_overrides`` replace entries of the saved ``train`` config (e.g. ``eval_tasks``).
-
-    Examples
-    --------
-    A run of the (untrained) random policy is the cheapest to make; any run opens the same way.
-
-    >>> import tempfile
-    >>> from torchrl_bamdp.configs import load_config
-    >>> from torchrl_bamdp.trainers import Trainer
-    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
-    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
-    ...                              "progress_bar": False, "figures": False}})
-    >>> run_dir = tempfile.mkdtemp()
-    >>> _ = Trainer(cfg, run_dir).train()
-    >>> trainer = open_run(run_dir, eval_tasks=42)
-    >>> trainer.read_only, trainer.config.algo.name, trainer.config.train.eval_tasks
-    (True, 'random', 42)
-    """
-    from torchrl_bamdp.configs.schema import read_run_config
-    from torchrl_bamdp.trainers import Trainer
-
-    config = read_run_config(run_dir, **{"progress_bar": False, **train_overrides})
-    return Trainer(config, Path(run_dir), read_only=True)
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    tasks: int | None = None,
-    episodes: int | None = None,
-    deterministic: bool | None = None,
-) -> dict[str, Any]:
-    """Meta-test one run's checkpoint; returns its per-episode result and identity.
-
-    Keys: ``run_dir``, ``env``, ``algo``, ``seed``, ``frames``, ``train_seconds`` and those of
-    :meth:`MetaTestResult.to_dict` (``num_tasks``, ``episodes``, ``mean``, ``stderr``, ...).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from torchrl_bamdp.configs import load_config
-    >>> from torchrl_bamdp.trainers import Trainer
-    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
-    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
-    ...                              "progress_bar": False, "figures": False}})
-    >>> run_dir = tempfile.mkdtemp()
-    >>> _ = Trainer(cfg, run_dir).train()
-    >>> report = evaluate_run(run_dir, tasks=21, episodes=2)
-    >>> report["algo"], report["num_tasks"], report["episodes"], len(report["mean"])
-    ('random', 21, 2, 2)
-    """
-    overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
-    trainer = open_run(run_dir, **overrides)
-    result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
-    config = trainer.config
-    return {
-        "run_dir": str(run_dir),
-        "env": config.env.name,
-        "algo": config.algo.name,
-        "seed": config.seed,
-        "frames": trainer.frames,
-        "train_seconds": trainer.train_seconds,
-        **result.to_dict(),
-    }
 
 
 def group_by_env(reports: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -230,8 +165,11 @@ def markdown_table(aggregated: dict[str, dict[str, Any]]) -> str:
 
 
 @torch.no_grad()
-def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = None):
+def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | None = None):
     """Roll a trained VariBAD agent out on one GridNavi task and record its belief at every step.
+
+    ``agent`` is the run's :class:`~torchrl_bamdp.trainers.Agent` (e.g. ``trainer.agent``) and
+    ``config`` its config (``trainer.config``).
 
     Returns a :class:`~torchrl_bamdp.evaluation.plots.BeliefRollout` with the agent's cells, the
     reward decoder's goal probability per cell for the belief mean at every step (t = 0 is the
@@ -246,7 +184,7 @@ def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = N
     >>> from torchrl_bamdp.trainers import Trainer
     >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"progress_bar": False}})
     >>> trainer = Trainer(cfg, tempfile.mkdtemp())
-    >>> rollout = record_belief_rollout(trainer, goal=(4, 2))
+    >>> rollout = record_belief_rollout(trainer.agent, trainer.config, goal=(4, 2))
     >>> rollout.positions.shape, rollout.reward_probs.shape  # 60 steps + the prior, 5x5 cells
     (torch.Size([61, 2]), torch.Size([61, 25]))
     >>> int((rollout.exact_probs[0] > 0).sum())  # the exact prior: uniform over 21 goals
@@ -258,8 +196,7 @@ def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = N
     from torchrl_bamdp.modules import GridCellRewardDecoder
     from torchrl_bamdp.transforms import BELIEF_LOGVAR, BELIEF_MEAN, BELIEF_PROBS, ExactGridBelief
 
-    config = trainer.config
-    decoder = trainer.agent.elbo_loss.reward_decoder if trainer.agent.elbo_loss else None
+    decoder = agent.elbo_loss.reward_decoder if agent.elbo_loss else None
     if config.env.name != "gridworld" or not isinstance(decoder, GridCellRewardDecoder):
         raise ValueError(
             "belief rollouts need a VariBAD run on gridworld with algo.decoders.reward=grid_cells "
@@ -274,11 +211,11 @@ def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = N
         episodes_per_task=episodes,
         fixed_tasks=task,
     )
-    env = TransformedEnv(base, trainer.agent.make_transforms())
+    env = TransformedEnv(base, agent.make_transforms())
     env.append_transform(ExactGridBelief(grid))
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         rollout = env.rollout(
-            episodes * config.env.episode_length, trainer.agent.actor, break_when_any_done=False
+            episodes * config.env.episode_length, agent.actor, break_when_any_done=False
         )[0]
 
     def with_start(key):
@@ -299,7 +236,8 @@ def record_belief_rollout(trainer, goal: Sequence[int], episodes: int | None = N
 
 
 def last_eval_report(run_dir: str | Path) -> dict[str, Any]:
-    """A run's latest evaluation from its ``eval.jsonl`` (no new rollouts), as :func:`evaluate_run`.
+    """A run's latest evaluation from its ``eval.jsonl`` (no new rollouts), shaped like the report
+    of :func:`~torchrl_bamdp.trainers.runs.evaluate_run`.
 
     Examples
     --------
@@ -342,8 +280,6 @@ def bayes_optimal_returns(config, episodes: int) -> list[float] | None:
     >>> print(bayes_optimal_returns(load_config({"env": {"name": "point_robot_sparse"}}), 4))
     None
     """
-    from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-
     if config.env.name != "gridworld":
         return None
     spec = GridNaviSpec(
@@ -360,14 +296,17 @@ def write_figures(
     optimal: Sequence[float] | None = None,
     rollout_goal: Sequence[int] = (4, 2),
     subtitle: str = "",
-    trainers: dict[str, Any] | None = None,
+    trainers: Mapping[str, Any] | None = None,
+    open_run: Callable[[str], Any] | None = None,
 ) -> list[Path]:
     """Fig 4 (per-episode returns, learning curves) and, with a VariBAD run, Fig 3a/3b.
 
     Fig 3a/3b come from the VariBAD run of the lowest seed, on the GridNavi task whose goal is
     ``rollout_goal``. Every figure is written as PNG and PDF into ``out``; returns the paths.
-    ``trainers`` maps run directories to already open trainers (else runs are opened
-    read-only from their checkpoints).
+    The belief figures need the run's agent: ``trainers`` maps run directories to already open
+    runs (anything with ``agent`` and ``config``, e.g. a ``Trainer``), and ``open_run(run_dir)``
+    opens the others (e.g. :func:`torchrl_bamdp.trainers.runs.open_run`, read-only from the
+    checkpoint); a VariBAD run that neither gives gets no Fig 3a/3b.
 
     Examples
     --------
@@ -415,94 +354,19 @@ def write_figures(
             references={"Bayes-optimal (DP)": float(sum(optimal))} if optimal else None,
             title="Test return during training (mean +- s.e. over seeds)",
         )
-    if "varibad" in aggregated:
-        run_dir = aggregated["varibad"]["per_seed"][0]["run_dir"]
-        trainer = (trainers or {}).get(str(run_dir)) or open_run(run_dir)
-        if trainer.config.env.name == "gridworld":
-            episodes = len(aggregated["varibad"]["mean"])
-            rollout = record_belief_rollout(trainer, rollout_goal, episodes=episodes)
-            goal = tuple(rollout_goal)
-            written += rollout.plot_belief(
-                out / "fig3a_belief_rollout",
-                title=f"VariBAD test rollout, goal {goal}: decoder belief (top) vs exact posterior",
-            )
-            written += rollout.plot_latents(
-                out / "fig3b_latents", title=f"VariBAD latent along the rollout, goal {goal}"
-            )
+    run_dir = aggregated["varibad"]["per_seed"][0]["run_dir"] if "varibad" in aggregated else None
+    run = (trainers or {}).get(str(run_dir))
+    if run is None and run_dir is not None and open_run is not None:
+        run = open_run(run_dir)
+    if run is not None and run.config.env.name == "gridworld":
+        episodes = len(aggregated["varibad"]["mean"])
+        rollout = record_belief_rollout(run.agent, run.config, rollout_goal, episodes=episodes)
+        goal = tuple(rollout_goal)
+        written += rollout.plot_belief(
+            out / "fig3a_belief_rollout",
+            title=f"VariBAD test rollout, goal {goal}: decoder belief (top) vs exact posterior",
+        )
+        written += rollout.plot_latents(
+            out / "fig3b_latents", title=f"VariBAD latent along the rollout, goal {goal}"
+        )
     return written
-
-
-def write_baseline_report(
-    runs: Sequence[str | Path],
-    out: str | Path,
-    eval_tasks: int | None = None,
-    episodes: int | None = None,
-    rollout_goal: Sequence[int] = (4, 2),
-    command: str | None = None,
-    extra: dict[str, Any] | None = None,
-    name: str | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``runs``, aggregate over seeds per algorithm, write JSON, Markdown and figures.
-
-    Writes ``<name>.json`` / ``.md`` (``name`` defaults to ``<env>_baselines``, e.g.
-    ``gridworld_baselines``) and the figures of :func:`write_figures` into ``out``; returns the
-    report.
-
-    Examples
-    --------
-    One (cheap) random-policy run; VariBAD runs add learning curves and belief figures (Fig 3).
-
-    >>> import tempfile
-    >>> from torchrl_bamdp.configs import load_config
-    >>> from torchrl_bamdp.trainers import Trainer
-    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
-    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
-    ...                              "progress_bar": False, "figures": False}})
-    >>> run_dir, out = tempfile.mkdtemp(), tempfile.mkdtemp()
-    >>> _ = Trainer(cfg, run_dir).train()
-    >>> report = write_baseline_report([run_dir], out, episodes=2)  # doctest: +ELLIPSIS
-    evaluated ...: [...]
-    >>> report["eval_tasks"], list(report["algorithms"]), report["env"]["episodes"]
-    (21, ['random'], 2)
-    >>> sorted(p.name for p in Path(out).glob("gridworld_baselines.*"))
-    ['gridworld_baselines.json', 'gridworld_baselines.md']
-    """
-    from torchrl_bamdp.trainers.trainer import environment_info
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    reports = []
-    for run in runs:
-        report = evaluate_run(run, tasks=eval_tasks, episodes=episodes)
-        reports.append(report)
-        means = ", ".join(f"{m:.3f}" for m in report["mean"])
-        print(f"evaluated {run}: [{means}]", flush=True)
-    aggregated = aggregate(reports)
-    config = open_run(runs[0]).config
-    k = len(reports[0]["mean"])
-    optimal = bayes_optimal_returns(config, k)
-    report = {
-        "command": command,
-        "environment": environment_info(config.seed),
-        "env": {
-            "name": config.env.name,
-            "grid_size": config.env.grid_size,
-            "episode_length": config.env.episode_length,
-            "episodes": k,
-        },
-        "eval_tasks": reports[0]["num_tasks"],
-        "bayes_optimal_dp": optimal,
-        "algorithms": aggregated,
-        **(extra or {}),
-    }
-    name = name or f"{config.env.name}_baselines"
-    (out / f"{name}.md").write_text(markdown_table(aggregated))
-    write_result_json(out / f"{name}.json", report)
-    write_figures(
-        aggregated,
-        out,
-        optimal=optimal,
-        rollout_goal=rollout_goal,
-        subtitle=f" ({report['eval_tasks']} test tasks)",
-    )
-    return report

@@ -7,25 +7,25 @@ that episode 2 cannot sweep at their shortest distances. :func:`gridnavi_tours` 
 per goal and returns every step's cell; :func:`format_tours` prints them with the cells left
 unvisited after episode 1.
 
-Run: ``python -m torchrl_bamdp.evaluation.tours <run_dir> [--episodes 2]`` prints a trained
-run's tours and the exact Bayes-optimal policy's on the same tasks.
+Run: ``python -m torchrl_bamdp.trainers.runs tours <run_dir> [--episodes 2]`` prints a trained
+run's tours and the exact Bayes-optimal policy's on the same tasks (opening the run needs a
+``Trainer``, so that command lives in :mod:`torchrl_bamdp.trainers.runs`).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.envs import EnvBase, ExplorationType, TransformedEnv, set_exploration_type
+from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
 from torchrl_bamdp.envs.gridworld import GRID_MOVES, candidate_goal_cells, grid_move
 from torchrl_bamdp.evaluation.meta_test import per_episode_returns
 from torchrl_bamdp.transforms.exact_belief import find_grid_navi
 
-__all__ = ["GoalTour", "format_tours", "gridnavi_tours", "main"]
+__all__ = ["GoalTour", "format_tours", "gridnavi_tours"]
 
 Cell = tuple[int, int]
 
@@ -171,43 +171,3 @@ def format_tours(tours: Sequence[GoalTour], grid_size: int, title: str = "") -> 
     means = [sum(t.returns[k] for t in tours) / len(tours) for k in range(episodes)]
     lines.append("mean return per episode: " + " ".join(f"{m:.3f}" for m in means))
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print a GridNavi run's greedy tours and the Bayes-optimal ones on the same 21 tasks."""
-    from torchrl_bamdp.configs.schema import read_run_config
-    from torchrl_bamdp.envs.factory import make_env_from_config
-    from torchrl_bamdp.policies import BayesOptimalPolicy
-    from torchrl_bamdp.trainers import Trainer
-    from torchrl_bamdp.transforms import exact_belief_transforms
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="a GridNavi run directory (with checkpoints/last.pt)")
-    parser.add_argument("--episodes", type=int, default=2, help="inner episodes per task")
-    args = parser.parse_args(argv)
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1 (got {args.episodes})")
-    config = read_run_config(args.run_dir)
-    if config.env.name != "gridworld":
-        raise SystemExit(
-            f"tours need a GridNavi run; {args.run_dir} has env.name={config.env.name!r}"
-        )
-    trainer = Trainer(config, args.run_dir, read_only=True)
-    goals = len(candidate_goal_cells(config.env.grid_size))
-
-    def base_env():
-        return make_env_from_config(
-            config.env, seed=None, num_envs=goals, episodes_per_task=args.episodes, stratified=True
-        )
-
-    env = trainer.agent.transformed_env(base_env())
-    learned = gridnavi_tours(env, trainer.agent.policy_for(env))
-    print(format_tours(learned, config.env.grid_size, f"{config.algo.name} ({args.run_dir})"))
-    reference = TransformedEnv(base_env(), exact_belief_transforms(grid_size=config.env.grid_size))
-    optimal = gridnavi_tours(reference, BayesOptimalPolicy.from_env(reference))
-    print()
-    print(format_tours(optimal, config.env.grid_size, "Bayes-optimal (exact DP)"))
-
-
-if __name__ == "__main__":
-    main()

@@ -286,24 +286,9 @@ def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
     """
     # Imported only once the config is valid: a typo is reported without loading TorchRL.
     from torchrl_bamdp.trainers import CheckpointError, NonFiniteError, Trainer
-    from torchrl_bamdp.trainers.checkpoint import checkpoint_frames
 
     try:
-        done = checkpoint_frames(run_dir)
-    except CheckpointError as err:
-        print(f"bamdp-train: {err}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    if done is not None and done >= config.train.total_frames:
-        print(
-            f"bamdp-train: nothing to train: {run_dir} has trained {done} frames already, "
-            f"train.total_frames={config.train.total_frames}; resume with a larger "
-            f"train.total_frames (e.g. resume={run_dir} train.total_frames={2 * done}) to "
-            "continue, or use bamdp-eval to evaluate it",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_BAD_INPUT)
-    try:
-        trainer = Trainer(config, run_dir)
+        trainer = Trainer(config, run_dir, refuse_finished=True)
     except CheckpointError as err:
         print(f"bamdp-train: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from torchrl_bamdp.utils import portable_paths
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gridworld_learning.py"
 
 
@@ -22,7 +24,7 @@ def test_learning_benchmark_writes_a_complete_report(tmp_path):
     out = tmp_path / "report.json"
     args = ["--frames", "3840", "--eval-tasks", "21", "--run-dir", str(tmp_path / "run")]
     report = module.main([*args, "--out", str(out), "--override", "env.num_envs=16"])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert json.loads(out.read_text()) == json.loads(json.dumps(portable_paths(report)))
     assert report["frames"] == 3840
     assert (report["frame_budget"], report["frame_budget_reached"]) == (3840, True)
     assert report["config"]["train"]["total_frames"] == 3840  # the schedules' horizon

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from torchrl_bamdp.utils import portable_paths
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "soak.py"
 TINY = [
     "env.num_envs=4",
@@ -60,7 +62,8 @@ def test_soak_report_schema(soak, tmp_path, capsys):
     returned = soak.main(argv)
 
     report = json.loads(out.read_text())
-    assert report == json.loads(json.dumps(returned))  # what is returned is what is written
+    # what is returned is what is written, with portable paths (a result file is committed)
+    assert report == json.loads(json.dumps(portable_paths(returned)))
     missing = set(REPORT_KEYS) - set(report)
     assert not missing, missing
     assert report["frames"] == 960 and report["iterations"] == 4

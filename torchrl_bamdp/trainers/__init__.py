@@ -1,7 +1,7 @@
 """Training loops: collector + losses + optimisers + logging + checkpoints."""
 
 from torchrl_bamdp.trainers.agents import Agent, build_agent
-from torchrl_bamdp.trainers.checkpoint import CheckpointError
+from torchrl_bamdp.trainers.checkpoint import CheckpointError, NothingToTrainError
 from torchrl_bamdp.trainers.health import HealthMonitor, NonFiniteError
 from torchrl_bamdp.trainers.logging import MetricsLogger
 from torchrl_bamdp.trainers.trainer import Trainer
@@ -12,6 +12,7 @@ __all__ = [
     "HealthMonitor",
     "MetricsLogger",
     "NonFiniteError",
+    "NothingToTrainError",
     "Trainer",
     "build_agent",
 ]

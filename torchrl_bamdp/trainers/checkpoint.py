@@ -224,21 +224,17 @@ def read_checkpoint(
     return state
 
 
-def checkpoint_frames(run_dir: str | Path) -> int | None:
-    """Frames a run directory's last checkpoint has trained, ``None`` without a checkpoint.
+class NothingToTrainError(CheckpointError):
+    """A run asked to train holds a checkpoint that already reached ``train.total_frames``.
 
-    Raises :class:`CheckpointError` for a checkpoint that is not a readable one.
+    Raised by ``Trainer(..., refuse_finished=True)`` (``bamdp-train`` asks for it) after the
+    checkpoint was checked and before any file of the run is written.
 
     Examples
     --------
-    >>> import tempfile
-    >>> checkpoint_frames(tempfile.mkdtemp()) is None
+    >>> issubclass(NothingToTrainError, CheckpointError)
     True
     """
-    path = Path(run_dir) / "checkpoints" / CHECKPOINT_NAME
-    if not path.exists():
-        return None
-    return int(read_checkpoint(path, map_location="cpu")["frames"])
 
 
 def _short(message: str, limit: int = 600) -> str:

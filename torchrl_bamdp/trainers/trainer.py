@@ -45,6 +45,7 @@ from torchrl_bamdp.trainers.checkpoint import (
     ARCHITECTURE_FIELDS,
     CHECKPOINT_NAME,
     CheckpointError,
+    NothingToTrainError,
     architecture_differences,
     describe_run,
     read_checkpoint,
@@ -134,6 +135,10 @@ class Trainer:
     read_only : bool
         Load the run's checkpoint for evaluation and write nothing (no config, metrics or
         logger); :meth:`train` is then refused.
+    refuse_finished : bool
+        Raise :class:`~torchrl_bamdp.trainers.checkpoint.NothingToTrainError` when the run's
+        checkpoint already holds ``train.total_frames`` frames, before any file of the run is
+        written (``bamdp-train`` does; by default :meth:`train` says so and only evaluates).
     agent : callable, optional
         ``agent(config, env) -> Agent`` builds the agent instead of
         :func:`~torchrl_bamdp.trainers.agents.build_agent`: a user-made hyper-state transform
@@ -156,6 +161,7 @@ class Trainer:
         run_dir: str | Path,
         read_only: bool = False,
         agent: Callable[[Config, Any], Agent] | None = None,
+        refuse_finished: bool = False,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -226,6 +232,14 @@ class Trainer:
         # architecture must not overwrite the config.json that matches the checkpoint.
         if self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
+            total = config.train.total_frames
+            if refuse_finished and self.frames >= total and self.agent.trains_policy:
+                raise NothingToTrainError(
+                    f"nothing to train: {self.run_dir} has trained {self.frames} frames already, "
+                    f"train.total_frames={total}; resume with a larger train.total_frames (e.g. "
+                    f"resume={self.run_dir} train.total_frames={2 * self.frames}) to continue, "
+                    "or use bamdp-eval to evaluate it"
+                )
         self._write_run_files()
         self.logger = MetricsLogger(self.run_dir, config)
         # Whatever a killed process logged after its last checkpoint (or before its first one:

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.nn.distributions import AddStateIndependentNormalScale
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import Categorical, TensorSpec
 from torchrl.envs.utils import exploration_type
 from torchrl.modules import ProbabilisticActor, TanhNormal, ValueOperator
-from torchrl.modules.distributions import NormalParamExtractor
+from torchrl.modules.distributions import IndependentNormal, NormalParamExtractor
 
-from torchrl_bamdp.utils import make_mlp, merge_running_moments
+from torchrl_bamdp.utils import ACTIVATIONS, make_mlp, merge_running_moments
+
+#: Policy distributions for continuous actions (``make_actor_critic(continuous_dist=...)``).
+CONTINUOUS_DISTRIBUTIONS = ("tanh_normal", "gaussian")
+#: The original's lower bound on the Gaussian policy's standard deviation (``min_std``).
+GAUSSIAN_MIN_STD = 1e-6
 
 
 class InputNormalizer(nn.Module):
@@ -77,10 +84,99 @@ def find_input_normalizers(module: nn.Module) -> list[InputNormalizer]:
     return list(found.values())
 
 
+class InputEmbeddings(nn.Module):
+    """Embed consecutive parts of the policy input separately, as the original's policy does.
+
+    The original (``models/policy.py``) passes the state and the latent (mean, logvar) each
+    through its own ``Linear`` + activation (16-d on GridNavi, 64-d on MuJoCo) and feeds the
+    concatenated embeddings to the actor's and the critic's MLPs (one set of embeddings, shared
+    by both). Here the input (the hyper-state, already normalised) is cut into consecutive
+    segments, in order; each segment with a width > 0 is embedded, a segment of width 0 (e.g.
+    the time features) is passed through unchanged.
+
+    Parameters
+    ----------
+    segments : mapping of str to (int, int)
+        ``name -> (size, width)`` in input order; the sizes must add up to the input size.
+        Names label the parameters (``embeddings.<name>.weight``) and must be valid module names.
+    activation : str
+        The activation after each embedding (the original: the policy's activation).
+
+    Examples
+    --------
+    >>> emb = InputEmbeddings({"observation": (2, 16), "belief": (10, 16), "time": (2, 0)})
+    >>> emb.in_dim, emb.out_dim
+    (14, 34)
+    >>> emb(torch.zeros(3, 14)).shape
+    torch.Size([3, 34])
+    """
+
+    def __init__(self, segments: Mapping[str, tuple[int, int]], activation: str = "tanh") -> None:
+        super().__init__()
+        self.segments = _check_embeddings(segments)
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"InputEmbeddings: activation must be one of {sorted(ACTIVATIONS)} "
+                f"(got {activation!r})"
+            )
+        # PyTorch's default Linear init, as the original's FeatureExtractor.
+        self.embeddings = nn.ModuleDict(
+            {
+                name: nn.Sequential(nn.Linear(size, width), ACTIVATIONS[activation]())
+                for name, (size, width) in self.segments.items()
+                if width > 0
+            }
+        )
+        self.in_dim = sum(size for size, _ in self.segments.values())
+        self.out_dim = sum(width or size for size, width in self.segments.values())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"InputEmbeddings: input has {x.shape[-1]} features, the segments "
+                f"{dict(self.segments)} add up to {self.in_dim}"
+            )
+        parts = x.split([size for size, _ in self.segments.values()], dim=-1)
+        return torch.cat(
+            [
+                self.embeddings[name](part) if name in self.embeddings else part
+                for name, part in zip(self.segments, parts, strict=True)
+            ],
+            dim=-1,
+        )
+
+
+def _check_embeddings(segments: Mapping[str, Iterable[int]]) -> dict[str, tuple[int, int]]:
+    """``input_embeddings`` as ``{name: (size, width)}``, or a ValueError saying what is wrong."""
+    allowed = "a mapping name -> (size > 0, width >= 0), e.g. {'observation': (2, 16)}"
+    if not isinstance(segments, Mapping) or not segments:
+        raise ValueError(f"input_embeddings must be None or {allowed} (got {segments!r})")
+    checked: dict[str, tuple[int, int]] = {}
+    for name, value in segments.items():
+        pair = tuple(value) if isinstance(value, Iterable) else ()
+        valid_name = isinstance(name, str) and name.isidentifier()
+        if (
+            not valid_name
+            or len(pair) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+            or pair[0] < 1
+            or pair[1] < 0
+        ):
+            raise ValueError(
+                f"input_embeddings must be None or {allowed}; names must be identifiers "
+                f"(got {name!r}: {value!r})"
+            )
+        checked[name] = (int(pair[0]), int(pair[1]))
+    return checked
+
+
 class _Scaled(nn.Module):
     """Orthogonal init with a small last layer: a near-uniform initial policy, as PPO likes.
 
     It reads one or more inputs, each with its own normaliser (or none), and concatenates them.
+    An ``embedding`` (:class:`InputEmbeddings`, shared by actor and critic) maps the normalised
+    first input before the extra inputs are appended; without one no submodule is registered,
+    so parameter names stay those of checkpoints written before embeddings existed.
     """
 
     def __init__(
@@ -89,9 +185,12 @@ class _Scaled(nn.Module):
         last_gain: float,
         normalizer: InputNormalizer | None = None,
         *extra_normalizers: InputNormalizer | None,
+        embedding: InputEmbeddings | None = None,
     ) -> None:
         super().__init__()
         self.normalizer = normalizer
+        if embedding is not None:
+            self.embedding = embedding
         self.extra_normalizers = nn.ModuleList(
             nn.Identity() if n is None else n for n in extra_normalizers
         )
@@ -109,6 +208,9 @@ class _Scaled(nn.Module):
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
         if self.normalizer is not None:
             x = self.normalizer(x)
+        embedding = getattr(self, "embedding", None)
+        if embedding is not None:
+            x = embedding(x)
         if extra:
             parts = [
                 norm(torch.nan_to_num(e.to(x.dtype), nan=0.0, posinf=0.0, neginf=0.0))
@@ -126,6 +228,9 @@ def make_actor_critic(
     in_key: NestedKey = "hyper_state",
     normalize_input: bool = True,
     critic_extra: dict[NestedKey, int] | None = None,
+    continuous_dist: str = "tanh_normal",
+    init_std: float = 1.0,
+    input_embeddings: Mapping[str, tuple[int, int]] | None = None,
 ) -> tuple[ProbabilisticActor, ValueOperator]:
     """Build a PPO actor and critic that read ``in_key`` (the hyper-state by default).
 
@@ -135,8 +240,10 @@ def make_actor_critic(
     hyper-state alone; it removes the variance of the unknown task from the advantages.
 
     Discrete (``Categorical``) action specs get a categorical policy over logits; continuous
-    (bounded) specs get a ``TanhNormal`` policy with a state-dependent scale. The actor writes
-    ``action`` and ``action_log_prob`` (the key ClipPPOLoss and GAE read by default).
+    (bounded) specs get, by ``continuous_dist``, a ``TanhNormal`` policy with a state-dependent
+    scale (ours, the default) or the original's diagonal Gaussian with a state-independent
+    learned log-std. The actor writes ``action`` and ``action_log_prob`` (the key ClipPPOLoss
+    and GAE read by default).
 
     Parameters
     ----------
@@ -157,6 +264,30 @@ def make_actor_critic(
         it tracks).
     critic_extra : dict or None
         Extra critic inputs, entry -> size, concatenated after ``in_key``.
+    continuous_dist : {"tanh_normal", "gaussian"}
+        The policy distribution for continuous actions (ignored for discrete ones).
+        ``"tanh_normal"`` (default, today's): the MLP outputs loc and a state-dependent scale of
+        a ``TanhNormal`` within the spec's bounds. ``"gaussian"`` reproduces the original
+        (``DiagGaussian`` of ``models/policy.py``): the MLP outputs the mean only, the std is
+        ``max(exp(log_std), 1e-6)`` of one learned ``log_std`` per action dimension that does
+        not depend on the input (``AddStateIndependentNormalScale``, initialised to
+        ``log(init_std)``), no tanh squashing: a sampled action may leave the spec's bounds
+        (the envs clip it; BAMDPEnv's action check allows it for continuous specs). The
+        distribution is TorchRL's ``IndependentNormal`` (log-prob summed over the action
+        dimensions); greedy evaluation (``ExplorationType.DETERMINISTIC``) takes its mean.
+    init_std : float
+        Initial std of the ``"gaussian"`` policy (the original: ``policy_init_std=1.0``).
+    input_embeddings : mapping of str to (int, int), optional
+        ``None`` (default, today's network exactly): the MLPs read the (normalised) ``in_key``
+        directly. A mapping ``name -> (size, width)`` reproduces the original's policy input
+        embeddings: ``in_key`` is cut into consecutive segments of these sizes (they must add up
+        to ``input_dim``), each passed through its own ``Linear(size, width)`` + ``activation``
+        (width 0: passed unchanged), and the concatenation feeds both MLPs; one
+        :class:`InputEmbeddings` is shared by actor and critic, as in the original, so collect
+        their parameters once (:func:`unique_parameters`). E.g. for GridNavi's
+        ``hyper_state = [observation (2), mean (5), logvar (5)]``:
+        ``{"observation": (2, 16), "belief": (10, 16)}``. ``critic_extra`` inputs are not
+        embedded.
 
     Examples
     --------
@@ -169,11 +300,43 @@ def make_actor_critic(
     >>> _, critic = make_actor_critic(12, Categorical(5, shape=(4,)), critic_extra={"task": 2})
     >>> critic.in_keys, [n.key for n in find_input_normalizers(critic)]
     (['hyper_state', 'task'], ['hyper_state', 'task'])
+
+    The original's Gaussian policy with a state-independent std, on embedded inputs:
+
+    >>> from torchrl.data import Bounded
+    >>> spec = Bounded(-torch.ones(4, 2), torch.ones(4, 2), shape=(4, 2))
+    >>> actor, critic = make_actor_critic(
+    ...     12, spec, continuous_dist="gaussian",
+    ...     input_embeddings={"observation": (2, 16), "belief": (10, 16)})
+    >>> td = actor(TensorDict({"hyper_state": torch.randn(4, 12)}, [4]))
+    >>> td["scale"].tolist()  # std 1.0 at init, whatever the input
+    [[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
     """
+    if continuous_dist not in CONTINUOUS_DISTRIBUTIONS:
+        raise ValueError(
+            f"make_actor_critic: continuous_dist must be one of {CONTINUOUS_DISTRIBUTIONS} "
+            f"(got {continuous_dist!r})"
+        )
+    if not (isinstance(init_std, int | float) and math.isfinite(init_std) and init_std > 0):
+        raise ValueError(
+            f"make_actor_critic: init_std must be a finite float > 0 (got {init_std!r})"
+        )
     extra = dict(critic_extra or {})
     norm = InputNormalizer(input_dim, key=in_key) if normalize_input else None
+    embedding = None
+    mlp_in = input_dim
+    if input_embeddings is not None:
+        embedding = InputEmbeddings(input_embeddings, activation)
+        if embedding.in_dim != input_dim:
+            raise ValueError(
+                f"make_actor_critic: the sizes of input_embeddings {dict(embedding.segments)} add "
+                f"up to {embedding.in_dim}, not input_dim={input_dim}"
+            )
+        mlp_in = embedding.out_dim
     if isinstance(action_spec, Categorical):
-        logits = _Scaled(make_mlp(input_dim, action_spec.n, hidden, activation), 0.01, norm)
+        logits = _Scaled(
+            make_mlp(mlp_in, action_spec.n, hidden, activation), 0.01, norm, embedding=embedding
+        )
         module = TensorDictModule(logits, in_keys=[in_key], out_keys=["logits"])
         actor = ProbabilisticActor(
             module,
@@ -182,10 +345,39 @@ def make_actor_critic(
             distribution_class=torch.distributions.Categorical,
             return_log_prob=True,
         )
+    elif continuous_dist == "gaussian":
+        action_dim = action_spec.shape[-1]
+        net = nn.Sequential(
+            _Scaled(
+                make_mlp(mlp_in, action_dim, hidden, activation), 0.01, norm, embedding=embedding
+            ),
+            AddStateIndependentNormalScale(
+                action_dim,
+                scale_mapping="exp",
+                scale_lb=GAUSSIAN_MIN_STD,
+                init_value=math.log(init_std),
+            ),
+        )
+        module = TensorDictModule(net, in_keys=[in_key], out_keys=["loc", "scale"])
+        actor = ProbabilisticActor(
+            module,
+            in_keys=["loc", "scale"],
+            spec=action_spec,
+            distribution_class=IndependentNormal,
+            # No tanh on the mean (IndependentNormal's tanh_loc is off by default); spelled out
+            # so SamplingPolicy and a reader see the whole distribution.
+            distribution_kwargs={"tanh_loc": False},
+            return_log_prob=True,
+        )
     else:
         action_dim = action_spec.shape[-1]
         net = nn.Sequential(
-            _Scaled(make_mlp(input_dim, 2 * action_dim, hidden, activation), 0.01, norm),
+            _Scaled(
+                make_mlp(mlp_in, 2 * action_dim, hidden, activation),
+                0.01,
+                norm,
+                embedding=embedding,
+            ),
             NormalParamExtractor(),
         )
         module = TensorDictModule(net, in_keys=[in_key], out_keys=["loc", "scale"])
@@ -206,7 +398,11 @@ def make_actor_critic(
         InputNormalizer(size, key=key) if normalize_input else None for key, size in extra.items()
     ]
     critic_net = _Scaled(
-        make_mlp(input_dim + sum(extra.values()), 1, hidden, activation), 1.0, norm, *extra_norms
+        make_mlp(mlp_in + sum(extra.values()), 1, hidden, activation),
+        1.0,
+        norm,
+        *extra_norms,
+        embedding=embedding,
     )
     critic = ValueOperator(critic_net, in_keys=[in_key, *extra])
     return actor, critic
@@ -285,3 +481,25 @@ def add_log_probs(actor: ProbabilisticActor, batch: TensorDictBase) -> TensorDic
         dist = actor.get_dist(batch)
         batch.set(actor.log_prob_keys[0], dist.log_prob(batch.get("action")))
     return batch
+
+
+def unique_parameters(*modules: nn.Module) -> list[nn.Parameter]:
+    """The parameters of ``modules``, each once, in order of first appearance.
+
+    Actor and critic share their :class:`InputEmbeddings` when ``input_embeddings`` is set, so
+    ``list(actor.parameters()) + list(critic.parameters())`` would list the embeddings twice
+    (an optimiser warns about duplicates, and ``clip_grad_norm_`` counts their norm twice).
+
+    Examples
+    --------
+    >>> emb = {"observation": (2, 8), "belief": (10, 8)}
+    >>> actor, critic = make_actor_critic(12, Categorical(5, shape=(4,)), input_embeddings=emb)
+    >>> both = list(actor.parameters()) + list(critic.parameters())
+    >>> len(both) - len(unique_parameters(actor, critic))  # two embeddings: weight and bias each
+    4
+    """
+    seen: dict[int, nn.Parameter] = {}
+    for module in modules:
+        for param in module.parameters():
+            seen.setdefault(id(param), param)
+    return list(seen.values())

@@ -39,6 +39,15 @@ class BeliefEncoder(nn.Module):
         Size of the reward vector (1 for scalar rewards).
     logvar_min, logvar_max : float
         Log-variances are clamped to this range so that ``exp`` stays finite in the KL.
+    done_input : bool
+        ``False`` (default, today's encoder): the GRU reads (a_t, r_{t+1}, s_{t+1}).
+        ``True`` reproduces the original's ``add_done_info`` (on when a task has more than one
+        episode): the inner-episode-done flag d_{t+1} of each transition (1.0 on the step that
+        ends an inner episode, ``("next", "episode_done")`` of
+        :class:`~torchrl_bamdp.envs.BAMDPEnv`) is appended to s_{t+1} before the state
+        embedding, which then has ``obs_dim + 1`` inputs (the original appends the flag to the
+        state). :meth:`step` and :meth:`sequence` then need ``done``; the belief transform and
+        the ELBO loss pass it. Needs ``obs_embed > 0``.
 
     Examples
     --------
@@ -63,8 +72,19 @@ class BeliefEncoder(nn.Module):
         reward_dim: int = 1,
         logvar_min: float = -10.0,
         logvar_max: float = 10.0,
+        done_input: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(done_input, bool):
+            raise ValueError(
+                f"BeliefEncoder: done_input must be True or False (got {done_input!r})"
+            )
+        if done_input and obs_embed <= 0:
+            raise ValueError(
+                "BeliefEncoder: done_input=True appends the done flag to the state embedding's "
+                f"input, so obs_embed must be > 0 (got {obs_embed})"
+            )
+        self.done_input = done_input
         self.obs_dim = obs_dim
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
@@ -72,7 +92,8 @@ class BeliefEncoder(nn.Module):
         self.hidden_size = hidden_size
         self.logvar_min = logvar_min
         self.logvar_max = logvar_max
-        self.obs_encoder = nn.Linear(obs_dim, obs_embed) if obs_embed > 0 else None
+        obs_in = obs_dim + 1 if done_input else obs_dim
+        self.obs_encoder = nn.Linear(obs_in, obs_embed) if obs_embed > 0 else None
         self.action_encoder = nn.Linear(action_dim, action_embed) if action_embed > 0 else None
         self.reward_encoder = nn.Linear(reward_dim, reward_embed) if reward_embed > 0 else None
         gru_in = obs_embed + action_embed + reward_embed
@@ -96,8 +117,20 @@ class BeliefEncoder(nn.Module):
         zeros = torch.zeros(*batch, self.latent_dim, device=device)
         return zeros, zeros.clone()
 
-    def embed(self, action: torch.Tensor, reward: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """Embed one or many transitions; inputs share leading dims ``[...]``."""
+    def embed(
+        self,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        obs: torch.Tensor,
+        done: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embed one or many transitions; inputs share leading dims ``[...]``.
+
+        ``done`` (``[..., 1]`` or ``[...]``, bool or float) is the inner-episode-done flag of each
+        transition, read only with ``done_input=True`` (where it is required).
+        """
+        if self.done_input:
+            obs = torch.cat([obs.float(), self._done_feature(done, obs)], dim=-1)
         parts = []
         if self.action_encoder is not None:
             if self.discrete_actions:
@@ -109,6 +142,22 @@ class BeliefEncoder(nn.Module):
             parts.append(F.relu(self.obs_encoder(obs.float())))
         return torch.cat(parts, dim=-1)
 
+    @staticmethod
+    def _done_feature(done: torch.Tensor | None, obs: torch.Tensor) -> torch.Tensor:
+        if done is None:
+            raise ValueError(
+                "BeliefEncoder(done_input=True) needs the inner-episode-done flag of every "
+                "transition: pass done= (('next', 'episode_done') of BAMDPEnv)"
+            )
+        if done.shape == obs.shape[:-1]:
+            done = done.unsqueeze(-1)
+        if done.shape != (*obs.shape[:-1], 1):
+            raise ValueError(
+                f"BeliefEncoder: done must have shape {(*obs.shape[:-1], 1)} or "
+                f"{tuple(obs.shape[:-1])} (got {tuple(done.shape)})"
+            )
+        return done.to(torch.float32)
+
     def _heads(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logvar = self.logvar_head(out).clamp(self.logvar_min, self.logvar_max)
         return self.mean_head(out), logvar
@@ -119,10 +168,11 @@ class BeliefEncoder(nn.Module):
         reward: torch.Tensor,
         obs: torch.Tensor,
         hidden: torch.Tensor,
+        done: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One belief update for a batch ``[B]`` from (a_t, r_{t+1}, true s_{t+1}): returns
-        ``(mean, logvar, new_hidden)``."""
-        x = self.embed(action, reward, obs).unsqueeze(1)
+        """One belief update for a batch ``[B]`` from (a_t, r_{t+1}, true s_{t+1}[, d_{t+1}]):
+        returns ``(mean, logvar, new_hidden)``."""
+        x = self.embed(action, reward, obs, done).unsqueeze(1)
         out, h = self.gru(x, hidden.unsqueeze(0).contiguous())
         mean, logvar = self._heads(out.squeeze(1))
         return mean, logvar, h.squeeze(0)
@@ -134,19 +184,45 @@ class BeliefEncoder(nn.Module):
         next_obs: torch.Tensor,
         hidden: torch.Tensor | None = None,
         with_prior: bool = True,
+        done: torch.Tensor | None = None,
+        detach_every: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Beliefs along ``[N, T]`` transitions of trajectories that start at a task start.
 
-        ``next_obs`` holds the true s_{t+1} of every transition (as :meth:`step` reads it).
+        ``next_obs`` holds the true s_{t+1} of every transition (as :meth:`step` reads it);
+        ``done`` (``[N, T, 1]``) the inner-episode-done flags, read with ``done_input=True``.
+
+        ``detach_every=k`` is truncated backpropagation through time, as the original's
+        ``RNNEncoder(detach_every=tbptt_stepsize)``: the GRU runs over chunks of k transitions
+        ``[0, k), [k, 2k), ...`` and the hidden state handed from one chunk to the next is
+        detached. The values are those of the full pass (up to float rounding); the gradient of a
+        belief at step s w.r.t. the inputs and the hidden states reaches back only to the start
+        of its chunk. ``None`` (default): full backpropagation through the whole sequence.
 
         Returns ``(mean, logvar, hidden)`` of shape ``[N, T + 1, ...]`` with the prior at index 0
         when ``with_prior`` (the default), else ``[N, T, ...]``.
         """
+        if detach_every is not None and (
+            isinstance(detach_every, bool) or not isinstance(detach_every, int) or detach_every < 1
+        ):
+            raise ValueError(
+                f"BeliefEncoder.sequence: detach_every must be None or an int >= 1 "
+                f"(got {detach_every!r})"
+            )
         n = actions.shape[0]
         if hidden is None:
             hidden = self.initial_hidden(n, device=next_obs.device)
-        x = self.embed(actions, rewards, next_obs)
-        out, _ = self.gru(x, hidden.unsqueeze(0).contiguous())
+        x = self.embed(actions, rewards, next_obs, done)
+        if detach_every is None or detach_every >= x.shape[1]:
+            out, _ = self.gru(x, hidden.unsqueeze(0).contiguous())
+        else:
+            h = hidden.unsqueeze(0).contiguous()
+            chunks = []
+            for chunk in x.split(detach_every, dim=1):
+                chunk_out, h = self.gru(chunk, h)
+                chunks.append(chunk_out)
+                h = h.detach()
+            out = torch.cat(chunks, dim=1)
         mean, logvar = self._heads(out)
         if with_prior:
             prior_mean, prior_logvar = self.prior(n, 1, device=out.device)

@@ -73,6 +73,11 @@ class VariationalBelief(SharedEncoderTransform):
     track_gradients : bool
         If ``False`` (default) the update runs under ``torch.no_grad()``: collection never builds
         a graph through time, and PPO trains on the stored belief.
+    done_key : NestedKey
+        Where to read the inner-episode-done flag d_{t+1} (next tensordict; default
+        ``"episode_done"``, written by :class:`~torchrl_bamdp.envs.BAMDPEnv`). Read only when
+        the encoder has ``done_input=True`` (the original's ``add_done_info``); the ELBO loss
+        re-encodes stored trajectories from the same entry (``("next", "episode_done")``).
 
     Examples
     --------
@@ -93,15 +98,18 @@ class VariationalBelief(SharedEncoderTransform):
         reward_key: NestedKey = "reward",
         observation_key: NestedKey = TRUE_OBSERVATION,
         track_gradients: bool = False,
+        done_key: NestedKey = "episode_done",
     ) -> None:
+        self.reads_done = bool(getattr(encoder, "done_input", False))
         super().__init__(
-            in_keys=[action_key, reward_key, observation_key],
+            in_keys=[action_key, reward_key, observation_key, *([done_key] * self.reads_done)],
             out_keys=[BELIEF_MEAN, BELIEF_LOGVAR, BELIEF_HIDDEN],
         )
         self.encoder = encoder
         self.action_key = action_key
         self.reward_key = reward_key
         self.observation_key = observation_key
+        self.done_key = done_key
         self.track_gradients = track_gradients
 
     def _prior(self, tensordict_reset: TensorDictBase) -> TensorDictBase:
@@ -128,17 +136,22 @@ class VariationalBelief(SharedEncoderTransform):
                 "tensordict returned by env.reset() (or a collector), not a hand-made one."
             )
         inputs = []
-        for source, key in (
+        sources = [
             (tensordict, self.action_key),
             (next_tensordict, self.reward_key),
             (next_tensordict, self.observation_key),
-        ):
+        ]
+        if self.reads_done:
+            sources.append((next_tensordict, self.done_key))
+        for source, key in sources:
             value = source.get(key, None)
             if value is None:
                 hint = (
                     " (BAMDPEnv writes it: wrap the task env in a BAMDPEnv, or pass "
                     "observation_key='observation' for an env without inner-episode resets)"
                     if key == self.observation_key
+                    else " (BAMDPEnv writes it; the encoder has done_input=True)"
+                    if self.reads_done and key == self.done_key
                     else ""
                 )
                 raise KeyError(
@@ -146,7 +159,11 @@ class VariationalBelief(SharedEncoderTransform):
                 )
             inputs.append(value)
         with torch.set_grad_enabled(self.track_gradients and torch.is_grad_enabled()):
-            mean, logvar, hidden = self.encoder.step(*inputs, hidden)
+            if self.reads_done:
+                action, reward, obs, done = inputs
+                mean, logvar, hidden = self.encoder.step(action, reward, obs, hidden, done=done)
+            else:
+                mean, logvar, hidden = self.encoder.step(*inputs, hidden)
         next_tensordict.set(BELIEF_MEAN, mean)
         next_tensordict.set(BELIEF_LOGVAR, logvar)
         next_tensordict.set(BELIEF_HIDDEN, hidden)

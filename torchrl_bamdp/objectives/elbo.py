@@ -86,6 +86,23 @@ class ELBOLoss(LossModule):
     The terms are returned unweighted: the trainer sums them with its weights (``kl_weight``
     etc.).
 
+    **Truncated BPTT** (``tbptt_steps=k``, the original's ``tbptt_stepsize``, 50 on MuJoCo):
+    the re-encoding runs the GRU over chunks of k transitions, ``[0, k), [k, 2k), ...``, and
+    detaches the hidden state handed from one chunk to the next (``BeliefEncoder.sequence(...,
+    detach_every=k)``). The loss value is unchanged (up to float rounding); its gradient is
+    that of the same terms with every posterior q_{n,s} (s >= 1, computed from transitions
+    0..s-1) differentiated only through the transitions of its own chunk,
+    c(s) = floor((s - 1) / k): the inputs of transition t reach the terms only through the
+    posteriors s with t < s <= k * (c(t) + 1), i.e. at most k steps after t (a KL term
+    KL_{n,s} also reads q_{n,s-1} directly, so it reaches one posterior further back). The
+    decoders' own inputs are not affected. ``None`` (default): full backpropagation through
+    the whole trajectory, today's numbers exactly.
+
+    **Episode-done input.** With an encoder built with ``done_input=True`` (the original's
+    ``add_done_info``) the re-encoding also reads the inner-episode-done flags
+    (``episode_done`` key, ``("next", "episode_done")``), exactly as
+    :class:`~torchrl_bamdp.transforms.VariationalBelief` reads them online.
+
     Parameters
     ----------
     encoder : BeliefEncoder
@@ -105,6 +122,9 @@ class ELBOLoss(LossModule):
         original).
     subsample_mode : {"rescaled", "original"}
         How steps are sub-sampled when ``elbo_subsample`` or ``decode_subsample`` is set (above).
+    tbptt_steps : int, optional
+        Truncated backpropagation through time in the re-encoding, every ``tbptt_steps``
+        transitions (above); ``None`` (default): none.
     generator : torch.Generator, optional
         The random stream of the sub-sampling and of the reparameterised latents, drawn on its
         own device and moved to the trajectories' (so a CPU generator gives the same numbers
@@ -140,6 +160,9 @@ class ELBOLoss(LossModule):
             really landed in (``("next", "true_observation")`` of
             :class:`~torchrl_bamdp.envs.BAMDPEnv`: the true last state at an inner-episode
             end), which the encoder and the decoders read.
+        episode_done : NestedKey
+            The inner-episode-done flag of each transition, read only when the encoder has
+            ``done_input=True``.
         valid : NestedKey
             Optional ``[N, T]`` bool mask of real (not padding) steps, written by
             :class:`~torchrl_bamdp.data.TrajectoryBuffer` for trajectories shorter than the
@@ -151,6 +174,7 @@ class ELBOLoss(LossModule):
         next_observation: NestedKey = ("next", TRUE_OBSERVATION)
         reward: NestedKey = ("next", "reward")
         task: NestedKey = "task"
+        episode_done: NestedKey = ("next", "episode_done")
         valid: NestedKey = "valid"
 
     default_keys = _AcceptedKeys
@@ -167,6 +191,7 @@ class ELBOLoss(LossModule):
         kl_reduction: str = "mean",
         task_reduction: str = "mean",
         subsample_mode: str = "rescaled",
+        tbptt_steps: int | None = None,
     ) -> None:
         super().__init__()
         if reward_decoder is None and state_decoder is None and task_decoder is None:
@@ -177,6 +202,12 @@ class ELBOLoss(LossModule):
         ):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be None or >= 1 (got {value})")
+        if tbptt_steps is not None and (
+            isinstance(tbptt_steps, bool) or not isinstance(tbptt_steps, int) or tbptt_steps < 1
+        ):
+            raise ValueError(
+                f"ELBOLoss: tbptt_steps must be None or an int >= 1 (got {tbptt_steps!r})"
+            )
         for name, value, allowed in (
             ("kl_reduction", kl_reduction, TRAJECTORY_REDUCTIONS),
             ("task_reduction", task_reduction, TRAJECTORY_REDUCTIONS),
@@ -193,6 +224,7 @@ class ELBOLoss(LossModule):
         self.kl_reduction = kl_reduction
         self.task_reduction = task_reduction
         self.subsample_mode = subsample_mode
+        self.tbptt_steps = tbptt_steps
         # The Trainer gives the loss its own stream, so that an ELBO update running in a second
         # thread beside PPO draws exactly the numbers it would draw when run after PPO.
         self.generator = generator
@@ -201,11 +233,17 @@ class ELBOLoss(LossModule):
     def in_keys(self) -> list[NestedKey]:
         keys = self.tensor_keys
         in_keys = [keys.action, keys.next_observation, keys.reward]
+        if self._reads_done:
+            in_keys.append(keys.episode_done)
         if self.state_decoder is not None or self.reward_decoder is not None:
             in_keys.append(keys.observation)
         if self.task_decoder is not None:
             in_keys.append(keys.task)
         return in_keys
+
+    @property
+    def _reads_done(self) -> bool:
+        return bool(getattr(self.encoder, "done_input", False))
 
     @property
     def out_keys(self) -> list[str]:
@@ -284,7 +322,7 @@ class ELBOLoss(LossModule):
         batch = self._batch(tensordict)
         n, t = tensordict.batch_size
         device = batch.next_obs.device
-        mean, logvar, _ = self.encoder.sequence(batch.action, batch.reward, batch.next_obs)
+        mean, logvar, _ = self._encode(tensordict, batch)
         # KL(q_t || q_{t-1}), q_{-1} = N(0, I): prepend the standard normal to the sequence.
         prior_mean = torch.zeros_like(mean[:, :1])
         prev_mean = torch.cat([prior_mean, mean[:, :-1]], dim=1)
@@ -299,6 +337,17 @@ class ELBOLoss(LossModule):
         if self.subsample_mode == "rescaled":
             return self._rescaled(batch, mean, logvar, kl, step_valid, posterior_valid)
         return self._original(batch, mean, logvar, kl, step_valid, posterior_valid)
+
+    def _encode(
+        self, tensordict: TensorDictBase, batch: TransitionBatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Re-run the encoder over the trajectories (with the options' extra arguments only)."""
+        kwargs = {}
+        if self._reads_done:
+            kwargs["done"] = self._required(tensordict, self.tensor_keys.episode_done)
+        if self.tbptt_steps is not None:
+            kwargs["detach_every"] = self.tbptt_steps
+        return self.encoder.sequence(batch.action, batch.reward, batch.next_obs, **kwargs)
 
     def _rescaled(
         self,

@@ -93,6 +93,20 @@ def _action_features(action: torch.Tensor, action_dim: int, discrete: bool) -> t
     return action.float()
 
 
+def _embedding(owner: str, name: str, size: int, in_dim: int) -> nn.Linear | None:
+    """``Linear(in_dim, size)`` for an input embedding of width ``size`` (0: no embedding)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(
+            f"{owner}: {name} must be an int >= 0 (0: the raw input, no embedding; got {size!r})"
+        )
+    return nn.Linear(in_dim, size) if size > 0 else None
+
+
+def _embedded(layer: nn.Linear | None, x: torch.Tensor) -> torch.Tensor:
+    """``relu(layer(x))``, the original's ``FeatureExtractor(..., F.relu)``, or ``x`` itself."""
+    return x if layer is None else F.relu(layer(x))
+
+
 class GridCellRewardDecoder(nn.Module):
     """GridNavi reward decoder: one Bernoulli "the goal is here" logit per grid cell.
 
@@ -166,6 +180,15 @@ class RewardDecoder(nn.Module):
     mse_reduction : {"sum", "mean"}
         How the squared error is reduced over the reward's dimensions (ours: ``"sum"``, the
         original: ``"mean"``; the same for a scalar reward).
+    obs_embed, action_embed : int
+        Input embeddings. ``0`` (default, today's decoder): the MLP reads the raw states and
+        action. ``> 0`` reproduces the original's ``RewardDecoder`` (``models/decoder.py``, with
+        ``input_prev_state``/``input_action``): the states s_{t+1} and s_t each pass through one
+        shared ``Linear(obs_dim, obs_embed)`` + ReLU, the action through its own
+        ``Linear(action_dim, action_embed)`` + ReLU (one-hot first when discrete), before the
+        MLP. The original sizes them as the encoder's embeddings (MuJoCo: 32 and 16). The
+        features are concatenated as ``[m, s_{t+1}, s_t, a_t]`` (the original's order is
+        ``[m, s_{t+1}, a_t, s_t]``: the same function class).
 
     Examples
     --------
@@ -174,6 +197,9 @@ class RewardDecoder(nn.Module):
     ...                     torch.zeros(4, 7, 1))
     >>> dec.nll(torch.zeros(4, 3, 5), b).shape
     torch.Size([4, 3, 7])
+    >>> original = RewardDecoder(5, 2, 2, obs_embed=32, action_embed=16)
+    >>> original.net[0].in_features  # m (5) + s' (32) + s (32) + a (16)
+    85
     """
 
     def __init__(
@@ -186,22 +212,36 @@ class RewardDecoder(nn.Module):
         use_action: bool = True,
         discrete_actions: bool = False,
         mse_reduction: str = "sum",
+        obs_embed: int = 0,
+        action_embed: int = 0,
     ) -> None:
         super().__init__()
-        self.mse_reduction = _check_mse_reduction(type(self).__name__, mse_reduction)
+        owner = type(self).__name__
+        self.mse_reduction = _check_mse_reduction(owner, mse_reduction)
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
         self.use_obs = use_obs
         self.use_action = use_action
-        in_dim = latent_dim + obs_dim + obs_dim * use_obs + action_dim * use_action
+        obs_encoder = _embedding(owner, "obs_embed", obs_embed, obs_dim)
+        action_encoder = _embedding(owner, "action_embed", action_embed, action_dim)
+        # Registered only when used: the default decoder keeps today's parameter names.
+        if obs_encoder is not None:
+            self.obs_encoder = obs_encoder
+        if action_encoder is not None and use_action:
+            self.action_encoder = action_encoder
+        obs_features = obs_embed or obs_dim
+        action_features = action_embed or action_dim
+        in_dim = latent_dim + obs_features * (1 + use_obs) + action_features * use_action
         self.net = make_mlp(in_dim, 1, hidden, activation="relu")
 
     def predict(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
-        features = [batch.next_obs]
+        obs_encoder = getattr(self, "obs_encoder", None)
+        features = [_embedded(obs_encoder, batch.next_obs)]
         if self.use_obs:
-            features.append(batch.obs)
+            features.append(_embedded(obs_encoder, batch.obs))
         if self.use_action:
-            features.append(_action_features(batch.action, self.action_dim, self.discrete_actions))
+            action = _action_features(batch.action, self.action_dim, self.discrete_actions)
+            features.append(_embedded(getattr(self, "action_encoder", None), action))
         m, x = _pair(latent, torch.cat(features, dim=-1))
         return self.net(torch.cat([m, x], dim=-1))  # [N, Te, T, 1]
 
@@ -228,6 +268,11 @@ class StateDecoder(nn.Module):
     mse_reduction : {"sum", "mean"}
         How the squared error is reduced over the state's dimensions: ``"sum"`` (ours) or
         ``"mean"`` (the original: with a 17-d state it weighs the term 17x less).
+    obs_embed, action_embed : int
+        Input embeddings. ``0`` (default, today's decoder): the MLP reads the raw s_t and a_t.
+        ``> 0`` reproduces the original's ``StateTransitionDecoder``: s_t and a_t each pass
+        through their own ``Linear`` + ReLU of that width before the MLP (the original sizes
+        them as the encoder's embeddings, e.g. 32 and 32 on Walker).
 
     Examples
     --------
@@ -236,6 +281,8 @@ class StateDecoder(nn.Module):
     ...                     torch.zeros(4, 7, 2), torch.zeros(4, 7, 1))
     >>> dec.nll(torch.zeros(4, 3, 5), b).shape
     torch.Size([4, 3, 7])
+    >>> StateDecoder(5, 17, 6, obs_embed=32, action_embed=32).net[0].in_features
+    69
     """
 
     def __init__(
@@ -246,16 +293,29 @@ class StateDecoder(nn.Module):
         hidden: Sequence[int] = (64, 32),
         discrete_actions: bool = False,
         mse_reduction: str = "sum",
+        obs_embed: int = 0,
+        action_embed: int = 0,
     ) -> None:
         super().__init__()
-        self.mse_reduction = _check_mse_reduction(type(self).__name__, mse_reduction)
+        owner = type(self).__name__
+        self.mse_reduction = _check_mse_reduction(owner, mse_reduction)
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
-        self.net = make_mlp(latent_dim + obs_dim + action_dim, obs_dim, hidden, activation="relu")
+        obs_encoder = _embedding(owner, "obs_embed", obs_embed, obs_dim)
+        action_encoder = _embedding(owner, "action_embed", action_embed, action_dim)
+        # Registered only when used: the default decoder keeps today's parameter names.
+        if obs_encoder is not None:
+            self.obs_encoder = obs_encoder
+        if action_encoder is not None:
+            self.action_encoder = action_encoder
+        in_dim = latent_dim + (obs_embed or obs_dim) + (action_embed or action_dim)
+        self.net = make_mlp(in_dim, obs_dim, hidden, activation="relu")
 
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         action = _action_features(batch.action, self.action_dim, self.discrete_actions)
-        m, x = _pair(latent, torch.cat([batch.obs, action], dim=-1))
+        obs = _embedded(getattr(self, "obs_encoder", None), batch.obs)
+        action = _embedded(getattr(self, "action_encoder", None), action)
+        m, x = _pair(latent, torch.cat([obs, action], dim=-1))
         prediction = self.net(torch.cat([m, x], dim=-1))
         target = batch.next_obs.unsqueeze(1).expand_as(prediction)
         return _squared_error(prediction, target, self.mse_reduction)

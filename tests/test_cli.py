@@ -273,6 +273,14 @@ def test_check_overrides(override, message):
         assert "'rl2'" in options and "_ppo" not in options
 
 
+def test_a_new_entry_of_env_kwargs_needs_the_plus_form():
+    from torchrl_bamdp.cli import check_overrides
+
+    with pytest.raises(ConfigError, match=r"env.kwargs has no entry 'size' yet; add it with \+"):
+        check_overrides(["env=custom", "env.kwargs.size=3"])
+    check_overrides(["env=custom", "+env.kwargs.size=3", "env.factory=m:f"])
+
+
 def test_private_partial_is_not_an_algorithm(tmp_path):
     proc = run(TRAIN, ["algo=_ppo", *TINY, f"run_dir={tmp_path / 'run'}"], tmp_path)
     assert proc.returncode == 2

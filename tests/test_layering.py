@@ -4,17 +4,18 @@ Allowed dependencies (a row may import the parts it lists, and itself; nothing e
 
     part         may import
     -----------  ---------------------------------------------------------------------------
+    registry     - (the standard library only: configs validate without loading torch)
     utils        -
-    configs      utils
-    envs         utils
+    configs      utils, registry
+    envs         utils, registry
     modules      utils, envs
     transforms   utils, envs, modules
     objectives   utils, envs, modules
     data         utils, envs
     policies     utils, envs, modules, transforms
     evaluation   utils, configs, envs, modules, transforms, policies
-    trainers     utils, configs, envs, modules, transforms, objectives, data, policies,
-                 evaluation
+    trainers     utils, registry, configs, envs, modules, transforms, objectives, data,
+                 policies, evaluation
     cli          everything but demo
     demo         everything but cli
 
@@ -37,9 +38,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "torchrl_bamdp"
 
 ALLOWED: dict[str, set[str]] = {
+    "registry": set(),
     "utils": set(),
-    "configs": {"utils"},
-    "envs": {"utils"},
+    "configs": {"utils", "registry"},
+    "envs": {"utils", "registry"},
     "modules": {"utils", "envs"},
     "transforms": {"utils", "envs", "modules"},
     "objectives": {"utils", "envs", "modules"},
@@ -48,6 +50,7 @@ ALLOWED: dict[str, set[str]] = {
     "evaluation": {"utils", "configs", "envs", "modules", "transforms", "policies"},
     "trainers": {
         "utils",
+        "registry",
         "configs",
         "envs",
         "modules",
@@ -166,3 +169,16 @@ def test_the_dependency_table_has_no_cycle():
         order += sorted(ready)
         for p in ready:
             del remaining[p]
+
+
+def test_registry_and_configs_load_without_torch():
+    """Config validation (and so a typo's error message) needs neither torch nor TorchRL."""
+    code = (
+        "import sys, torchrl_bamdp.registry, torchrl_bamdp.configs;"
+        "torchrl_bamdp.configs.load_config({'env': {'name': 'cheetah_vel'}});"
+        "print(sorted(m for m in ('torch', 'torchrl', 'tensordict') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr

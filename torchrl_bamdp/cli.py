@@ -72,6 +72,9 @@ def config_group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
+#: Config entries that are open mappings (any key): a new key needs Hydra's ``+`` form.
+OPEN_MAPPINGS = ("env.kwargs",)
+
 #: Config groups a command line selects with ``group=option``.
 CONFIG_GROUPS = ("env", "algo", "logger", "tuning")
 
@@ -162,6 +165,13 @@ def check_overrides(overrides: list[str]) -> None:
         key = override.key_or_group
         if key in known:
             continue
+        parent = key.rpartition(".")[0]
+        if parent in OPEN_MAPPINGS and parent in known:
+            # A new entry of an open mapping (env.kwargs): Hydra wants the + form.
+            raise ConfigError(
+                f"{override.input_line}: {parent} has no entry {key.rpartition('.')[2]!r} yet; "
+                f"add it with +{override.input_line}"
+            )
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else f" (add a new key with +{key}=...)"
         raise ConfigError(f"unknown key '{key}' in {override.input_line}{hint}")

@@ -322,7 +322,9 @@ def _group_options() -> list[tuple[str, str]]:
         for yaml in sorted(group_dir.glob("*.yaml")):
             if not yaml.stem.startswith("_"):  # partials included by the options' defaults lists
                 options.append((group_dir.name, yaml.stem))
-    return options
+    # env/custom.yaml is the template of a task family of your own: it needs env.factory
+    # (tests/trainers/test_user_task_family.py trains one through it).
+    return [o for o in options if o != ("env", "custom")]
 
 
 def test_config_dir_has_expected_groups():
@@ -416,9 +418,18 @@ def _leaf_fields(cls=Config, prefix: str = "") -> list[tuple[str, object]]:
     return out
 
 
+#: Fields of a task family of your own (env/custom.yaml), absent from the shipped env files.
+USER_FAMILY_FIELDS = {"env.factory", "env.kwargs"}
+
+
 @pytest.mark.parametrize(("path", "tp"), _leaf_fields(), ids=[p for p, _ in _leaf_fields()])
 def test_every_field_is_type_checked(path, tp):
-    msg = load_error(nested(path, {"wrong": "type"}))  # a mapping fits no leaf annotation
+    wrong = [1, 2] if path == "env.kwargs" else {"wrong": "type"}  # env.kwargs is a mapping
+    extra = {"env": {"factory": "torchrl_bamdp.envs.gridworld:GridNaviEnv"}}
+    data = nested(path, wrong)
+    if path == "env.kwargs":
+        data["env"].update(extra["env"], name="mine")
+    msg = load_error(data)
     assert f"config.{path}" in msg and "must be" in msg
 
 
@@ -434,7 +445,9 @@ def test_yaml_files_name_every_field():
                 out.add(f"{prefix}{key}")
         return out
 
-    assert leaves(_compose([])) == {p for p, _ in _leaf_fields()}
+    assert leaves(_compose([])) == {p for p, _ in _leaf_fields()} - USER_FAMILY_FIELDS
+    custom = _compose(["env=custom"])["env"]
+    assert "factory" in custom and custom["kwargs"] == {}
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,10 @@ def test_soak_report_schema(soak, tmp_path, capsys):
     memory = report["memory"]
     missing = set(MEMORY_KEYS) - set(memory)
     assert not missing, missing
-    assert 0 < memory["rss_start_mb"] <= memory["rss_max_mb"] <= memory["rss_peak_vmhwm_mb"]
+    # The sampled maximum may be below the RSS at the start when this process freed memory
+    # that earlier tests of the same pytest run used; the high-water mark bounds both.
+    assert 0 < memory["rss_start_mb"] <= memory["rss_peak_vmhwm_mb"]
+    assert 0 < memory["rss_max_mb"] <= memory["rss_peak_vmhwm_mb"]
     assert isinstance(memory["flat"], bool)
 
     samples = report["samples"]

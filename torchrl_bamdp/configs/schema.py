@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchrl_bamdp.registry import FACTORY_PATH, load_factory, task_family_names
+
 
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, out of range or inconsistent.
@@ -92,9 +94,42 @@ it at 5 for env.name='cheetah_vel' (got 7)
     episodes_per_task: int = 4
     grid_size: int = 5
     workers: int = 0
+    #: A user's task family by import path, ``"package.module:function"`` (then ``name`` is its
+    #: label): no registration needed, and ``config.json`` keeps it for resume and bamdp-eval.
+    factory: str | None = None
+    #: Keyword options of the family's factory (a user's family; e.g. ``{"size": 7}``).
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def validate(self, path: str) -> None:
-        _choice(path, "name", self.name, ENV_NAMES)
+        if self.factory is None:
+            names = task_family_names()
+            if self.name not in names:
+                close = difflib.get_close_matches(self.name, names, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{path}.name={self.name!r} is not a registered task family{hint} "
+                    f"(registered: {list(names)}); for a task family of your own set "
+                    f"{path}.factory='package.module:function' or register it with "
+                    "torchrl_bamdp.registry.register_task_family"
+                )
+        else:
+            if not FACTORY_PATH.fullmatch(self.factory):
+                raise ConfigError(
+                    f"{path}.factory must be an import path 'package.module:function' (got "
+                    f"{self.factory!r})"
+                )
+            if not self.name.strip():
+                raise ConfigError(f"{path}.name must be a non-empty label (got {self.name!r})")
+            try:  # early: a typo in the path fails here, not after the run directory is made
+                load_factory(self.factory, what=f"{path}.factory")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        if self.kwargs and self.factory is None and self.name in ENV_NAMES:
+            raise ConfigError(
+                f"{path}.kwargs are options of a task family of your own (with {path}.factory); "
+                f"the shipped family {self.name!r} takes its options as {path} fields (got "
+                f"{self.kwargs!r})"
+            )
         _at_least(path, "num_envs", self.num_envs, 1)
         _at_least(path, "episode_length", self.episode_length, 1)
         _at_least(path, "episodes_per_task", self.episodes_per_task, 1)
@@ -513,7 +548,9 @@ class Config:
                     "next to the start ([0, 0], [0, 1], [1, 0], [1, 1])"
                 )
         tasks = self.num_finite_tasks
-        if self.train.eval_stratified and tasks is None:
+        shipped = self.env.factory is None and self.env.name in ENV_NAMES
+        # A family of your own says whether its task set is finite when it is built.
+        if self.train.eval_stratified and tasks is None and shipped:
             raise ConfigError(
                 f"train.eval_stratified=true needs a finite task set, but env.name="
                 f"{self.env.name!r} samples tasks from a continuous distribution; set "
@@ -627,6 +664,16 @@ def _convert(path: str, tp: Any, value: Any) -> Any:
         raise ConfigError(errors[0])
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path} must be a mapping (got {value!r})")
+        key_type, item = typing.get_args(tp)
+        out = {}
+        for key, item_value in value.items():
+            if not isinstance(key, str):
+                raise ConfigError(f"{path} keys must be strings (got {key!r})")
+            out[key] = item_value if item is Any else _convert(f"{path}.{key}", item, item_value)
+        return out
     if origin is list:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path} must be a list (got {value!r})")
@@ -696,7 +743,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     Traceback (most recent call last):
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
-'num_envs'? (valid keys: episode_length, episodes_per_task, grid_size, name, num_envs, workers)
+'num_envs'? (valid keys: episode_length, episodes_per_task, factory, grid_size, kwargs, name, \
+num_envs, workers)
     """
     config = _build(Config, dict(data or {}), "config")
     _validate_tree(config, "config")

@@ -9,13 +9,12 @@ import torch
 
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
 from torchrl_bamdp.envs.gridworld import GridNaviEnv
-from torchrl_bamdp.envs.mujoco import MUJOCO_FAMILIES
-from torchrl_bamdp.envs.point_robot import PointRobotEnv
 from torchrl_bamdp.envs.task_env import TaskEnv
+from torchrl_bamdp.registry import get_task_family, load_factory, task_family_names
 
-#: Point-robot family name -> its ``sparse`` flag.
-POINT_ROBOT_FAMILIES = {"point_robot_sparse": True, "point_robot_dense": False}
-ENV_FAMILIES = ("gridworld", *POINT_ROBOT_FAMILIES, *MUJOCO_FAMILIES)
+#: The shipped task families (all registered through
+#: :func:`torchrl_bamdp.registry.register_task_family`, as a user's are).
+ENV_FAMILIES = task_family_names()
 #: GridNavi's default grid size: the only ``grid_size`` other families accept (and ignore), so
 #: that callers may pass the GridNavi option unconditionally.
 _DEFAULT_GRID_SIZE = inspect.signature(GridNaviEnv.__init__).parameters["grid_size"].default
@@ -29,6 +28,8 @@ def make_env(
     seed: int | None = None,
     device: torch.device | str = "cpu",
     stratified: bool = False,
+    factory: str | None = None,
+    check_actions: str = "full",
     **family_kwargs,
 ) -> BAMDPEnv:
     """Build the batched BAMDP env of a task family.
@@ -36,7 +37,9 @@ def make_env(
     Parameters
     ----------
     name : str
-        Task family, one of :data:`ENV_FAMILIES`.
+        A registered task family (:func:`torchrl_bamdp.registry.task_family_names`: the
+        shipped :data:`ENV_FAMILIES` and any registered since), or only a label when
+        ``factory`` is given.
     num_envs : int
         Tasks run in parallel (the batch size).
     episode_length, episodes_per_task : int
@@ -55,6 +58,12 @@ def make_env(
         (MuJoCo: simulators stepped in that many worker processes, 0 in process). ``grid_size``
         equal to GridNavi's default (5) is ignored by the other families, and ``workers=0`` by
         the pure-torch ones; any other option a family does not have raises a ``ValueError``.
+        For a user's family, its factory's own keyword arguments (``env.kwargs``).
+    factory : str, optional
+        ``"package.module:function"``: build the task env with that factory instead of a
+        registered family's (``env.factory``; see :mod:`torchrl_bamdp.registry`).
+    check_actions : str
+        :class:`~torchrl_bamdp.envs.BAMDPEnv`'s action check (``full``, ``shape``, ``off``).
 
     Examples
     --------
@@ -62,7 +71,7 @@ def make_env(
     >>> env.horizon
     60
     """
-    task_env = _make_task_env(name, num_envs, seed, device, dict(family_kwargs))
+    task_env = _make_task_env(name, num_envs, seed, device, dict(family_kwargs), factory)
     fixed_tasks = None
     if stratified:
         support = task_env.task_support()
@@ -74,7 +83,14 @@ def make_env(
                 f"tasks of {name!r} ({len(support)})"
             )
         fixed_tasks = support.repeat(num_envs // len(support), 1)
-    return BAMDPEnv(task_env, episode_length, episodes_per_task, seed=seed, fixed_tasks=fixed_tasks)
+    return BAMDPEnv(
+        task_env,
+        episode_length,
+        episodes_per_task,
+        seed=seed,
+        fixed_tasks=fixed_tasks,
+        check_actions=check_actions,
+    )
 
 
 def make_env_from_config(
@@ -84,7 +100,7 @@ def make_env_from_config(
 
     ``env_config`` is a :class:`~torchrl_bamdp.configs.schema.EnvConfig` (or anything with its
     fields): ``name``, ``num_envs``, ``episode_length``, ``episodes_per_task``, ``grid_size``,
-    ``workers``.
+    ``workers``, ``factory`` and ``kwargs`` (a user's family: its factory and options).
 
     Examples
     --------
@@ -100,35 +116,71 @@ def make_env_from_config(
         "episodes_per_task": env_config.episodes_per_task,
         "grid_size": env_config.grid_size,
         "workers": env_config.workers,
+        "factory": getattr(env_config, "factory", None),
+        **dict(getattr(env_config, "kwargs", None) or {}),
         **changes,
     }
     return make_env(seed=seed, device=device, **options)
 
 
+def _accepted_options(factory: Any) -> tuple[set[str], bool]:
+    """Keyword options ``factory`` accepts, and whether it takes ``**kwargs`` (then any)."""
+    target = factory.__init__ if isinstance(factory, type) else factory
+    params = inspect.signature(target).parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    names = {
+        n
+        for n, p in params.items()
+        if n != "self"
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL,)
+        and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+    return names, var_kw
+
+
 def _make_task_env(
-    name: str, num_envs: int, seed: int | None, device: torch.device | str, options: dict
+    name: str,
+    num_envs: int,
+    seed: int | None,
+    device: torch.device | str,
+    options: dict,
+    factory: str | None = None,
 ) -> TaskEnv:
-    """The task env of family ``name``, after checking ``options`` against what it accepts."""
-    if name not in ENV_FAMILIES:
-        raise ValueError(f"env name must be one of {list(ENV_FAMILIES)} (got {name!r})")
-    if name == "gridworld":
-        cls, fixed = GridNaviEnv, {}
-    elif name in POINT_ROBOT_FAMILIES:
-        cls, fixed = PointRobotEnv, {"sparse": POINT_ROBOT_FAMILIES[name]}
+    """The task env of family ``name`` (or of the ``factory`` import path), after checking
+    ``options`` against what its factory accepts."""
+    if factory is not None:
+        build, label = load_factory(factory), f"env.factory={factory!r}"
     else:
-        cls, fixed = MUJOCO_FAMILIES[name], {"seed": 0 if seed is None else int(seed)}
-    if name != "gridworld" and options.get("grid_size", _DEFAULT_GRID_SIZE) == _DEFAULT_GRID_SIZE:
+        build, label = get_task_family(name).load(), f"task family {name!r}"
+    accepted, any_option = _accepted_options(build)
+    # The shared GridNavi / MuJoCo options: at their neutral values they are not passed to a
+    # family that does not have them, so callers may pass them unconditionally.
+    if "grid_size" not in accepted and options.get("grid_size", _DEFAULT_GRID_SIZE) == (
+        _DEFAULT_GRID_SIZE
+    ):
         options.pop("grid_size", None)
-    if name not in MUJOCO_FAMILIES and options.get("workers", 0) == 0:
+    if "workers" not in accepted and options.get("workers", 0) == 0:
         options.pop("workers", None)  # in-process, as the pure-torch families always are
-    skip = {"self", "num_envs", "device", *fixed}
-    accepted = set(inspect.signature(cls.__init__).parameters) - skip
-    unknown = sorted(set(options) - accepted)
+    if "seed" in accepted:  # MuJoCo: the simulators' reset noise; pure-torch envs have none
+        options.setdefault("seed", 0 if seed is None else int(seed))
+    known = accepted - {"num_envs", "device"}
+    unknown = sorted(set(options) - known) if not any_option else []
     if unknown:
         raise ValueError(
             f"make_env({name!r}): unknown option(s) {unknown}; {name} accepts "
-            f"{sorted(accepted) or 'none'}"
+            f"{sorted(known - {'seed'}) or 'none'}"
             + (" (grid_size is a GridNavi option)" if "grid_size" in unknown else "")
             + (" (workers is a MuJoCo option)" if "workers" in unknown else "")
         )
-    return cls(num_envs=num_envs, device=device, **fixed, **options)
+    task_env = build(num_envs=num_envs, device=device, **options)
+    if not isinstance(task_env, TaskEnv):
+        raise TypeError(
+            f"{label} returned a {type(task_env).__name__}, not a TaskEnv (a batched TorchRL "
+            "EnvBase that resets to the task it is given; see torchrl_bamdp.envs.TaskEnv)"
+        )
+    if tuple(task_env.batch_size) != (num_envs,):
+        raise ValueError(
+            f"{label} returned a task env of batch size {tuple(task_env.batch_size)}; it was "
+            f"asked for num_envs={num_envs}, so it must be ({num_envs},)"
+        )
+    return task_env

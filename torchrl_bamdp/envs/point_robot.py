@@ -158,3 +158,39 @@ class PointRobotEnv(TaskEnv):
 
     def _output(self, done: torch.Tensor) -> TensorDictBase:
         return self._task_output(self._position.clone(), self._goal.clone(), done)
+
+
+def sparse_point_robot(
+    num_envs: int = 1,
+    goal_radius: float = 0.2,
+    step_size: float = 0.1,
+    device: torch.device | str = "cpu",
+) -> PointRobotEnv:
+    """The ``point_robot_sparse`` task family (its registered factory).
+
+    Examples
+    --------
+    >>> sparse_point_robot(num_envs=2).sparse
+    True
+    """
+    return PointRobotEnv(
+        num_envs=num_envs, sparse=True, goal_radius=goal_radius, step_size=step_size, device=device
+    )
+
+
+def dense_point_robot(
+    num_envs: int = 1,
+    goal_radius: float = 0.2,
+    step_size: float = 0.1,
+    device: torch.device | str = "cpu",
+) -> PointRobotEnv:
+    """The ``point_robot_dense`` task family (its registered factory).
+
+    Examples
+    --------
+    >>> dense_point_robot(num_envs=2).sparse
+    False
+    """
+    return PointRobotEnv(
+        num_envs=num_envs, sparse=False, goal_radius=goal_radius, step_size=step_size, device=device
+    )

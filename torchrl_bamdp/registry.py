@@ -1,0 +1,226 @@
+"""The open registry of task families: the shipped ones and yours, through the same call.
+
+A task family is a name and a factory that builds its batched
+:class:`~torchrl_bamdp.envs.TaskEnv`::
+
+    factory(num_envs: int, device, seed: int | None, **options) -> TaskEnv
+
+``options`` are the family's own keyword arguments (``env.kwargs`` in a config, plus
+``grid_size`` / ``workers`` for the shipped families that have them). Once registered, a
+family is an ``env.name`` like any other: ``load_config``, :class:`~torchrl_bamdp.trainers.Trainer`
+(training, checkpoints, resume, W&B, meta-test, figures), ``bamdp-eval`` and ``bamdp-plot``
+build it by name. A config can also name a factory by import path (``env.factory=
+"my_pkg.tasks:make_env"``), which needs no registration and survives in the run's
+``config.json``, so ``bamdp-train``, ``bamdp-eval`` and a resume in another process find it.
+
+This module imports nothing but the standard library: the shipped families are registered by
+import path and loaded only when built, so configs validate without loading torch.
+
+Examples
+--------
+>>> "gridworld" in task_family_names() and "cheetah_vel" in task_family_names()
+True
+>>> family = register_task_family("doc_corridor", "torchrl_bamdp.envs.gridworld:GridNaviEnv")
+>>> get_task_family("doc_corridor").factory_path
+'torchrl_bamdp.envs.gridworld:GridNaviEnv'
+>>> unregister_task_family("doc_corridor")
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+#: ``package.module:function`` (the form ``env.factory`` and the registry accept).
+FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """A registered task family: its name and the factory of its task env.
+
+    Parameters
+    ----------
+    name : str
+        The ``env.name`` it is selected by.
+    factory : callable or str
+        ``factory(num_envs, device, seed, **options) -> TaskEnv``, or its import path
+        ``"package.module:function"`` (loaded on first use).
+    description : str
+        One line for listings.
+
+    Examples
+    --------
+    >>> family = TaskFamily("gridworld", "torchrl_bamdp.envs.gridworld:GridNaviEnv")
+    >>> family.load().__name__
+    'GridNaviEnv'
+    """
+
+    name: str
+    factory: Callable[..., Any] | str
+    description: str = ""
+
+    @property
+    def factory_path(self) -> str | None:
+        """The import path of the factory, if it was given as one."""
+        return self.factory if isinstance(self.factory, str) else None
+
+    def load(self) -> Callable[..., Any]:
+        """The factory callable (imported from its path on first use)."""
+        if callable(self.factory):
+            return self.factory
+        return load_factory(self.factory, what=f"task family {self.name!r}")
+
+
+_FAMILIES: dict[str, TaskFamily] = {}
+
+
+def load_factory(path: str, what: str = "env.factory") -> Callable[..., Any]:
+    """Import ``"package.module:function"`` and return the function; clear errors otherwise.
+
+    Examples
+    --------
+    >>> load_factory("torchrl_bamdp.envs.gridworld:GridNaviEnv").__name__
+    'GridNaviEnv'
+    >>> try:
+    ...     load_factory("no_such_package.tasks:make_env")
+    ... except ValueError as err:
+    ...     print(str(err).split(";")[0])
+    env.factory='no_such_package.tasks:make_env': cannot import module 'no_such_package.tasks'
+    """
+    if not isinstance(path, str) or not FACTORY_PATH.fullmatch(path):
+        raise ValueError(
+            f"{what}={path!r} is not an import path of the form 'package.module:function'"
+        )
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(
+            f"{what}={path!r}: cannot import module {module_name!r}; is it installed or on "
+            f"PYTHONPATH? ({type(err).__name__}: {err})"
+        ) from err
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ValueError(f"{what}={path!r}: module {module_name!r} has no {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(f"{what}={path!r} is a {type(target).__name__}, not a callable")
+    return target
+
+
+def register_task_family(
+    name: str,
+    factory: Callable[..., Any] | str,
+    description: str = "",
+    replace: bool = False,
+) -> TaskFamily:
+    """Register a task family under ``name`` (the call the shipped families use too).
+
+    Parameters
+    ----------
+    name : str
+        The ``env.name`` that selects it.
+    factory : callable or str
+        ``factory(num_envs, device, seed, **options) -> TaskEnv`` or its import path. A factory
+        that does not take ``seed`` is called without it.
+    description : str
+        One line for listings.
+    replace : bool
+        Allow replacing a family of the same name (otherwise that is an error).
+
+    Examples
+    --------
+    >>> def make(num_envs, device="cpu", seed=None):
+    ...     from torchrl_bamdp.envs import GridNaviEnv
+    ...     return GridNaviEnv(num_envs=num_envs, device=device)
+    >>> register_task_family("doc_grid", make).name
+    'doc_grid'
+    >>> try:
+    ...     register_task_family("doc_grid", make)
+    ... except ValueError as err:
+    ...     print(str(err).split(";")[0])
+    task family 'doc_grid' is registered already
+    >>> unregister_task_family("doc_grid")
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][\w-]*", name):
+        raise ValueError(
+            f"task family name must be a word of letters, digits, '_' or '-' starting with a "
+            f"letter (got {name!r})"
+        )
+    if isinstance(factory, str):
+        if not FACTORY_PATH.fullmatch(factory):
+            raise ValueError(
+                f"factory of task family {name!r} must be a callable or an import path "
+                f"'package.module:function' (got {factory!r})"
+            )
+    elif not callable(factory):
+        raise ValueError(f"factory of task family {name!r} must be callable (got {factory!r})")
+    if name in _FAMILIES and not replace:
+        raise ValueError(f"task family {name!r} is registered already; pass replace=True")
+    family = TaskFamily(name, factory, description)
+    _FAMILIES[name] = family
+    return family
+
+
+def unregister_task_family(name: str) -> None:
+    """Remove a registered task family (e.g. a test's)."""
+    _FAMILIES.pop(name, None)
+
+
+def task_family_names() -> tuple[str, ...]:
+    """Names of the registered task families, in registration order."""
+    return tuple(_FAMILIES)
+
+
+def get_task_family(name: str) -> TaskFamily:
+    """The registered family ``name``; ``ValueError`` naming the registered ones otherwise.
+
+    Examples
+    --------
+    >>> try:
+    ...     get_task_family("gridwrld")
+    ... except ValueError as err:
+    ...     print(str(err).split(" (registered")[0])
+    env.name='gridwrld' is not a registered task family
+    """
+    if name not in _FAMILIES:
+        raise ValueError(
+            f"env.name={name!r} is not a registered task family (registered: "
+            f"{list(_FAMILIES)}); register yours with "
+            "torchrl_bamdp.registry.register_task_family(name, factory), or name its factory "
+            "with env.factory='package.module:function'"
+        )
+    return _FAMILIES[name]
+
+
+# -- the shipped families, registered the way a user registers theirs ---------------------------
+_SHIPPED = (
+    ("gridworld", "torchrl_bamdp.envs.gridworld:GridNaviEnv", "GridNavi: unknown goal cell"),
+    (
+        "point_robot_sparse",
+        "torchrl_bamdp.envs.point_robot:sparse_point_robot",
+        "point robot, goal on the unit half circle, sparse reward",
+    ),
+    (
+        "point_robot_dense",
+        "torchrl_bamdp.envs.point_robot:dense_point_robot",
+        "point robot, goal on the unit half circle, dense reward",
+    ),
+    ("cheetah_vel", "torchrl_bamdp.envs.mujoco:CheetahVelEnv", "HalfCheetah, target velocity"),
+    ("cheetah_dir", "torchrl_bamdp.envs.mujoco:CheetahDirEnv", "HalfCheetah, forward/backward"),
+    ("ant_dir", "torchrl_bamdp.envs.mujoco:AntDirEnv", "Ant, forward/backward"),
+    ("ant_goal", "torchrl_bamdp.envs.mujoco:AntGoalEnv", "Ant, goal on a disc of radius 3"),
+    (
+        "walker_rand_params",
+        "torchrl_bamdp.envs.mujoco:WalkerRandParamsEnv",
+        "Walker2d, random body parameters",
+    ),
+    ("humanoid_dir", "torchrl_bamdp.envs.mujoco:HumanoidDirEnv", "Humanoid, direction angle"),
+)
+for _name, _path, _description in _SHIPPED:
+    register_task_family(_name, _path, description=_description)

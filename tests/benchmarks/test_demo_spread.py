@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torchrl_bamdp.demo import demo_config, reference_lines
+from torchrl_bamdp.demo import SPREAD_FILE, demo_config, reference_lines
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_spread.py"
 
@@ -39,3 +39,14 @@ def test_spread_of_two_tiny_seeds_and_resume(tmp_path, load_script, capsys):
     printed = capsys.readouterr().out
     assert "seed 0: finished before, kept" in printed and "started" not in printed
     assert again["per_seed"] == report["per_seed"]
+
+
+def test_the_committed_spread_is_the_demo_config():
+    spread = json.loads(SPREAD_FILE.read_text())
+    assert spread["frames"] == 3_000_000 and len(spread["seeds"]) >= 5
+    lines = reference_lines()
+    assert lines[0].startswith(f"Reference: {len(spread['seeds'])} seeds")
+    assert len(lines) == 7
+    for run in spread["per_seed"]:
+        for k, value in enumerate(run["mean"]):
+            assert spread["per_episode"]["min"][k] <= value <= spread["per_episode"]["max"][k]

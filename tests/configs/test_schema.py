@@ -250,6 +250,9 @@ def test_all_embeddings_zero_rejected():
         ("logger.backend", "tensorboard", LOGGER_BACKENDS),
         ("logger.mode", "offlne", WANDB_MODES),
         ("algo.ppo.activation", "gelu", ACTIVATIONS),
+        ("env.bamdp_end", "done", ("truncated", "terminated")),
+        ("algo.ppo.policy_dist", "normal", ("tanh_normal", "gaussian")),
+        ("algo.ppo.advantage_norm", "epoch", ("minibatch", "batch")),
     ],
 )
 def test_bad_choice_lists_allowed_values(path, value, allowed):
@@ -265,6 +268,27 @@ def test_known_choices_sanity():
     assert set(LOGGER_BACKENDS) == {"csv", "wandb"}
     assert "offline" in WANDB_MODES and "online" in WANDB_MODES
     assert {"tanh", "relu"} <= set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "phrase"),
+    [
+        ("algo.elbo.tbptt_steps", 0, "config.algo.elbo.tbptt_steps must be >= 1 (got 0)"),
+        ("algo.elbo.precollect_frames", -1, "precollect_frames must be >= 0 (got -1)"),
+        ("algo.ppo.input_embed", -16, "config.algo.ppo.input_embed must be >= 0 (got -16)"),
+        ("algo.ppo.adam_eps", 0.0, "config.algo.ppo.adam_eps must be > 0 (got 0.0)"),
+        ("algo.ppo.init_std", -1.0, "config.algo.ppo.init_std must be > 0 (got -1.0)"),
+        ("algo.decoders.reward_obs_embed", -1, "reward_obs_embed must be >= 0 (got -1)"),
+        ("algo.decoders.state_action_embed", -2, "state_action_embed must be >= 0 (got -2)"),
+    ],
+)
+def test_bad_values_of_the_original_options_name_the_field(path, value, phrase):
+    assert phrase in load_error(nested(path, value))
+
+
+def test_encoder_done_input_needs_a_state_embedding():
+    msg = load_error({"algo": {"encoder": {"done_input": True, "obs_embed": 0}}})
+    assert "config.algo.encoder.done_input" in msg and "obs_embed > 0" in msg
 
 
 # -- cross-field -------------------------------------------------------------------------------
@@ -324,7 +348,9 @@ def _group_options() -> list[tuple[str, str]]:
                 options.append((group_dir.name, yaml.stem))
     # env/custom.yaml is the template of a task family of your own: it needs env.factory
     # (tests/trainers/test_user_task_family.py trains one through it).
-    return [o for o in options if o != ("env", "custom")]
+    # original/ holds algo=varibad_original's per-family values, chosen by ${algo}_${env}
+    # (tests/configs/test_varibad_original.py checks them), not options a user selects.
+    return [o for o in options if o != ("env", "custom") and o[0] != "original"]
 
 
 def test_config_dir_has_expected_groups():
@@ -366,7 +392,9 @@ def test_every_yaml_composes_and_validates(group, option):
     _assert_subset(yaml_values, config_to_dict(cfg)[group], f"{group}/{option}.yaml")
 
 
-@pytest.mark.parametrize("option", [o for g, o in _group_options() if g == "algo"])
+@pytest.mark.parametrize(
+    "option", [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
+)
 def test_every_algo_shares_the_ppo_settings(option):
     cfg = load_config(_compose([f"algo={option}"]))
     assert cfg.algo.name == option
@@ -601,7 +629,8 @@ def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not
     """GridNavi (every algorithm): entropy 0.03 -> 0, time features and the privileged critic,
     the setting measured in the README; the continuous families keep the original's constant
     entropy, no time, a critic on the hyper-state only."""
-    names = [o for g, o in _group_options() if g == "algo"]
+    # varibad_original is the original's configuration (test_varibad_original.py)
+    names = [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
     envs = [o for g, o in _group_options() if g == "env"]
     assert names and envs
     for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
@@ -616,7 +645,7 @@ def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not
 
 
 def test_policy_belief_auto_is_decoded_only_for_gridnavi_varibad():
-    names = [o for g, o in _group_options() if g == "algo"]
+    names = [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
     envs = [o for g, o in _group_options() if g == "env"]
     for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
         config = load_config(_compose(overrides))

@@ -345,3 +345,34 @@ def test_stratified_env_rejects_a_batch_that_is_not_a_multiple_of_the_goals():
 def test_fixed_tasks_must_match_the_batch():
     with pytest.raises(ValueError, match="fixed_tasks must have shape"):
         BAMDPEnv(GridNaviEnv(num_envs=3), 15, 4, fixed_tasks=torch.zeros(2, 2))
+
+
+def test_end_of_a_task_is_truncated_or_terminated_by_option():
+    from torchrl.objectives.value.functional import generalized_advantage_estimate
+
+    for end, terminated in (("truncated", False), ("terminated", True)):
+        env = BAMDPEnv(GridNaviEnv(num_envs=2), episode_length=3, episodes_per_task=2, end=end)
+        rollout = env.rollout(6, break_when_any_done=False)
+        last = rollout["next"][:, -1]
+        assert bool(last["done"].all())
+        assert bool(last["terminated"].all()) is terminated
+        assert bool(last["truncated"].all()) is not terminated
+        # inner-episode ends are neither
+        assert not bool(rollout["next", "terminated"][:, 2].any())
+        assert not bool(rollout["next", "truncated"][:, 2].any())
+        # GAE bootstraps from V(s_H+) only when truncated
+        reward = torch.zeros(1, 6, 1)
+        value = torch.zeros(1, 6, 1)
+        next_value = torch.ones(1, 6, 1)
+        adv, _ = generalized_advantage_estimate(
+            1.0,
+            1.0,
+            value,
+            next_value,
+            reward,
+            rollout["next", "done"][:1],
+            rollout["next", "terminated"][:1],
+        )
+        assert float(adv[0, -1, 0]) == (0.0 if terminated else 1.0)
+    with pytest.raises(ValueError, match=r"end must be one of \['truncated', 'terminated'\]"):
+        BAMDPEnv(GridNaviEnv(num_envs=2), episode_length=3, episodes_per_task=2, end="done")

@@ -265,6 +265,32 @@ def test_checkpoint_older_than_a_field_resumes_with_the_old_behaviour(tmp_path):
     assert f"algo.ppo.critic_task: {phrase}" in str(info.value)
 
 
+def test_checkpoint_older_than_the_original_options_resumes(tmp_path):
+    """A checkpoint written before the original's network options existed (2026-12-01: its
+    config lacks encoder.done_input, the decoders' embeddings and the policy's options, some
+    inside whole sections) resumes with their old values and is refused with others."""
+    run_dir = tmp_path / "run"
+    Trainer(load_config(tiny()), run_dir).train()
+    state = load_state(run_dir)
+    algo = state["config"]["algo"]
+    del algo["encoder"]["done_input"]
+    for name in ("reward_obs_embed", "reward_action_embed", "state_obs_embed"):
+        del algo["decoders"][name]
+    del algo["decoders"]["state_action_embed"]
+    for name in ("policy_dist", "input_embed", "done_input"):
+        del algo["ppo"][name]
+    torch.save(state, ckpt(run_dir))
+    resumed = Trainer(load_config(tiny(**{"train.total_frames": 480})), run_dir)
+    assert resumed.frames == 240 and resumed.train()["frames"] == 480
+    state = load_state(run_dir)
+    del state["config"]["algo"]["encoder"]["done_input"]
+    torch.save(state, ckpt(run_dir))
+    with pytest.raises(CheckpointError) as info:
+        Trainer(load_config(tiny(**{"algo.encoder.done_input": True})), run_dir)
+    phrase = "checkpoint False (not recorded: older checkpoint), this run True"
+    assert f"algo.encoder.done_input: {phrase}" in str(info.value)
+
+
 # -- the console scripts -----------------------------------------------------------------------
 def test_eval_cli_exits_2_on_corrupt_checkpoint(run_dir, capsys):
     _garbage(ckpt(run_dir))

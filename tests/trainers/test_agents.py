@@ -243,7 +243,7 @@ def test_reencoded_decoded_belief_equals_the_online_one_and_reaches_the_encoder(
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}}, "algo.name='varibad'"),
+        ({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}}, "a VariBAD algorithm"),
         ({"env": {"name": "point_robot_sparse"}}, "reward decoder 'mse'"),
         ({}, "must be one of"),
     ],

@@ -47,7 +47,21 @@ MUJOCO_ENV_NAMES = (
     "humanoid_dir",
 )
 ENV_NAMES = ("gridworld", "point_robot_sparse", "point_robot_dense", *MUJOCO_ENV_NAMES)
-ALGO_NAMES = ("varibad", "rl2", "oracle", "belief_oracle", "bayes_optimal", "random")
+ALGO_NAMES = (
+    "varibad",
+    "varibad_original",
+    "rl2",
+    "oracle",
+    "belief_oracle",
+    "bayes_optimal",
+    "random",
+)
+#: Algorithms with VariBAD's learned belief: ours and the original's configuration of it.
+VARIBAD_ALGOS = ("varibad", "varibad_original")
+#: ``env.bamdp_end``: how the last step of a task ends it for PPO's value targets.
+BAMDP_ENDS = ("truncated", "terminated")
+POLICY_DISTS = ("tanh_normal", "gaussian")
+ADVANTAGE_NORMS = ("minibatch", "batch")
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
@@ -94,6 +108,9 @@ it at 5 for env.name='cheetah_vel' (got 7)
     episodes_per_task: int = 4
     grid_size: int = 5
     workers: int = 0
+    #: The end of a task: ``truncated`` (a time limit: value targets bootstrap from the last
+    #: state) or ``terminated`` (no bootstrap; the original on GridNavi).
+    bamdp_end: str = "truncated"
     #: A user's task family by import path, ``"package.module:function"`` (then ``name`` is its
     #: label): no registration needed, and ``config.json`` keeps it for resume and bamdp-eval.
     factory: str | None = None
@@ -124,6 +141,7 @@ it at 5 for env.name='cheetah_vel' (got 7)
                 load_factory(self.factory, what=f"{path}.factory")
             except ValueError as err:
                 raise ConfigError(str(err)) from None
+        _choice(path, "bamdp_end", self.bamdp_end, BAMDP_ENDS)
         if self.kwargs and self.factory is None and self.name in ENV_NAMES:
             raise ConfigError(
                 f"{path}.kwargs are options of a task family of your own (with {path}.factory); "
@@ -176,9 +194,17 @@ reward_embed must be > 0
     obs_embed: int = 32
     action_embed: int = 0
     reward_embed: int = 8
+    #: The GRU also reads each transition's inner-episode-done flag (the original's
+    #: ``add_done_info`` with more than one episode per task); needs ``obs_embed > 0``.
+    done_input: bool = False
 
     def validate(self, path: str) -> None:
         _at_least(path, "latent_dim", self.latent_dim, 1)
+        if self.done_input and self.obs_embed == 0:
+            raise ConfigError(
+                f"{path}.done_input embeds the flag with the state: it needs {path}.obs_embed "
+                "> 0 (got 0)"
+            )
         _at_least(path, "hidden_size", self.hidden_size, 1)
         for name in ("obs_embed", "action_embed", "reward_embed"):
             _at_least(path, name, getattr(self, name), 0)
@@ -206,9 +232,18 @@ needed (reward, state or task)
     state_hidden: list[int] = field(default_factory=lambda: [64, 32])
     task: bool = False
     task_hidden: list[int] = field(default_factory=lambda: [64, 32])
+    #: Embed the states and the action before the MSE reward / state decoder's MLP, as the
+    #: original does on MuJoCo (0: no embedding, the inputs go to the MLP as they are).
+    reward_obs_embed: int = 0
+    reward_action_embed: int = 0
+    state_obs_embed: int = 0
+    state_action_embed: int = 0
 
     def validate(self, path: str) -> None:
         _choice(path, "reward", self.reward, REWARD_DECODERS)
+        for name in ("reward_obs_embed", "reward_action_embed", "state_obs_embed"):
+            _at_least(path, name, getattr(self, name), 0)
+        _at_least(path, "state_action_embed", self.state_action_embed, 0)
         if self.reward == "none" and not self.state and not self.task:
             raise ConfigError(f"{path}: at least one decoder is needed (reward, state or task)")
         for name in ("reward_hidden", "state_hidden", "task_hidden"):
@@ -262,6 +297,11 @@ class ELBOConfig:
     # Catches spikes only: typical total norms are 0.5k-3k (p50-p99), spikes 5k-15k (see
     # configs/algo/varibad.yaml for the measurement).
     max_grad_norm: float | None = 5000.0
+    #: Truncated back-propagation through time in the ELBO's re-encoding: the GRU state is
+    #: detached every this many transitions (the original: 50 on MuJoCo); null: never.
+    tbptt_steps: int | None = None
+    #: Frames collected before the first ELBO update (the original: 5000).
+    precollect_frames: int = 0
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -279,6 +319,9 @@ class ELBOConfig:
         _choice(path, "task_reduction", self.task_reduction, ELBO_TRAJECTORY_REDUCTIONS)
         _choice(path, "subsample_mode", self.subsample_mode, ELBO_SUBSAMPLE_MODES)
         _choice(path, "mse_reduction", self.mse_reduction, MSE_REDUCTIONS)
+        if self.tbptt_steps is not None:
+            _at_least(path, "tbptt_steps", self.tbptt_steps, 1)
+        _at_least(path, "precollect_frames", self.precollect_frames, 0)
 
 
 @dataclass
@@ -327,9 +370,30 @@ class PPOConfig:
     encoder_grad: bool = False
     time_features: bool = True
     critic_task: bool = True
+    #: Continuous actions: ``tanh_normal`` (ours: a TanhNormal with a state-dependent scale in
+    #: the action bounds) or ``gaussian`` (the original: a Gaussian with a state-independent
+    #: learned std, ``init_std`` at the start, no squashing; the env clips).
+    policy_dist: str = "tanh_normal"
+    init_std: float = 1.0
+    #: The original embeds the state and the belief separately (16 on GridNavi, 64 on MuJoCo)
+    #: before the MLP, one embedding shared by actor and critic; 0: none.
+    input_embed: int = 0
+    #: The policy's hyper-state also holds the inner-episode-done flag (the original's
+    #: ``add_done_info``: 1 at the start state of every inner episode but the first).
+    done_input: bool = False
+    #: Advantages standardised per ``minibatch`` (TorchRL's ClipPPOLoss) or over the whole
+    #: ``batch`` (the original), with ``normalize_advantage``.
+    advantage_norm: str = "minibatch"
+    #: Adam's eps of the PPO optimiser (the original: 1e-8).
+    adam_eps: float = 1e-5
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
+        _choice(path, "policy_dist", self.policy_dist, POLICY_DISTS)
+        _positive(path, "init_std", self.init_std)
+        _at_least(path, "input_embed", self.input_embed, 0)
+        _choice(path, "advantage_norm", self.advantage_norm, ADVANTAGE_NORMS)
+        _positive(path, "adam_eps", self.adam_eps)
         _at_least(path, "epochs", self.epochs, 1)
         _at_least(path, "minibatches", self.minibatches, 1)
         _in_open_unit(path, "clip_epsilon", self.clip_epsilon)
@@ -367,8 +431,8 @@ class AlgoConfig:
     ...     load_config({"algo": {"name": "varibab"}})
     ... except ConfigError as err:
     ...     print(err)
-    config.algo.name must be one of ['varibad', 'rl2', 'oracle', 'belief_oracle', \
-'bayes_optimal', 'random'] (got 'varibab')
+    config.algo.name must be one of ['varibad', 'varibad_original', 'rl2', 'oracle', \
+'belief_oracle', 'bayes_optimal', 'random'] (got 'varibab')
     """
 
     name: str = "varibad"
@@ -511,7 +575,7 @@ class Config:
                 "batch holds whole tasks and beliefs never mix encoder versions"
             )
         if (
-            self.algo.name == "varibad"
+            self.algo.name in VARIBAD_ALGOS
             and self.algo.decoders.reward == "grid_cells"
             and (self.env.name != "gridworld")
         ):
@@ -520,11 +584,11 @@ class Config:
                 f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
             )
         if self.algo.policy_belief not in ("auto", "latent") and (
-            self.algo.name != "varibad" or self.reward_decoder != "grid_cells"
+            self.algo.name not in VARIBAD_ALGOS or self.reward_decoder != "grid_cells"
         ):
             raise ConfigError(
                 f"algo.policy_belief={self.algo.policy_belief!r} decodes VariBAD's belief with "
-                "the per-cell GridNavi reward decoder: it needs algo.name='varibad' and "
+                "the per-cell GridNavi reward decoder: it needs a VariBAD algorithm and "
                 f"algo.decoders.reward='grid_cells' (got algo.name={self.algo.name!r}, reward "
                 f"decoder {self.reward_decoder!r}); use 'latent' otherwise"
             )
@@ -613,7 +677,7 @@ class Config:
         """
         if self.algo.policy_belief != "auto":
             return self.algo.policy_belief
-        grid_varibad = self.algo.name == "varibad" and self.reward_decoder == "grid_cells"
+        grid_varibad = self.algo.name in VARIBAD_ALGOS and self.reward_decoder == "grid_cells"
         return "decoded" if grid_varibad else "latent"
 
     @property
@@ -743,8 +807,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     Traceback (most recent call last):
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
-'num_envs'? (valid keys: episode_length, episodes_per_task, factory, grid_size, kwargs, name, \
-num_envs, workers)
+'num_envs'? (valid keys: bamdp_end, episode_length, episodes_per_task, factory, grid_size, \
+kwargs, name, num_envs, workers)
     """
     config = _build(Config, dict(data or {}), "config")
     _validate_tree(config, "config")

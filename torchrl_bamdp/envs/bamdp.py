@@ -27,6 +27,9 @@ from torchrl_bamdp.envs.task_env import TaskEnv
 
 #: The values of ``BAMDPEnv(check_actions=...)``.
 CHECK_ACTIONS = ("full", "shape", "off")
+#: The values of ``BAMDPEnv(end=...)``: the end of a task is a time limit (``truncated``:
+#: value targets bootstrap from the last state) or terminal (``terminated``: they do not).
+BAMDP_ENDS = ("truncated", "terminated")
 
 #: The observation a step really landed in, before any inner-episode reset (read it from the
 #: next tensordict). One key for every step, not only for episode ends, so that consumers read
@@ -52,6 +55,11 @@ class BAMDPEnv(EnvBase):
     fixed_tasks : torch.Tensor, optional
         ``[num_envs, task_dim]``: env ``i`` always gets task ``fixed_tasks[i]`` (test tasks
         covering a finite task distribution exactly); no task is sampled.
+    end : {"truncated", "terminated"}
+        How the last step of a task is flagged: ``truncated`` (default; a time limit, GAE
+        bootstraps V of the last state) or ``terminated`` (no bootstrap: the original GridNavi,
+        and the right choice when the time of the task is in the hyper-state, Pardo et al.).
+        An inner termination of the last episode is ``terminated`` either way.
     check_actions : {"full", "shape", "off"}
         How every step's action is checked against the task env's action spec before the task
         env sees it (:class:`~torchrl_bamdp.envs.action_check.ActionCheck`): ``"full"`` shape,
@@ -87,7 +95,10 @@ class BAMDPEnv(EnvBase):
         seed: int | None = None,
         fixed_tasks: torch.Tensor | None = None,
         check_actions: str = "full",
+        end: str = "truncated",
     ) -> None:
+        if end not in BAMDP_ENDS:
+            raise ValueError(f"end must be one of {list(BAMDP_ENDS)} (got {end!r})")
         if check_actions not in CHECK_ACTIONS:
             raise ValueError(
                 f"check_actions must be one of {list(CHECK_ACTIONS)} (got {check_actions!r})"
@@ -103,6 +114,7 @@ class BAMDPEnv(EnvBase):
             raise ValueError(f"episodes_per_task must be >= 1 (got {episodes_per_task})")
         super().__init__(device=task_env.device, batch_size=task_env.batch_size)
         self.task_env = task_env
+        self.end = end
         self.episode_length = int(episode_length)
         self.episodes_per_task = int(episodes_per_task)
         self.task_generator = torch.Generator()
@@ -237,6 +249,7 @@ class BAMDPEnv(EnvBase):
                 out.set(key, torch.where(where, value, out.get(key)))
             self._step_in_episode[restart] = 0
         shape1 = (*self.batch_size, 1)
+        terminated = task_done if self.end == "terminated" else task_done & inner_terminated
         out.update(
             {
                 "episode": self._episode.reshape(shape1).clone(),
@@ -244,9 +257,10 @@ class BAMDPEnv(EnvBase):
                 "episode_done": episode_done.reshape(shape1),
                 "done": task_done.reshape(shape1),
                 # Inner terminations are not BAMDP terminations; only a termination of the
-                # last inner episode ends the task without bootstrapping.
-                "terminated": (task_done & inner_terminated).reshape(shape1),
-                "truncated": (task_done & ~inner_terminated).reshape(shape1),
+                # last inner episode ends the task without bootstrapping, and so does the end
+                # of every task with end="terminated".
+                "terminated": terminated.reshape(shape1),
+                "truncated": (task_done & ~terminated).reshape(shape1),
             }
         )
         return out

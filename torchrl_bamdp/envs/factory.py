@@ -30,6 +30,7 @@ def make_env(
     stratified: bool = False,
     factory: str | None = None,
     check_actions: str = "full",
+    end: str = "truncated",
     **family_kwargs,
 ) -> BAMDPEnv:
     """Build the batched BAMDP env of a task family.
@@ -64,6 +65,9 @@ def make_env(
         registered family's (``env.factory``; see :mod:`torchrl_bamdp.registry`).
     check_actions : str
         :class:`~torchrl_bamdp.envs.BAMDPEnv`'s action check (``full``, ``shape``, ``off``).
+    end : str
+        How a task ends for PPO's value targets: ``truncated`` or ``terminated``
+        (``env.bamdp_end``).
 
     Examples
     --------
@@ -90,6 +94,7 @@ def make_env(
         seed=seed,
         fixed_tasks=fixed_tasks,
         check_actions=check_actions,
+        end=end,
     )
 
 
@@ -117,6 +122,7 @@ def make_env_from_config(
         "grid_size": env_config.grid_size,
         "workers": env_config.workers,
         "factory": getattr(env_config, "factory", None),
+        "end": getattr(env_config, "bamdp_end", "truncated"),
         **dict(getattr(env_config, "kwargs", None) or {}),
         **changes,
     }

@@ -28,6 +28,7 @@ from torchrl_bamdp.policies.bayes_optimal import BayesOptimalGridNavi, GridNaviS
 #: Display names, in the order of tables and legends.
 ALGO_LABELS = {
     "varibad": "VariBAD",
+    "varibad_original": "VariBAD (original config)",
     "rl2": "RL2",
     "oracle": "Oracle",
     "belief_oracle": "Belief oracle",

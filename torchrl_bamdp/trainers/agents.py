@@ -32,7 +32,7 @@ from torchrl.envs import TransformedEnv
 from torchrl.envs.transforms import Compose, Transform
 from torchrl.modules import ProbabilisticActor
 
-from torchrl_bamdp.configs.schema import Config
+from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config
 from torchrl_bamdp.envs import BAMDPEnv
 from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules import (
@@ -42,7 +42,11 @@ from torchrl_bamdp.modules import (
     StateDecoder,
     TaskDecoder,
 )
-from torchrl_bamdp.modules.actor_critic import SamplingPolicy, make_actor_critic
+from torchrl_bamdp.modules.actor_critic import (
+    SamplingPolicy,
+    make_actor_critic,
+    unique_parameters,
+)
 from torchrl_bamdp.objectives import ELBOLoss
 from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
 from torchrl_bamdp.transforms import varibad_transforms
@@ -58,7 +62,7 @@ from torchrl_bamdp.transforms.rl2 import RL2Memory, rl2_transforms
 from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
 
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
-TRAINED_ALGORITHMS = ("varibad", "rl2", "oracle", "belief_oracle")
+TRAINED_ALGORITHMS = ("varibad", "varibad_original", "rl2", "oracle", "belief_oracle")
 REFERENCE_ALGORITHMS = ("bayes_optimal", "random")
 
 
@@ -141,10 +145,11 @@ class Agent:
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """What the PPO optimiser updates: actor, critic and, when re-encoded, the encoder."""
-        params = list(self.actor.parameters()) + list(self.critic.parameters())
+        # Each once: actor and critic share their input embeddings (algo.ppo.input_embed).
+        modules = [self.actor, self.critic]
         if self.reencode is not None and self.encoder is not None:
-            params += list(self.encoder.parameters())
-        return params
+            modules.append(self.encoder)
+        return unique_parameters(*modules)
 
     def to(self, device: torch.device) -> Agent:
         for module in self.modules().values():
@@ -158,7 +163,9 @@ def _action_dims(env: BAMDPEnv) -> tuple[int, bool]:
     return (spec.n if discrete else spec.shape[-1]), discrete
 
 
-def _encoder(config: Config, obs_dim: int, env: BAMDPEnv) -> BeliefEncoder:
+def _encoder(
+    config: Config, obs_dim: int, env: BAMDPEnv, done_input: bool = False
+) -> BeliefEncoder:
     enc = config.algo.encoder
     action_dim, discrete = _action_dims(env)
     return BeliefEncoder(
@@ -170,26 +177,45 @@ def _encoder(config: Config, obs_dim: int, env: BAMDPEnv) -> BeliefEncoder:
         obs_embed=enc.obs_embed,
         action_embed=enc.action_embed,
         reward_embed=enc.reward_embed,
+        done_input=done_input,
     )
 
 
-def _actor_critic(config: Config, env: BAMDPEnv, input_dim: int) -> tuple[nn.Module, nn.Module]:
+def _actor_critic(
+    config: Config, env: BAMDPEnv, state_dim: int, belief_dim: int
+) -> tuple[nn.Module, nn.Module]:
+    """PPO actor and critic on ``hyper_state = [state (state_dim), belief (belief_dim), time]``.
+
+    With ``algo.ppo.input_embed`` the state part and the belief part are each embedded first
+    (the original's policy), the time features passed through as they are.
+    """
     ppo = config.algo.ppo
     # A privileged critic also reads the true task (training only; the actor never sees it).
     critic_extra = {"task": env.observation_spec["task"].shape[-1]} if ppo.critic_task else None
+    times = TIME_FEATURES if ppo.time_features else 0
+    embeddings = None
+    if ppo.input_embed:
+        embeddings = {"state": (state_dim, ppo.input_embed)}
+        if belief_dim:
+            embeddings["belief"] = (belief_dim, ppo.input_embed)
+        if times:
+            embeddings["time"] = (times, 0)
     return make_actor_critic(
-        input_dim + (TIME_FEATURES if ppo.time_features else 0),
+        state_dim + belief_dim + times,
         env.action_spec,
         ppo.hidden,
         ppo.activation,
         normalize_input=ppo.normalize_input,
         critic_extra=critic_extra,
+        continuous_dist=ppo.policy_dist,
+        init_std=ppo.init_std,
+        input_embeddings=embeddings,
     )
 
 
 def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     algo, env_cfg = config.algo, config.env
-    encoder = _encoder(config, obs_dim, env)
+    encoder = _encoder(config, obs_dim, env, done_input=algo.encoder.done_input)
     action_dim, discrete = _action_dims(env)
     latent, dec, elbo = algo.encoder.latent_dim, algo.decoders, algo.elbo
     mse = elbo.mse_reduction
@@ -204,9 +230,20 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
             dec.reward_hidden,
             discrete_actions=discrete,
             mse_reduction=mse,
+            obs_embed=dec.reward_obs_embed,
+            action_embed=dec.reward_action_embed,
         )
     state_decoder = (
-        StateDecoder(latent, obs_dim, action_dim, dec.state_hidden, discrete, mse_reduction=mse)
+        StateDecoder(
+            latent,
+            obs_dim,
+            action_dim,
+            dec.state_hidden,
+            discrete,
+            mse_reduction=mse,
+            obs_embed=dec.state_obs_embed,
+            action_embed=dec.state_action_embed,
+        )
         if dec.state
         else None
     )
@@ -224,29 +261,40 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         kl_reduction=elbo.kl_reduction,
         task_reduction=elbo.task_reduction,
         subsample_mode=elbo.subsample_mode,
+        tbptt_steps=elbo.tbptt_steps,
     )
     policy_belief = config.policy_belief
     belief_keys = policy_belief_keys(policy_belief)
     sizes = {BELIEF_MEAN: latent, BELIEF_LOGVAR: latent, BELIEF_DECODED: env_cfg.grid_size**2}
-    actor, critic = _actor_critic(config, env, obs_dim + sum(sizes[k] for k in belief_keys))
+    done_input = algo.ppo.done_input
+    actor, critic = _actor_critic(
+        config, env, obs_dim + int(done_input), sum(sizes[k] for k in belief_keys)
+    )
 
     def reencode(tasks: TensorDictBase) -> torch.Tensor:
         # The same inputs as the online belief: the true s_{t+1}, the policy's s_t.
         mean, logvar, _ = encoder.sequence(
-            tasks["action"], tasks["next", "reward"], tasks["next", TRUE_OBSERVATION]
+            tasks["action"],
+            tasks["next", "reward"],
+            tasks["next", TRUE_OBSERVATION],
+            done=tasks["next", "episode_done"] if encoder.done_input else None,
+            detach_every=elbo.tbptt_steps,
         )
         belief = {BELIEF_MEAN: mean[:, :-1], BELIEF_LOGVAR: logvar[:, :-1]}
         if BELIEF_DECODED in belief_keys:
             # RL gradients reach the encoder through the decoder; the decoder's own parameters
             # are not PPO's (the ELBO optimiser clears their gradients before each step).
             belief[BELIEF_DECODED] = reward_decoder.probabilities(belief[BELIEF_MEAN])
-        return torch.cat([tasks["observation"], *(belief[k] for k in belief_keys)], dim=-1)
+        state = [tasks["observation"]]
+        if done_input:  # as varibad_transforms(done_input=True) lays out hyper_state
+            state.append(tasks["episode_done"].float())
+        return torch.cat([*state, *(belief[k] for k in belief_keys)], dim=-1)
 
     return Agent(
-        "varibad",
+        algo.name,
         actor,
         critic,
-        lambda: varibad_transforms(encoder, reward_decoder, policy_belief),
+        lambda: varibad_transforms(encoder, reward_decoder, policy_belief, done_input),
         encoder=encoder,
         elbo_loss=elbo_loss,
         reencode=reencode if algo.ppo.encoder_grad else None,
@@ -257,7 +305,7 @@ def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     # The GRU also reads the inner-episode done flag, appended to the observation.
     encoder = _encoder(config, obs_dim + 1, env)
     memory = RL2Memory(encoder)
-    actor, critic = _actor_critic(config, env, obs_dim + encoder.hidden_size)
+    actor, critic = _actor_critic(config, env, obs_dim, encoder.hidden_size)
 
     def reencode(tasks: TensorDictBase) -> torch.Tensor:
         return torch.cat([tasks["observation"], memory.encode_sequence(tasks)], dim=-1)
@@ -314,17 +362,17 @@ def build_agent(config: Config, env: BAMDPEnv) -> Agent:
 def _build_agent(config: Config, env: BAMDPEnv) -> Agent:
     name = config.algo.name
     obs_dim = env.observation_spec["observation"].shape[-1]
-    if name == "varibad":
+    if name in VARIBAD_ALGOS:
         return _varibad(config, env, obs_dim)
     if name == "rl2":
         return _rl2(config, env, obs_dim)
     if name == "oracle":
         task_dim = env.observation_spec["task"].shape[-1]
-        actor, critic = _actor_critic(config, env, obs_dim + task_dim)
+        actor, critic = _actor_critic(config, env, obs_dim, task_dim)
         return Agent(name, actor, critic, oracle_transforms)
     grid = config.env.grid_size
     if name == "belief_oracle":
-        actor, critic = _actor_critic(config, env, obs_dim + grid * grid)
+        actor, critic = _actor_critic(config, env, obs_dim, grid * grid)
         return Agent(name, actor, critic, lambda: exact_belief_transforms(grid))
     if name == "bayes_optimal":
         policy = BayesOptimalPolicy.from_env(env)

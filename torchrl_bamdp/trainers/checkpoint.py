@@ -55,6 +55,9 @@ ARCHITECTURE_FIELDS = (
     "algo.ppo.encoder_grad",
     "algo.ppo.time_features",
     "algo.ppo.critic_task",
+    "algo.ppo.policy_dist",
+    "algo.ppo.input_embed",
+    "algo.ppo.done_input",
     "algo.policy_belief",
 )
 
@@ -65,6 +68,15 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     "algo.ppo.time_features": False,
     "algo.ppo.critic_task": False,
     "algo.policy_belief": "latent",
+    # Options of the original's networks (algo=varibad_original), added on 2026-12-01.
+    "algo.encoder.done_input": False,
+    "algo.decoders.reward_obs_embed": 0,
+    "algo.decoders.reward_action_embed": 0,
+    "algo.decoders.state_obs_embed": 0,
+    "algo.decoders.state_action_embed": 0,
+    "algo.ppo.policy_dist": "tanh_normal",
+    "algo.ppo.input_embed": 0,
+    "algo.ppo.done_input": False,
 }
 
 _MISSING = object()
@@ -162,6 +174,9 @@ def architecture_differences(
         old, new = _leaves(saved_value, path), _leaves(_lookup(current, path), path)
         for name in sorted(old.keys() | new.keys()):
             a, b = old.get(name, _MISSING), new.get(name, _MISSING)
+            if a is _MISSING and name in LEGACY_ARCHITECTURE_VALUES:
+                # A field added to a section later (algo.encoder.done_input, ...).
+                a, legacy = LEGACY_ARCHITECTURE_VALUES[name], " (not recorded: older checkpoint)"
             if a != b:
                 show = [("missing" if v is _MISSING else repr(v)) for v in (a, b)]
                 lines.append(f"{name}: checkpoint {show[0]}{legacy}, this run {show[1]}")

@@ -39,6 +39,7 @@ from torchrl_bamdp.modules.actor_critic import (
     add_log_probs,
     find_input_normalizers,
 )
+from torchrl_bamdp.objectives.advantage import normalize_advantage
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.checkpoint import (
@@ -192,11 +193,12 @@ class Trainer:
                 entropy_coeff=ppo.entropy_coef,
                 critic_coeff=ppo.critic_coef,
                 loss_critic_type="smooth_l1",
-                normalize_advantage=ppo.normalize_advantage,
+                # Per minibatch here, or over the whole batch after GAE (algo.ppo.advantage_norm).
+                normalize_advantage=ppo.normalize_advantage and ppo.advantage_norm == "minibatch",
                 clip_value=ppo.value_clip,
             )
             self.ppo_optimizer = torch.optim.Adam(
-                self.agent.policy_parameters(), lr=ppo.lr, eps=1e-5
+                self.agent.policy_parameters(), lr=ppo.lr, eps=ppo.adam_eps
             )
             if ppo.normalize_reward:
                 self.return_scaler = ReturnScaler(ppo.gamma).to(self.device)
@@ -301,6 +303,8 @@ class Trainer:
             batch.set(("next", "reward"), self.return_scaler.scale(reward))
         with torch.no_grad():
             self.gae(batch)
+            if ppo.normalize_advantage and ppo.advantage_norm == "batch":
+                normalize_advantage(batch)  # the original: over every env and step at once
         sums: dict[str, float] = {}
         count = 0
         for _ in range(ppo.epochs):
@@ -381,6 +385,8 @@ class Trainer:
         """``updates_per_iteration`` ELBO steps on trajectories sampled from the buffer."""
         elbo = self.config.algo.elbo
         if self.elbo_optimizer is None or len(self.buffer) == 0 or elbo.updates_per_iteration == 0:
+            return {}
+        if self.frames < elbo.precollect_frames:  # the original waits for 5000 frames first
             return {}
         weights = {
             "loss_reward": elbo.reward_weight,

@@ -9,7 +9,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.data import Composite, Unbounded
-from torchrl.envs.transforms import CatTensors, Compose, Transform
+from torchrl.envs.transforms import CatTensors, Compose, DTypeCastTransform, Transform
 
 from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules.encoder import BeliefEncoder
@@ -323,24 +323,48 @@ def policy_belief_keys(policy_belief: str) -> list[NestedKey]:
     return layouts[policy_belief]
 
 
+#: A float copy of the root ``episode_done`` flag, for a hyper-state that holds it.
+EPISODE_DONE_INPUT = "episode_done_input"
+
+
 def varibad_transforms(
-    encoder: BeliefEncoder, decoder: nn.Module | None = None, policy_belief: str = "latent"
+    encoder: BeliefEncoder,
+    decoder: nn.Module | None = None,
+    policy_belief: str = "latent",
+    done_input: bool = False,
 ) -> Compose:
     """Belief transform followed by the hyper-state concatenation, ready for ``TransformedEnv``.
 
     ``policy_belief`` picks the belief part of ``hyper_state``: ``"latent"`` (the original:
     mean and log-variance), ``"decoded"`` (``decoder``'s per-cell goal probabilities, see
-    :class:`DecodedBelief`) or ``"latent+decoded"`` (both).
+    :class:`DecodedBelief`) or ``"latent+decoded"`` (both). With ``done_input`` the
+    inner-episode-done flag (1.0 at the start state of every inner episode but the first)
+    follows the observation, as the original's ``add_done_info`` appends it to the state:
+    ``hyper_state = [observation, done, belief]``.
 
     Examples
     --------
     >>> enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
-    >>> len(varibad_transforms(enc))
-    2
+    >>> len(varibad_transforms(enc)), len(varibad_transforms(enc, done_input=True))
+    (2, 3)
     """
     keys = policy_belief_keys(policy_belief)
-    if BELIEF_DECODED not in keys:
-        return Compose(VariationalBelief(encoder), hyper_state_transform(keys))
-    if decoder is None:
-        raise ValueError(f"policy_belief={policy_belief!r} needs the decoder")
-    return Compose(VariationalBelief(encoder), DecodedBelief(decoder), hyper_state_transform(keys))
+    parts: list[Transform] = [VariationalBelief(encoder)]
+    if BELIEF_DECODED in keys:
+        if decoder is None:
+            raise ValueError(f"policy_belief={policy_belief!r} needs the decoder")
+        parts.append(DecodedBelief(decoder))
+    if done_input:
+        parts.append(
+            DTypeCastTransform(
+                torch.bool,
+                torch.float32,
+                in_keys=["episode_done"],
+                out_keys=[EPISODE_DONE_INPUT],
+                in_keys_inv=[],
+                out_keys_inv=[],
+            )
+        )
+        keys = [EPISODE_DONE_INPUT, *keys]
+    parts.append(hyper_state_transform(keys))
+    return Compose(*parts)

@@ -5,52 +5,36 @@ A user's task env gets the same clear rejection GridNavi gives, before its own s
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
+from torchrl.data import Bounded, OneHot
 from torchrl.envs.utils import check_env_specs
 
-from torchrl_bamdp.envs import BAMDPEnv, TaskEnv
+from torchrl_bamdp.envs import BAMDPEnv
 from torchrl_bamdp.envs.action_check import ActionCheck
 
 NUM_ENVS = 4
 
 
-class LineEnv(TaskEnv):
+def _walk_env_class():
+    """The benchmark's pure-torch WalkEnv (one task env for both, not two copies)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "action_check_cost.py"
+    spec = importlib.util.spec_from_file_location("action_check_cost_for_tests", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.WalkEnv
+
+
+class LineEnv(_walk_env_class()):
     """A user's task env as a user writes it: its step code trusts the action's shape."""
 
     def __init__(self, num_envs: int = NUM_ENVS) -> None:
-        super().__init__(device="cpu", batch_size=torch.Size([num_envs]))
-        shape = self.batch_size
-        self._position = torch.zeros(num_envs)
-        self._goal = torch.zeros(num_envs)
-        flag = Categorical(2, shape=(*shape, 1), dtype=torch.bool)
-        self.observation_spec = Composite(
-            observation=Unbounded(shape=(*shape, 1)), task=Unbounded(shape=(*shape, 1)), shape=shape
-        )
-        self.action_spec = Categorical(3, shape=shape)
-        self.reward_spec = Unbounded(shape=(*shape, 1))
-        self.done_spec = Composite(done=flag, terminated=flag.clone(), shape=shape)
+        super().__init__(num_envs)
         self.steps = 0
-
-    @property
-    def task_dim(self) -> int:
-        return 1
-
-    def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return torch.randint(-3, 4, (num, 1), generator=generator).float()
-
-    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDictBase:
-        mask, task = self._reset_mask_and_task(tensordict)
-        mask = torch.ones(self.batch_size, dtype=torch.bool) if mask is None else mask
-        self._position[mask] = 0
-        if task is not None:
-            self._goal[mask] = task.reshape(-1)[mask]
-        done = torch.zeros(*self.batch_size, 1, dtype=torch.bool)
-        return self._task_output(self._position.view(-1, 1).clone(), self._goal.view(-1, 1), done)
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         self.steps += 1

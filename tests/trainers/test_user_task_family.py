@@ -148,3 +148,21 @@ def test_cli_custom_env_without_a_factory_says_what_to_set(tmp_path):
     assert "env.name='custom' is not a registered task family" in proc.stderr
     assert "env.factory='package.module:function'" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_build_agent_checks_the_config_against_the_env(windy):
+    from torchrl_bamdp.envs import make_env
+    from torchrl_bamdp.trainers import build_agent
+
+    env = make_env("windy", num_envs=2, episode_length=8, episodes_per_task=2)
+    ok = load_config({"env": {"name": "windy", **ENV}})
+    assert build_agent(ok, env).name == "varibad"
+    with pytest.raises(ConfigError, match="config.env.episode_length=15 but the env has 8"):
+        build_agent(load_config({"env": {"name": "windy", "episodes_per_task": 2}}), env)
+    # the default config (GridNavi's) on a user env: it would pick the per-cell decoder
+    grid = load_config({"env": {"episode_length": 8, "episodes_per_task": 2}})
+    with pytest.raises(ConfigError) as err:
+        build_agent(grid, env)
+    assert "needs a GridNavi task env" in str(err.value) and "WindyGridEnv" in str(err.value)
+    with pytest.raises(ConfigError, match="build_agent needs a BAMDPEnv"):
+        build_agent(ok, env.task_env)

@@ -32,7 +32,7 @@ from torchrl.envs import TransformedEnv
 from torchrl.envs.transforms import Compose, Transform
 from torchrl.modules import ProbabilisticActor
 
-from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config
+from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
 from torchrl_bamdp.envs import BAMDPEnv
 from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules import (
@@ -339,6 +339,55 @@ def _time_aware(agent: Agent, config: Config) -> Agent:
     )
 
 
+def check_config_against_env(config: Config, env: BAMDPEnv) -> None:
+    """Refuse a config that does not describe ``env``, naming the field and both values.
+
+    The agent is sized from the env (observation, action and task dims), but what the config
+    says about the env must hold too: the BAMDP horizon (the time features and the trajectory
+    buffer are laid out by it) and, for the per-cell reward decoder and the exact GridNavi
+    belief, that the task env is a GridNavi grid of ``env.grid_size``.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> env = make_env(num_envs=2, episodes_per_task=2)
+    >>> try:
+    ...     check_config_against_env(load_config({}), env)
+    ... except ConfigError as err:
+    ...     print(str(err).split(";")[0])
+    config.env.episodes_per_task=4 but the env has 2 inner episodes per task
+    """
+    for name, what in (
+        ("episode_length", "steps per inner episode"),
+        ("episodes_per_task", "inner episodes per task"),
+    ):
+        have = getattr(env, name, None)
+        if have is None:
+            raise ConfigError(
+                f"build_agent needs a BAMDPEnv (with {name}); got a {type(env).__name__}"
+            )
+        want = getattr(config.env, name)
+        if have != want:
+            raise ConfigError(
+                f"config.env.{name}={want} but the env has {have} {what}; build the env from "
+                "the config (make_env_from_config) or set the field to the env's value"
+            )
+    grid = getattr(env.task_env, "grid_size", None)
+    needs_grid = []
+    if config.algo.name in VARIBAD_ALGOS and config.reward_decoder == "grid_cells":
+        needs_grid.append("algo.decoders.reward='grid_cells' (auto on GridNavi)")
+    if config.algo.name in ("belief_oracle", "bayes_optimal"):
+        needs_grid.append(f"algo.name={config.algo.name!r}")
+    if needs_grid and grid != config.env.grid_size:
+        raise ConfigError(
+            f"{needs_grid[0]} needs a GridNavi task env of config.env.grid_size="
+            f"{config.env.grid_size}; this env's task env is a {type(env.task_env).__name__}"
+            + (f" of grid_size={grid}" if grid is not None else "")
+            + "; use algo.decoders.reward=mse for another task family"
+        )
+
+
 def build_agent(config: Config, env: BAMDPEnv) -> Agent:
     """Build the agent of ``config.algo.name`` for ``env`` (an untransformed BAMDP env).
 
@@ -353,6 +402,7 @@ def build_agent(config: Config, env: BAMDPEnv) -> Agent:
     >>> build_agent(load_config({"algo": {"name": "bayes_optimal"}}), env).trains_policy
     False
     """
+    check_config_against_env(config, env)
     agent = _build_agent(config, env)
     if agent.trains_policy and config.algo.ppo.time_features:
         return _time_aware(agent, config)

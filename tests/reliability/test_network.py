@@ -103,7 +103,9 @@ def online_run(tmp_path: Path, base_url: str, **env_extra: str):
 def check_fell_back_offline(proc, seconds: float, run_dir: Path) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert seconds < BOUND_S, f"took {seconds:.0f} s\n{out}"
+    # No wall-clock bound here (a loaded machine must not fail the suite): each test asserts
+    # the reason the logger gave up, which shows what bounded the wait (the 5 s probe, or the
+    # init timeout), and the subprocess timeout (BOUND_S + 60) still catches a real hang.
     assert FALLBACK in proc.stderr, out
     assert "wandb sync" in proc.stderr
     assert f"{240 * ITERATIONS} frames" in proc.stdout

@@ -224,3 +224,6 @@ _SHIPPED = (
 )
 for _name, _path, _description in _SHIPPED:
     register_task_family(_name, _path, description=_description)
+
+#: The names of the shipped task families, in order (the config schema's ``ENV_NAMES``).
+SHIPPED_TASK_FAMILIES = tuple(name for name, _, _ in _SHIPPED)

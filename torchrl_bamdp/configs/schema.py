@@ -19,7 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchrl_bamdp.registry import FACTORY_PATH, load_factory, task_family_names
+from torchrl_bamdp.registry import (
+    FACTORY_PATH,
+    SHIPPED_TASK_FAMILIES,
+    load_factory,
+    task_family_names,
+)
 
 
 class ConfigError(ValueError):
@@ -46,7 +51,8 @@ MUJOCO_ENV_NAMES = (
     "walker_rand_params",
     "humanoid_dir",
 )
-ENV_NAMES = ("gridworld", "point_robot_sparse", "point_robot_dense", *MUJOCO_ENV_NAMES)
+#: The shipped task families (one list: the registry's, which registers them).
+ENV_NAMES = SHIPPED_TASK_FAMILIES
 ALGO_NAMES = (
     "varibad",
     "varibad_original",

@@ -234,14 +234,9 @@ class Trainer:
         # architecture must not overwrite the config.json that matches the checkpoint.
         if self.checkpoint_path.exists():
             self.load_checkpoint(self.checkpoint_path)
-            total = config.train.total_frames
-            if refuse_finished and self.frames >= total and self.agent.trains_policy:
-                raise NothingToTrainError(
-                    f"nothing to train: {self.run_dir} has trained {self.frames} frames already, "
-                    f"train.total_frames={total}; resume with a larger train.total_frames (e.g. "
-                    f"resume={self.run_dir} train.total_frames={2 * self.frames}) to continue, "
-                    "or use bamdp-eval to evaluate it"
-                )
+            finished = self._nothing_to_train()
+            if refuse_finished and finished is not None:
+                raise NothingToTrainError(finished)
         self._write_run_files()
         self.logger = MetricsLogger(self.run_dir, config)
         # Whatever a killed process logged after its last checkpoint (or before its first one:
@@ -462,14 +457,9 @@ class Trainer:
             raise RuntimeError("this Trainer was opened read_only (evaluation); it cannot train")
         cfg = self.config
         remaining = cfg.train.total_frames - self.frames
-        if remaining <= 0 and self.frames > 0 and self.agent.trains_policy:
-            print(
-                f"bamdp: nothing to train: {self.run_dir} has trained {self.frames} frames, "
-                f"train.total_frames={cfg.train.total_frames}; set a larger "
-                "train.total_frames to continue",
-                file=sys.stderr,
-                flush=True,
-            )
+        finished = self._nothing_to_train()
+        if finished is not None:
+            print(f"bamdp: {finished}", file=sys.stderr, flush=True)
         if remaining > 0 and self.agent.trains_policy:
             self._train_frames(remaining)
         if self.last_eval is None or self.last_eval.get("frames") != self.frames:
@@ -479,6 +469,18 @@ class Trainer:
             self.write_figures()
         self.logger.close()
         return {"frames": self.frames, "iterations": self.iteration, "eval": self.last_eval}
+
+    def _nothing_to_train(self) -> str | None:
+        """Why a resumed run has nothing left to train (``None`` when it has)."""
+        total = self.config.train.total_frames
+        if self.frames == 0 or self.frames < total or not self.agent.trains_policy:
+            return None
+        return (
+            f"nothing to train: {self.run_dir} has trained {self.frames} frames already, "
+            f"train.total_frames={total}; resume with a larger train.total_frames (e.g. "
+            f"resume={self.run_dir} train.total_frames={2 * self.frames}) to continue, "
+            "or use bamdp-eval to evaluate it"
+        )
 
     def _train_frames(self, remaining: int) -> None:
         cfg = self.config

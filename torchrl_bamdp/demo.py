@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         GridNaviSpec(episode_length=config.env.episode_length, episodes_per_task=episodes)
     )
     rows = {
-        "VariBAD (ours)": result["eval"]["mean"],
+        "VariBAD (ours; critic reads the true task, policy the decoded belief)": result["eval"][
+            "mean"
+        ],
         "random policy": trainer.evaluate(
             policy=uniform_random_policy(trainer.env.action_spec.n)
         ).mean,

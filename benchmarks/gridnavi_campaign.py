@@ -1,0 +1,212 @@
+"""GridNavi campaign of issue 17: the faithful agent, ours, and ours with GridNavi's extras.
+
+Three variants at one frame budget (default 8M frames), several seeds each, every run resumable:
+
+- ``varibad_original``: ``algo=varibad_original``, the official implementation's configuration;
+- ``varibad``: our ``algo=varibad`` without the two extras that read GridNavi's task structure
+  (``algo.ppo.critic_task=false``: no privileged critic; ``algo.policy_belief=latent``: the
+  policy reads the belief's (mean, logvar), not the per-cell decoded goal probabilities);
+- ``varibad+extras``: our default GridNavi configuration, with both extras.
+
+For each run the *final* greedy policy (what a user gets; no best-checkpoint selection) is
+meta-tested on 210 stratified test tasks (every goal 10 times: with a greedy policy in a
+deterministic env that is the exact expectation over the goal prior) and compared, episode by
+episode, with the exact Bayes-optimal returns (dynamic programming,
+``torchrl_bamdp.policies.BayesOptimalGridNavi``). A run is "within 1%" when every one of
+episodes 1-4 is at least 99% of the Bayes-optimal return of that episode.
+
+The campaign is resumable and splits across sessions: each (variant, seed) trains in
+``<runs-root>/<variant>/seed<k>`` (checkpoints every ``train.checkpoint_interval`` iterations;
+a killed run resumes from its last one) and writes ``<out-dir>/<variant>_seed<k>.json`` when
+done; finished pairs are skipped. ``--max-minutes`` bounds one invocation (the run in progress
+checkpoints and stops; the next invocation continues it). Runs go one at a time, interleaved by
+seed (seed 0 of every variant first), so an interrupted campaign has comparable seeds::
+
+    .venv/bin/python benchmarks/gridnavi_campaign.py --seeds 0 1 2 3 4 --max-minutes 150
+    .venv/bin/python benchmarks/gridnavi_campaign.py --summary   # the table of what is done
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+from torchrl_bamdp.cli import compose_config, resolve_run
+from torchrl_bamdp.configs import config_to_dict
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
+from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.trainer import environment_info
+from torchrl_bamdp.utils import write_result_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+VARIANTS: dict[str, list[str]] = {
+    "varibad_original": ["algo=varibad_original"],
+    "varibad": ["algo=varibad", "algo.ppo.critic_task=false", "algo.policy_belief=latent"],
+    "varibad+extras": ["algo=varibad"],
+}
+WITHIN = 0.01  # a run is "within 1%" of Bayes-optimal in every episode
+
+
+def bayes_optimal_returns(config) -> list[float]:
+    spec = GridNaviSpec(
+        grid_size=config.env.grid_size,
+        episode_length=config.env.episode_length,
+        episodes_per_task=config.env.episodes_per_task,
+    )
+    return BayesOptimalGridNavi(spec).expected_returns()
+
+
+def learning_curve(run_dir: Path) -> list[dict]:
+    """Every meta-test of the run (``eval.jsonl``): frames and per-episode mean returns."""
+    path = run_dir / "eval.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"frames": r["frames"], "mean": [round(m, 3) for m in r["mean"]]} for r in rows]
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) -> dict | None:
+    """Train (or continue) one run; its result once its frame budget is reached, else None."""
+    run_dir = Path(args.runs_root) / variant / f"seed{seed}"
+    minutes = max(1.0, (deadline - time.time()) / 60)
+    train = [
+        f"train.total_frames={args.frames}",
+        f"train.max_minutes={minutes:.1f}",
+        "train.progress_bar=false",
+        "train.figures=false",
+    ]
+    if (run_dir / "config.json").exists():
+        config, _ = resolve_run({"resume": str(run_dir)}, train)
+    else:
+        overrides = [*VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}", *train]
+        config, _ = resolve_run(config_to_dict(compose_config(overrides)), [])
+    print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: {run_dir}", flush=True)
+    trainer = Trainer(config, run_dir)
+    result = trainer.train()
+    if result["frames"] < args.frames:
+        print(f"  stopped at {result['frames']:,} frames (time); resumes next invocation")
+        return None
+    evaluation = result["eval"]
+    bayes = bayes_optimal_returns(config)
+    ratios = [m / b for m, b in zip(evaluation["mean"], bayes, strict=True)]
+    return {
+        "benchmark": "gridnavi_campaign",
+        "variant": variant,
+        "overrides": VARIANTS[variant],
+        "seed": seed,
+        "frames": result["frames"],
+        "train_seconds": round(trainer.train_seconds, 1),
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": environment_info(seed),
+        "eval_tasks": evaluation["num_tasks"],
+        "mean": evaluation["mean"],
+        "stderr": evaluation["stderr"],
+        "bayes_optimal": bayes,
+        "ratio_to_bayes_optimal": ratios,
+        "within_1pct_every_episode": all(r >= 1 - WITHIN for r in ratios),
+        "learning_curve": learning_curve(run_dir),
+        "config": config_to_dict(config),
+    }
+
+
+def summary(out_dir: Path) -> dict:
+    runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*_seed*.json"))]
+    table = {}
+    for variant in VARIANTS:
+        mine = sorted((r for r in runs if r["variant"] == variant), key=lambda r: r["seed"])
+        if not mine:
+            continue
+        episodes = len(mine[0]["mean"])
+        table[variant] = {
+            "seeds": [r["seed"] for r in mine],
+            "mean": [statistics.fmean(r["mean"][k] for r in mine) for k in range(episodes)],
+            "per_seed": {r["seed"]: [round(m, 3) for m in r["mean"]] for r in mine},
+            "within_1pct": sum(r["within_1pct_every_episode"] for r in mine),
+            "train_minutes_median": statistics.median(r["train_seconds"] for r in mine) / 60,
+        }
+    return {"bayes_optimal": runs[0]["bayes_optimal"] if runs else None, "variants": table}
+
+
+def print_summary(report: dict) -> None:
+    if not report["variants"]:
+        print("no finished runs yet")
+        return
+    bayes = ", ".join(f"{b:.2f}" for b in report["bayes_optimal"])
+    print(f"\nGridNavi, final greedy policies; Bayes-optimal per episode: [{bayes}]")
+    print(
+        "| variant | seeds | mean return per episode | within 1% every episode | "
+        "train minutes (median) |"
+    )
+    print("|---|---|---|---|---|")
+    for variant, row in report["variants"].items():
+        mean = ", ".join(f"{m:.2f}" for m in row["mean"])
+        print(
+            f"| {variant} | {len(row['seeds'])} | [{mean}] | "
+            f"{row['within_1pct']} of {len(row['seeds'])} | {row['train_minutes_median']:.1f} |"
+        )
+    for variant, row in report["variants"].items():
+        for seed, mean in row["per_seed"].items():
+            print(f"  {variant} seed {seed}: {mean}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--frames", type=int, default=8_000_000)
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=600.0,
+        help="wall-clock bound of this invocation (resume with the same command)",
+    )
+    parser.add_argument("--runs-root", default="runs/gridnavi_campaign")
+    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/gridnavi_campaign"))
+    parser.add_argument("--summary", action="store_true", help="only print the finished runs")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + 60 * args.max_minutes
+    if not args.summary:
+        for seed in args.seeds:
+            for variant in args.variants:
+                out = out_dir / f"{variant}_seed{seed}.json"
+                if out.exists():
+                    continue
+                if time.time() > deadline - 60:
+                    break
+                result = run_one(variant, seed, args, deadline)
+                if result is not None:
+                    write_result_json(out, result)
+                    print(f"  wrote {out}: {[round(m, 3) for m in result['mean']]}", flush=True)
+    report = summary(out_dir)
+    write_result_json(out_dir / "summary.json", report)
+    print_summary(report)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torchrl_bamdp.configs.compose import CONFIG_DIR, compose_dict, config_group_options
 from torchrl_bamdp.configs.schema import (
     Config,
     ConfigError,
@@ -16,8 +17,6 @@ from torchrl_bamdp.configs.schema import (
     read_config_file,
     read_run_config,
 )
-
-CONFIG_DIR = str(Path(__file__).parent / "configs")
 
 #: Exit codes of the console scripts besides 0: bad input (configuration, arguments, checkpoint)
 #: and a run stopped by NaN/inf (``train.on_nonfinite``).
@@ -45,31 +44,7 @@ def compose_config(overrides: list[str] | None = None) -> Config:
     >>> compose_config(["env.num_envs=32"]).env.num_envs
     32
     """
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        cfg = compose(config_name="config", overrides=list(overrides or []))
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("hydra", None)
-    return load_config(data)
-
-
-def config_group_options(group: str) -> list[str]:
-    """The selectable options of a config group (``env``, ``algo``, ``logger``, ``tuning``).
-
-    Files whose name starts with ``_`` are partials shared by the others (``algo/_ppo.yaml``):
-    they are not options.
-
-    Examples
-    --------
-    >>> config_group_options("logger")
-    ['csv', 'wandb']
-    >>> "_ppo" in config_group_options("algo")
-    False
-    """
-    folder = Path(CONFIG_DIR) / group
-    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+    return load_config(compose_dict(overrides))
 
 
 #: Config entries that are open mappings (any key): a new key needs Hydra's ``+`` form.
@@ -154,12 +129,7 @@ def check_overrides(overrides: list[str]) -> None:
     ]
     if not changes:
         return
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        composed = OmegaConf.to_container(compose(config_name="config", overrides=groups))
-    composed.pop("hydra", None)
+    composed = compose_dict(groups)
     known = _dotted_keys(composed)
     for override in changes:
         key = override.key_or_group

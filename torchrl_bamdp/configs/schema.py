@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchrl_bamdp.configs.compose import composed_defaults, merge_onto
 from torchrl_bamdp.registry import (
     FACTORY_PATH,
     SHIPPED_TASK_FAMILIES,
@@ -804,6 +805,10 @@ def _validate_tree(obj: Any, path: str) -> None:
 def load_config(data: Mapping[str, Any] | None = None) -> Config:
     """Build and fully validate a :class:`Config` from a plain mapping (e.g. a Hydra config).
 
+    The mapping is laid onto the composition ``bamdp-train`` makes for the algorithm and task
+    family it names (``algo.name``, ``env.name``; GridNavi and varibad when absent), so Python
+    and the command line agree on every default, per-family tuning included.
+
     Examples
     --------
     >>> cfg = load_config({"env": {"num_envs": 8}})
@@ -816,7 +821,10 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
 'num_envs'? (valid keys: bamdp_end, episode_length, episodes_per_task, factory, grid_size, \
 kwargs, name, num_envs, workers)
     """
-    config = _build(Config, dict(data or {}), "config")
+    data = dict(data or {})
+    # The same composition as `bamdp-train algo=<algo.name> env=<env.name>` (one source of
+    # defaults: configs/compose.py), with the mapping on top.
+    config = _build(Config, merge_onto(composed_defaults(data), data), "config")
     _validate_tree(config, "config")
     config.validate()
     return config

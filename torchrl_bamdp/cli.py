@@ -170,7 +170,7 @@ def _apply_overrides(base: dict[str, Any], overrides: list[str]) -> dict[str, An
                     "drop the override or start a new run_dir"
                 )
             continue
-        if key == "tuning":
+        if key in ("tuning", "tuning_algo"):
             continue
         if key == "logger":
             if value not in config_group_options("logger"):

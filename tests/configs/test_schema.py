@@ -14,6 +14,7 @@ from torchrl_bamdp.configs import Config, ConfigError, config_to_dict, load_conf
 from torchrl_bamdp.configs.schema import (
     ACTIVATIONS,
     ENV_NAMES,
+    GRIDWORLD_ONLY_ALGOS,
     LOGGER_BACKENDS,
     REWARD_DECODERS,
     WANDB_MODES,
@@ -349,8 +350,23 @@ def _group_options() -> list[tuple[str, str]]:
     # env/custom.yaml is the template of a task family of your own: it needs env.factory
     # (tests/trainers/test_user_task_family.py trains one through it).
     # original/ holds algo=varibad_original's per-family values, chosen by ${algo}_${env}
-    # (tests/configs/test_varibad_original.py checks them), not options a user selects.
-    return [o for o in options if o != ("env", "custom") and o[0] != "original"]
+    # (tests/configs/test_varibad_original.py checks them), and tuning_algo/ one algorithm's
+    # values on one family, chosen the same way: not options a user selects.
+    return [
+        o for o in options if o != ("env", "custom") and o[0] not in ("original", "tuning_algo")
+    ]
+
+
+#: A family without a tuning file of its own: the algorithm files' generic defaults apply as is.
+GENERIC_ENV = ["env=custom", "env.factory=tests.user_families.windy_grid:make_env"]
+
+
+def _untuned(algo: str) -> list[str]:
+    """Overrides composing ``algo`` with its own file's values only: on a family without tuning,
+    or, for the GridNavi-only algorithms, on GridNavi with its tuning left out."""
+    if algo in GRIDWORLD_ONLY_ALGOS:
+        return [f"algo={algo}", "~tuning"]
+    return [f"algo={algo}", *GENERIC_ENV]
 
 
 def test_config_dir_has_expected_groups():
@@ -375,7 +391,8 @@ def test_top_level_yaml_composes_to_defaults():
 
 @pytest.mark.parametrize(("group", "option"), [g for g in _group_options() if g[0] != "tuning"])
 def test_every_yaml_composes_and_validates(group, option):
-    data = _compose([f"{group}={option}"])
+    # The algorithm files' values are checked on a family without tuning (which would win).
+    data = _compose(_untuned(option) if group == "algo" else [f"{group}={option}"])
     cfg = load_config(data)
     yaml_values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"))
     assert yaml_values, f"{group}/{option}.yaml is empty"
@@ -396,7 +413,7 @@ def test_every_yaml_composes_and_validates(group, option):
     "option", [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
 )
 def test_every_algo_shares_the_ppo_settings(option):
-    cfg = load_config(_compose([f"algo={option}"]))
+    cfg = load_config(_compose(_untuned(option)))
     assert cfg.algo.name == option
     shared = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "algo" / "_ppo.yaml"))["ppo"]
     overridden = {"encoder_grad"} if option == "rl2" else set()
@@ -566,8 +583,21 @@ def _tuning_values(env: str) -> dict:
     return OmegaConf.to_container(OmegaConf.merge(merged, values))
 
 
-def test_every_continuous_family_has_a_tuning_and_only_envs_do():
-    assert set(TUNED_ENVS) == set(ENV_NAMES) - {"gridworld"}
+def test_every_shipped_family_has_a_tuning_and_only_envs_do():
+    """The algorithm files hold generic defaults; what a shipped family was tuned to is in its
+    tuning file (GridNavi's too), so a family of your own gets none of it."""
+    assert set(TUNED_ENVS) == set(ENV_NAMES)
+
+
+def test_algorithm_specific_tuning_applies_to_that_algorithm_only():
+    varibad = load_config(_compose(["algo=varibad"])).algo.encoder
+    rl2 = load_config(_compose(["algo=rl2"])).algo.encoder
+    assert varibad.action_embed == 0  # tuning_algo/varibad_gridworld.yaml
+    assert rl2.action_embed == 8  # algo/rl2.yaml: RL2 sees its previous action
+    generic = load_config(_compose(["algo=varibad", *GENERIC_ENV]))
+    assert generic.algo.encoder.action_embed == 8
+    assert not generic.algo.ppo.critic_task and not generic.algo.ppo.time_features
+    assert generic.algo.ppo.entropy_coef_final is None
 
 
 @pytest.mark.parametrize("env", TUNED_ENVS)
@@ -601,7 +631,7 @@ def test_tuning_holds_the_original_cheetah_vel_settings():
     assert (algo.elbo.elbo_subsample, algo.elbo.decode_subsample) == (50, 50)
 
 
-def test_command_line_beats_tuning_and_gridworld_has_none():
+def test_command_line_beats_tuning():
     cfg = load_config(_compose(["env=cheetah_vel", "algo.ppo.lr=0.01", "train.eval_tasks=8"]))
     assert cfg.algo.ppo.lr == 0.01 and cfg.train.eval_tasks == 8
     assert cfg.algo.ppo.epochs == 10  # the rest of the tuning still applies

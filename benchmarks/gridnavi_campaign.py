@@ -15,6 +15,8 @@ episode, with the exact Bayes-optimal returns (dynamic programming,
 ``torchrl_bamdp.policies.BayesOptimalGridNavi``). A run is "within 1%" when every one of
 episodes 1-4 is at least 99% of the Bayes-optimal return of that episode.
 
+Every run is meta-tested every ~100k frames (``EVAL_FRAMES``; the same for 16 and 64 envs).
+
 The campaign is resumable and splits across sessions: each (variant, seed) trains in
 ``<runs-root>/<variant>/seed<k>`` (checkpoints every ``train.checkpoint_interval`` iterations;
 a killed run resumes from its last one) and writes ``<out-dir>/<variant>_seed<k>.json`` when
@@ -52,6 +54,7 @@ VARIANTS: dict[str, list[str]] = {
     "varibad+extras": ["algo=varibad"],
 }
 WITHIN = 0.01  # a run is "within 1%" of Bayes-optimal in every episode
+EVAL_FRAMES = 100_000
 
 
 def bayes_optimal_returns(config) -> list[float]:
@@ -97,6 +100,9 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
     else:
         overrides = [*VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}", *train]
         config, _ = resolve_run(config_to_dict(compose_config(overrides)), [])
+    # Meta-test every ~EVAL_FRAMES frames whatever the batch size (16 or 64 envs), so that every
+    # variant spends the same on evaluation and its learning curve has the same resolution.
+    config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
     print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: {run_dir}", flush=True)
     trainer = Trainer(config, run_dir)
     result = trainer.train()

@@ -30,9 +30,16 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+#: The reward decoders a family can declare (``algo.decoders.reward=auto`` picks its own).
+REWARD_DECODER_KINDS = ("mse", "grid_cells")
+#: Env config fields a shipped family may declare as its own options.
+FAMILY_OPTIONS = ("grid_size", "workers")
+#: Family-specific figures (``belief_heatmap``: the GridNavi belief rollout, Fig 3a/3b).
+FAMILY_FIGURES = ("belief_heatmap",)
 
 #: ``package.module:function`` (the form ``env.factory`` and the registry accept).
 FACTORY_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
@@ -51,6 +58,19 @@ class TaskFamily:
         ``"package.module:function"`` (loaded on first use).
     description : str
         One line for listings.
+    reward_decoder : str
+        The ELBO's reward decoder that suits its rewards, what ``algo.decoders.reward=auto``
+        picks: ``mse`` (Gaussian, any reward) or ``grid_cells`` (a Bernoulli "the goal is here"
+        per cell: binary goal rewards on a grid, the belief heatmap).
+    finite_tasks : int or callable, optional
+        The size of its task set when tasks are drawn uniformly from a finite one (then
+        meta-tests are stratified by default), or ``finite_tasks(env_config)`` computing it from
+        the env settings; ``None`` for a continuous task distribution.
+    options : tuple of str
+        The env config fields that are its own options besides the BAMDP horizon (``grid_size``,
+        ``workers``); the others must stay at their defaults.
+    figures : tuple of str
+        The family-specific figures it supports (``belief_heatmap``: GridNavi's Fig 3a/3b).
 
     Examples
     --------
@@ -62,6 +82,25 @@ class TaskFamily:
     name: str
     factory: Callable[..., Any] | str
     description: str = ""
+    reward_decoder: str = "mse"
+    finite_tasks: int | Callable[[Mapping[str, Any]], int] | None = None
+    options: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+
+    def num_tasks(self, env_config: Mapping[str, Any]) -> int | None:
+        """How many tasks its finite uniform task set holds for these env settings (``None``:
+        the tasks come from a continuous distribution).
+
+        Examples
+        --------
+        >>> get_task_family("gridworld").num_tasks({"grid_size": 5})
+        21
+        >>> get_task_family("cheetah_vel").num_tasks({}) is None
+        True
+        """
+        if callable(self.finite_tasks):
+            return int(self.finite_tasks(env_config))
+        return self.finite_tasks
 
     @property
     def factory_path(self) -> str | None:
@@ -118,8 +157,17 @@ def register_task_family(
     factory: Callable[..., Any] | str,
     description: str = "",
     replace: bool = False,
+    *,
+    reward_decoder: str = "mse",
+    finite_tasks: int | Callable[[Mapping[str, Any]], int] | None = None,
+    options: tuple[str, ...] = (),
+    figures: tuple[str, ...] = (),
 ) -> TaskFamily:
     """Register a task family under ``name`` (the call the shipped families use too).
+
+    What the family *is* is declared here, never inferred from its name: the reward decoder
+    that suits it, whether its task set is finite, its own config options and figures (see
+    :class:`TaskFamily`).
 
     Parameters
     ----------
@@ -132,6 +180,8 @@ def register_task_family(
         One line for listings.
     replace : bool
         Allow replacing a family of the same name (otherwise that is an error).
+    reward_decoder, finite_tasks, options, figures
+        Its declared traits (:class:`TaskFamily`).
 
     Examples
     --------
@@ -162,7 +212,37 @@ def register_task_family(
         raise ValueError(f"factory of task family {name!r} must be callable (got {factory!r})")
     if name in _FAMILIES and not replace:
         raise ValueError(f"task family {name!r} is registered already; pass replace=True")
-    family = TaskFamily(name, factory, description)
+    if reward_decoder not in REWARD_DECODER_KINDS:
+        raise ValueError(
+            f"reward_decoder of task family {name!r} must be one of {REWARD_DECODER_KINDS} "
+            f"(got {reward_decoder!r})"
+        )
+    unknown = sorted(set(options) - set(FAMILY_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"options of task family {name!r} must be among {FAMILY_OPTIONS} (got {unknown}); "
+            "a family of your own takes its options as env.kwargs"
+        )
+    unknown = sorted(set(figures) - set(FAMILY_FIGURES))
+    if unknown:
+        raise ValueError(
+            f"figures of task family {name!r} must be among {FAMILY_FIGURES} (got {unknown})"
+        )
+    countable = isinstance(finite_tasks, int) and not isinstance(finite_tasks, bool)
+    if not (finite_tasks is None or callable(finite_tasks) or (countable and finite_tasks >= 1)):
+        raise ValueError(
+            f"finite_tasks of task family {name!r} must be a positive int, a callable or None "
+            f"(got {finite_tasks!r})"
+        )
+    family = TaskFamily(
+        name,
+        factory,
+        description,
+        reward_decoder=reward_decoder,
+        finite_tasks=finite_tasks,
+        options=tuple(options),
+        figures=tuple(figures),
+    )
     _FAMILIES[name] = family
     return family
 
@@ -199,31 +279,75 @@ def get_task_family(name: str) -> TaskFamily:
 
 
 # -- the shipped families, registered the way a user registers theirs ---------------------------
-_SHIPPED = (
-    ("gridworld", "torchrl_bamdp.envs.gridworld:GridNaviEnv", "GridNavi: unknown goal cell"),
+def _grid_goals(env_config: Mapping[str, Any]) -> int:
+    """GridNavi's goals: every cell but the four next to the start."""
+    return int(env_config.get("grid_size", 5)) ** 2 - 4
+
+
+_MUJOCO = {"options": ("workers",)}
+_SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    (
+        "gridworld",
+        "torchrl_bamdp.envs.gridworld:GridNaviEnv",
+        "GridNavi: unknown goal cell",
+        {
+            "reward_decoder": "grid_cells",
+            "finite_tasks": _grid_goals,
+            "options": ("grid_size",),
+            "figures": ("belief_heatmap",),
+        },
+    ),
     (
         "point_robot_sparse",
         "torchrl_bamdp.envs.point_robot:sparse_point_robot",
         "point robot, goal on the unit half circle, sparse reward",
+        {},
     ),
     (
         "point_robot_dense",
         "torchrl_bamdp.envs.point_robot:dense_point_robot",
         "point robot, goal on the unit half circle, dense reward",
+        {},
     ),
-    ("cheetah_vel", "torchrl_bamdp.envs.mujoco:CheetahVelEnv", "HalfCheetah, target velocity"),
-    ("cheetah_dir", "torchrl_bamdp.envs.mujoco:CheetahDirEnv", "HalfCheetah, forward/backward"),
-    ("ant_dir", "torchrl_bamdp.envs.mujoco:AntDirEnv", "Ant, forward/backward"),
-    ("ant_goal", "torchrl_bamdp.envs.mujoco:AntGoalEnv", "Ant, goal on a disc of radius 3"),
+    (
+        "cheetah_vel",
+        "torchrl_bamdp.envs.mujoco:CheetahVelEnv",
+        "HalfCheetah, target velocity",
+        _MUJOCO,
+    ),
+    (
+        "cheetah_dir",
+        "torchrl_bamdp.envs.mujoco:CheetahDirEnv",
+        "HalfCheetah, forward/backward",
+        {**_MUJOCO, "finite_tasks": 2},
+    ),
+    (
+        "ant_dir",
+        "torchrl_bamdp.envs.mujoco:AntDirEnv",
+        "Ant, forward/backward",
+        {**_MUJOCO, "finite_tasks": 2},
+    ),
+    (
+        "ant_goal",
+        "torchrl_bamdp.envs.mujoco:AntGoalEnv",
+        "Ant, goal on a disc of radius 3",
+        _MUJOCO,
+    ),
     (
         "walker_rand_params",
         "torchrl_bamdp.envs.mujoco:WalkerRandParamsEnv",
         "Walker2d, random body parameters",
+        _MUJOCO,
     ),
-    ("humanoid_dir", "torchrl_bamdp.envs.mujoco:HumanoidDirEnv", "Humanoid, direction angle"),
+    (
+        "humanoid_dir",
+        "torchrl_bamdp.envs.mujoco:HumanoidDirEnv",
+        "Humanoid, direction angle",
+        _MUJOCO,
+    ),
 )
-for _name, _path, _description in _SHIPPED:
-    register_task_family(_name, _path, description=_description)
+for _name, _path, _description, _traits in _SHIPPED:
+    register_task_family(_name, _path, description=_description, **_traits)
 
 #: The names of the shipped task families, in order (the config schema's ``ENV_NAMES``).
-SHIPPED_TASK_FAMILIES = tuple(name for name, _, _ in _SHIPPED)
+SHIPPED_TASK_FAMILIES = tuple(name for name, *_ in _SHIPPED)

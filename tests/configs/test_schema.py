@@ -652,7 +652,8 @@ def test_env_workers_is_validated():
     )
     for name in ("gridworld", "point_robot_sparse", "point_robot_dense"):
         msg = load_error({"env": {"name": name, "workers": 1}})
-        assert f"config.env.workers is a MuJoCo option: leave it at 0 for env.name={name!r}" in msg
+        assert f"config.env.workers is a MuJoCo option, not one of env.name={name!r}" in msg
+        assert "leave it at 0 (got 1)" in msg
 
 
 def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not():

@@ -157,7 +157,7 @@ def test_build_agent_checks_the_config_against_the_env(windy):
     env = make_env("windy", num_envs=2, episode_length=8, episodes_per_task=2)
     ok = load_config({"env": {"name": "windy", **ENV}})
     assert build_agent(ok, env).name == "varibad"
-    with pytest.raises(ConfigError, match="config.env.episode_length=15 but the env has 8"):
+    with pytest.raises(ConfigError, match="config.env.episode_length=20 but the env has 8"):
         build_agent(load_config({"env": {"name": "windy", "episodes_per_task": 2}}), env)
     # the default config (GridNavi's) on a user env: it would pick the per-cell decoder
     grid = load_config({"env": {"episode_length": 8, "episodes_per_task": 2}})

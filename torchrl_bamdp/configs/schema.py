@@ -23,6 +23,8 @@ from torchrl_bamdp.configs.compose import composed_defaults, merge_onto
 from torchrl_bamdp.registry import (
     FACTORY_PATH,
     SHIPPED_TASK_FAMILIES,
+    TaskFamily,
+    get_task_family,
     load_factory,
     task_family_names,
 )
@@ -44,13 +46,9 @@ class ConfigError(ValueError):
 
 
 #: Task families whose simulators may run in worker processes (``env.workers``).
-MUJOCO_ENV_NAMES = (
-    "cheetah_vel",
-    "cheetah_dir",
-    "ant_dir",
-    "ant_goal",
-    "walker_rand_params",
-    "humanoid_dir",
+#: The shipped families that step MuJoCo simulators (they declare the ``workers`` option).
+MUJOCO_ENV_NAMES = tuple(
+    name for name in SHIPPED_TASK_FAMILIES if "workers" in get_task_family(name).options
 )
 #: The shipped task families (one list: the registry's, which registers them).
 ENV_NAMES = SHIPPED_TASK_FAMILIES
@@ -80,7 +78,6 @@ MSE_REDUCTIONS = ("sum", "mean")
 #: What VariBAD's policy reads of the belief (``algo.policy_belief``; see ``varibad_transforms``).
 POLICY_BELIEFS = ("auto", "latent", "decoded", "latent+decoded")
 #: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
-FINITE_TASK_FAMILIES = {"cheetah_dir": 2, "ant_dir": 2}
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
@@ -105,8 +102,8 @@ class EnvConfig:
     >>> EnvConfig(name="cheetah_vel", grid_size=7).validate("config.env")
     Traceback (most recent call last):
     ...
-    torchrl_bamdp.configs.schema.ConfigError: config.env.grid_size is a GridNavi option: leave \
-it at 5 for env.name='cheetah_vel' (got 7)
+    torchrl_bamdp.configs.schema.ConfigError: config.env.grid_size is a GridNavi option, not one \
+of env.name='cheetah_vel' (its options: ['workers']): leave it at 5 (got 7)
     """
 
     name: str = "gridworld"
@@ -159,17 +156,17 @@ it at 5 for env.name='cheetah_vel' (got 7)
         _at_least(path, "episode_length", self.episode_length, 1)
         _at_least(path, "episodes_per_task", self.episodes_per_task, 1)
         _at_least(path, "grid_size", self.grid_size, 3)
-        if self.name != "gridworld" and self.grid_size != 5:
-            raise ConfigError(
-                f"{path}.grid_size is a GridNavi option: leave it at 5 for env.name="
-                f"{self.name!r} (got {self.grid_size})"
-            )
         _at_least(path, "workers", self.workers, 0)
-        if self.name not in MUJOCO_ENV_NAMES and self.workers != 0:
-            raise ConfigError(
-                f"{path}.workers is a MuJoCo option: leave it at 0 for env.name={self.name!r} "
-                f"(got {self.workers})"
-            )
+        # Fields that are one family's own options stay at their defaults for the others; what
+        # a family takes is declared by its registration (TaskFamily.options), not its name.
+        own = self.family.options if self.family is not None else ()
+        for option, default, owner in (("grid_size", 5, "GridNavi"), ("workers", 0, "MuJoCo")):
+            value = getattr(self, option)
+            if option not in own and value != default:
+                raise ConfigError(
+                    f"{path}.{option} is a {owner} option, not one of env.name={self.name!r} "
+                    f"(its options: {list(own) or 'none'}): leave it at {default} (got {value})"
+                )
         if self.workers > self.num_envs:
             raise ConfigError(
                 f"{path}.workers must be <= {path}.num_envs = {self.num_envs} (got "
@@ -179,6 +176,14 @@ it at 5 for env.name='cheetah_vel' (got 7)
     @property
     def horizon(self) -> int:
         return self.episode_length * self.episodes_per_task
+
+    @property
+    def family(self) -> TaskFamily | None:
+        """The registered family of ``name`` (its declared traits), or ``None`` for a family
+        named by import path (``factory``), whose traits the built env declares."""
+        if self.factory is not None or self.name not in task_family_names():
+            return None
+        return get_task_family(self.name)
 
 
 @dataclass
@@ -581,14 +586,16 @@ class Config:
                 f"env.episode_length x env.episodes_per_task = {self.env.horizon}, so that every "
                 "batch holds whole tasks and beliefs never mix encoder versions"
             )
+        family = self.env.family
         if (
             self.algo.name in VARIBAD_ALGOS
             and self.algo.decoders.reward == "grid_cells"
-            and (self.env.name != "gridworld")
+            and (family is None or family.reward_decoder != "grid_cells")
         ):
             raise ConfigError(
-                "algo.decoders.reward='grid_cells' needs env.name='gridworld' "
-                f"(got env.name={self.env.name!r}); use 'mse' for continuous rewards"
+                "algo.decoders.reward='grid_cells' needs a task family that declares it "
+                f"(reward_decoder='grid_cells': GridNavi; got env.name={self.env.name!r}); use "
+                "'mse' for continuous rewards"
             )
         if self.algo.policy_belief not in ("auto", "latent") and (
             self.algo.name not in VARIBAD_ALGOS or self.reward_decoder != "grid_cells"
@@ -627,7 +634,8 @@ class Config:
                 f"{self.env.name!r} samples tasks from a continuous distribution; set "
                 "train.eval_stratified=null (auto) or false"
             )
-        if self.eval_stratified and self.train.eval_tasks % tasks != 0:
+        # A family by import path declares its task set when built: the Trainer checks it then.
+        if self.eval_stratified and tasks is not None and self.train.eval_tasks % tasks != 0:
             raise ConfigError(
                 f"train.eval_tasks ({self.train.eval_tasks}) must be a multiple of the {tasks} "
                 f"tasks of env.name={self.env.name!r} with stratified evaluation (every task is "
@@ -648,10 +656,29 @@ class Config:
 
     @property
     def num_finite_tasks(self) -> int | None:
-        """Size of the env's task set if it is finite (GridNavi goals, directions), else None."""
-        if self.env.name == "gridworld":
-            return self.env.grid_size**2 - 4
-        return FINITE_TASK_FAMILIES.get(self.env.name)
+        """Size of the env's task set if it is finite (GridNavi goals, directions), else None, as
+        its registration declares (``TaskFamily.finite_tasks``; ``None`` for a family by import
+        path, whose env declares it when built: ``TaskEnv.task_support``)."""
+        family = self.env.family
+        return None if family is None else family.num_tasks(dataclasses.asdict(self.env))
+
+    def has_figure(self, figure: str) -> bool:
+        """Whether this run can draw a family-specific figure: declared by its task family
+        (``TaskFamily.figures``) and, for ``belief_heatmap``, VariBAD with the per-cell decoder.
+
+        Examples
+        --------
+        >>> load_config({}).has_figure("belief_heatmap")
+        True
+        >>> load_config({"algo": {"name": "rl2"}}).has_figure("belief_heatmap")
+        False
+        """
+        family = self.env.family
+        if family is None or figure not in family.figures:
+            return False
+        if figure == "belief_heatmap":
+            return self.algo.name in VARIBAD_ALGOS and self.reward_decoder == "grid_cells"
+        return True
 
     @property
     def eval_stratified(self) -> bool:
@@ -663,11 +690,13 @@ class Config:
 
     @property
     def reward_decoder(self) -> str:
-        """``algo.decoders.reward`` resolved: ``auto`` is ``grid_cells`` on GridNavi, else
-        ``mse``."""
+        """``algo.decoders.reward`` resolved: ``auto`` is the decoder the task family declares
+        (``grid_cells`` for GridNavi, ``mse`` for the others and for a family by import
+        path)."""
         reward = self.algo.decoders.reward
         if reward == "auto":
-            return "grid_cells" if self.env.name == "gridworld" else "mse"
+            family = self.env.family
+            return "mse" if family is None else family.reward_decoder
         return reward
 
     @property

@@ -198,9 +198,10 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
     from torchrl_bamdp.transforms import BELIEF_LOGVAR, BELIEF_MEAN, BELIEF_PROBS, ExactGridBelief
 
     decoder = agent.elbo_loss.reward_decoder if agent.elbo_loss else None
-    if config.env.name != "gridworld" or not isinstance(decoder, GridCellRewardDecoder):
+    if not config.has_figure("belief_heatmap") or not isinstance(decoder, GridCellRewardDecoder):
         raise ValueError(
-            "belief rollouts need a VariBAD run on gridworld with algo.decoders.reward=grid_cells "
+            "belief rollouts need a VariBAD run with algo.decoders.reward=grid_cells on a task "
+            "family that declares the belief_heatmap figure (GridNavi) "
             f"(got env={config.env.name!r}, algo={config.algo.name!r})"
         )
     episodes = episodes or config.env.episodes_per_task
@@ -359,7 +360,7 @@ def write_figures(
     run = (trainers or {}).get(str(run_dir))
     if run is None and run_dir is not None and open_run is not None:
         run = open_run(run_dir)
-    if run is not None and run.config.env.name == "gridworld":
+    if run is not None and run.config.has_figure("belief_heatmap"):
         episodes = len(aggregated["varibad"]["mean"])
         rollout = record_belief_rollout(run.agent, run.config, rollout_goal, episodes=episodes)
         goal = tuple(rollout_goal)

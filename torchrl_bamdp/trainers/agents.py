@@ -386,6 +386,22 @@ def check_config_against_env(config: Config, env: BAMDPEnv) -> None:
             + (f" of grid_size={grid}" if grid is not None else "")
             + "; use algo.decoders.reward=mse for another task family"
         )
+    if config.eval_stratified:
+        # A family by import path declares its task set only when built (TaskEnv.task_support).
+        support = env.task_env.task_support()
+        if support is None:
+            raise ConfigError(
+                f"train.eval_stratified=true needs a finite task set, but the task env "
+                f"{type(env.task_env).__name__} of env.name={config.env.name!r} declares none "
+                "(its task_support() returns None); set train.eval_stratified=null or false"
+            )
+        if config.train.eval_tasks % len(support) != 0:
+            raise ConfigError(
+                f"train.eval_tasks ({config.train.eval_tasks}) must be a multiple of the "
+                f"{len(support)} tasks of env.name={config.env.name!r} with stratified "
+                "evaluation (every task is tested equally often), or set "
+                "train.eval_stratified=false"
+            )
 
 
 def build_agent(config: Config, env: BAMDPEnv) -> Agent:

@@ -262,6 +262,10 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         task_reduction=elbo.task_reduction,
         subsample_mode=elbo.subsample_mode,
         tbptt_steps=elbo.tbptt_steps,
+        reward_weight=elbo.reward_weight,
+        state_weight=elbo.state_weight,
+        task_weight=elbo.task_weight,
+        kl_weight=elbo.kl_weight,
     )
     policy_belief = config.policy_belief
     belief_keys = policy_belief_keys(policy_belief)

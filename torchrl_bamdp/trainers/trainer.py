@@ -383,22 +383,19 @@ class Trainer:
             return {}
         if self.frames < elbo.precollect_frames:  # the original waits for 5000 frames first
             return {}
-        weights = {
-            "loss_reward": elbo.reward_weight,
-            "loss_state": elbo.state_weight,
-            "loss_task": elbo.task_weight,
-            "loss_kl": elbo.kl_weight,
-        }
         params = [p for g in self.elbo_optimizer.param_groups for p in g["params"]]
         sums: dict[str, float] = {}
         count, max_norm = 0, 0.0
         for _ in range(elbo.updates_per_iteration):
             sample = self.buffer.sample(elbo.batch_trajectories).to(self.device)
-            terms = self.agent.elbo_loss(sample)
-            loss = sum(weights[k] * v for k, v in terms.items())
+            out = self.agent.elbo_loss(sample)
+            # TorchRL's convention: the loss module weighs its terms; the objective is their sum
+            # (the unweighted diagnostics beside them are logged, not trained).
+            terms = {k: v for k, v in out.items() if k.startswith("loss_")}
+            loss = sum(terms.values())
             self.elbo_optimizer.zero_grad(set_to_none=True)
             if not math.isfinite(float(loss.detach())):
-                self._skip_update("elbo", "loss", dict(terms.items()))
+                self._skip_update("elbo", "loss", terms)
                 continue
             loss.backward()
             if elbo.max_grad_norm is not None:
@@ -408,11 +405,11 @@ class Trainer:
             grad_norm = float(grad_norm)  # before clipping
             if not math.isfinite(grad_norm):
                 self.elbo_optimizer.zero_grad(set_to_none=True)
-                self._skip_update("elbo", "gradient", dict(terms.items()), grad_norm=grad_norm)
+                self._skip_update("elbo", "gradient", terms, grad_norm=grad_norm)
                 continue
             self.elbo_optimizer.step()
             self.health.ok("elbo")
-            for key, value in terms.items():
+            for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm

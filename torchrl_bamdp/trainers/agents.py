@@ -20,6 +20,7 @@ With ``algo.ppo.time_features`` every trained agent's hyper-state ends with the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,6 +32,7 @@ from torch import nn
 from torchrl.envs import TransformedEnv
 from torchrl.envs.transforms import Compose, Transform
 from torchrl.modules import ProbabilisticActor
+from torchrl.objectives import LossModule
 
 from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
 from torchrl_bamdp.envs import BAMDPEnv
@@ -64,6 +66,9 @@ from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, ti
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
 TRAINED_ALGORITHMS = ("varibad", "varibad_original", "rl2", "oracle", "belief_oracle")
 REFERENCE_ALGORITHMS = ("bayes_optimal", "random")
+#: Prefixes of the trainer's own metrics (``elbo/loss_kl``, ``ppo/loss_objective``, ...): an
+#: auxiliary loss's terms are logged as ``<its name>/<term>``, so these names are taken.
+RESERVED_LOSS_NAMES = ("elbo", "ppo", "train", "eval", "health", "perf", "figures")
 
 
 @dataclass
@@ -90,6 +95,27 @@ class Agent:
     make_policy : callable or None
         ``make_policy(env)`` builds the policy for another env (e.g. a meta-test with more
         episodes per task): the Bayes-optimal policy plans for the env's horizon.
+    aux_losses : dict of str to LossModule
+        Auxiliary objectives of a trained agent, by name. Each is called like the ELBO, on a
+        ``[batch_trajectories, H+]`` batch of whole tasks from the trajectory buffer (the
+        entries of :data:`~torchrl_bamdp.data.trajectory_buffer.DEFAULT_TRAJECTORY_KEYS`), and
+        returns a TensorDict whose ``loss_*`` entries (already weighted, TorchRL's convention)
+        are minimised; every entry is logged as ``<name>/<entry>`` (``my_aux/loss_x``). Their
+        parameters join the ELBO's optimiser (the model step of ``algo.elbo``: its ``lr``,
+        ``updates_per_iteration``, ``max_grad_norm``, ``precollect_frames``), one step on the
+        sum of the ELBO's and the auxiliary terms: a parameter shared with the ELBO (the
+        encoder) is then stepped once, with both gradients, not by two optimisers. They are
+        checkpointed (entry ``aux_losses``). Names are words, not a trainer metric prefix
+        (:data:`RESERVED_LOSS_NAMES`).
+
+    Notes
+    -----
+    What a checkpoint holds of an agent: ``elbo_loss`` (or ``encoder``), ``actor``, ``critic``,
+    ``aux_losses`` and ``transforms``, the state of the training env's hyper-state transforms
+    (their parameters and buffers, minus what another entry holds already, e.g. VariBAD's
+    encoder). ``make_transforms()`` is called once per env (training, each evaluation), so a
+    state that every env must see, learnt or running, lives in a module the builder creates
+    once and the transforms share, as VariBAD's belief shares its encoder with the ELBO.
 
     Examples
     --------
@@ -108,6 +134,25 @@ class Agent:
     elbo_loss: ELBOLoss | None = None
     reencode: Callable[[TensorDictBase], torch.Tensor] | None = field(default=None, repr=False)
     make_policy: Callable[[BAMDPEnv], Any] | None = field(default=None, repr=False)
+    aux_losses: dict[str, LossModule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, loss in self.aux_losses.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(
+                    f"Agent {self.name!r}: aux_losses names must be words of letters, digits "
+                    f"and '_' starting with a letter (they name metrics); got {name!r}"
+                )
+            if name in RESERVED_LOSS_NAMES:
+                raise ValueError(
+                    f"Agent {self.name!r}: aux_losses name {name!r} is taken by the trainer's "
+                    f"own metrics ({', '.join(RESERVED_LOSS_NAMES)}); choose another"
+                )
+            if not isinstance(loss, nn.Module):
+                raise TypeError(
+                    f"Agent {self.name!r}: aux_losses[{name!r}] must be a LossModule (an "
+                    f"nn.Module returning a TensorDict of loss_* terms); got {type(loss).__name__}"
+                )
 
     @property
     def trains_policy(self) -> bool:
@@ -131,7 +176,11 @@ class Agent:
         return self.acting_policy if self.make_policy is None else self.make_policy(env)
 
     def modules(self) -> dict[str, nn.Module]:
-        """The stateful parts, by checkpoint entry."""
+        """The stateful parts this agent holds, by checkpoint entry.
+
+        The transforms are not here: each env gets its own (:meth:`transformed_env`), and the
+        trainer checkpoints those of its training env (entry ``transforms``).
+        """
         parts: dict[str, nn.Module] = {}
         if self.elbo_loss is not None:
             parts["elbo_loss"] = self.elbo_loss
@@ -141,7 +190,14 @@ class Agent:
             parts["actor"] = self.actor
         if self.critic is not None:
             parts["critic"] = self.critic
+        if self.aux_losses:
+            parts["aux_losses"] = self._aux_module
         return parts
+
+    @cached_property
+    def _aux_module(self) -> nn.ModuleDict:
+        # One container for the checkpoint entry and device moves (keys: the losses' names).
+        return nn.ModuleDict(self.aux_losses)
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """What the PPO optimiser updates: actor, critic and, when re-encoded, the encoder."""

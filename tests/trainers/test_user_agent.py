@@ -3,22 +3,40 @@
 ``tests/user_agents/gain_agent.py`` (a learned "belief" whose gain is trained by an auxiliary
 loss, with buffers of its own) is trained by ``Trainer``; its transforms' parameters and buffers
 and its auxiliary loss are checkpointed and restored on resume and for evaluation, and the
-auxiliary terms are logged under their own names.
+auxiliary terms are logged under their own names. It is selected by a registered name
+(``register_algorithm``, the call the shipped algorithms use) and by import path
+(``algo.builder=gain_agent:make_agent``) from ``bamdp-train``, resumed, evaluated by
+``bamdp-eval`` and plotted by ``bamdp-plot``.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from torchrl_bamdp.configs import load_config
+from torchrl_bamdp import algorithms
+from torchrl_bamdp.algorithms import (
+    SHIPPED_ALGORITHMS,
+    Algorithm,
+    algorithm_names,
+    get_algorithm,
+    register_algorithm,
+    unregister_algorithm,
+)
+from torchrl_bamdp.configs import ConfigError, load_config
+from torchrl_bamdp.configs.schema import ALGO_NAMES
 from torchrl_bamdp.trainers import CheckpointError, Trainer, build_agent
 
 AGENTS = Path(__file__).resolve().parents[1] / "user_agents"
+BIN = Path(sys.executable).parent
 NUM_ENVS = 4
 TRAIN = {
     "total_frames": 480,
@@ -184,3 +202,168 @@ def test_aux_loss_names_are_checked(gain_agent):
         type(agent)("x", agent.actor, agent.critic, agent.make_transforms, aux_losses={"a/b": fit})
     with pytest.raises(TypeError, match="must be a LossModule"):
         type(agent)("x", agent.actor, agent.critic, agent.make_transforms, aux_losses={"f": 1})
+
+
+# -- the algorithm registry: by name (Python) and by import path (config, CLI) ------------------
+@pytest.fixture
+def registered(gain_agent):
+    register_algorithm("gain_agent", gain_agent.make_agent, description="test-only")
+    yield gain_agent
+    unregister_algorithm("gain_agent")
+
+
+def test_a_registered_algorithm_trains_by_name(registered, tmp_path):
+    trainer = Trainer(config(240, name="gain_agent"), tmp_path / "run")  # no agent=: by name
+    assert trainer.agent.name == "gain_agent" and "gain" in trainer.agent.aux_losses
+    assert trainer.train()["frames"] == 240
+    assert Trainer(config(240, name="gain_agent"), tmp_path / "run", read_only=True).frames == 240
+
+
+def test_shipped_algorithms_dispatch_through_the_registry(monkeypatch):
+    from torchrl_bamdp.envs import make_env
+
+    assert set(algorithm_names()) >= set(ALGO_NAMES) == set(SHIPPED_ALGORITHMS)
+    for name in SHIPPED_ALGORITHMS:
+        assert get_algorithm(name).builder_path.startswith("torchrl_bamdp.trainers.agents:")
+    calls, shipped = [], get_algorithm("oracle").load()
+
+    def spy(cfg, env):
+        calls.append(cfg.algo.name)
+        return shipped(cfg, env)
+
+    # build_agent finds the shipped oracle through the registry entry, not an if-chain.
+    monkeypatch.setitem(algorithms._ALGORITHMS, "oracle", Algorithm("oracle", spy))
+    agent = build_agent(config(name="oracle"), make_env(num_envs=2))
+    assert calls == ["oracle"] and agent.name == "oracle"
+
+
+def test_registering_a_taken_name_is_refused_naming_it(gain_agent):
+    with pytest.raises(
+        ValueError, match="algorithm 'varibad' is registered already; it is shipped"
+    ):
+        register_algorithm("varibad", gain_agent.make_agent)
+    with pytest.raises(ValueError, match="'rl2' is registered already; it is shipped"):
+        register_algorithm("rl2", gain_agent.make_agent, replace=True)  # never replaced
+    register_algorithm("gain_twice", gain_agent.make_agent)
+    try:
+        with pytest.raises(ValueError, match="'gain_twice' is registered already; pass replace"):
+            register_algorithm("gain_twice", gain_agent.make_agent)
+        register_algorithm("gain_twice", gain_agent.make_agent_without_aux, replace=True)
+        assert get_algorithm("gain_twice").load() is gain_agent.make_agent_without_aux
+    finally:
+        unregister_algorithm("gain_twice")
+    with pytest.raises(ValueError, match="algorithm name must be a word"):
+        register_algorithm("my agent", gain_agent.make_agent)
+    with pytest.raises(ValueError, match="import path 'package.module:function'"):
+        register_algorithm("mine", "gain_agent.make_agent")
+
+
+def test_an_unregistered_name_names_the_registry_and_the_builder_field():
+    with pytest.raises(
+        ConfigError, match="config.algo.name='gain_agnt' is not a registered"
+    ) as err:
+        load_config({"algo": {"name": "gain_agnt"}})
+    assert "algo.builder" in str(err.value) and "register_algorithm" in str(err.value)
+
+
+def test_a_malformed_or_missing_builder_is_a_config_error_naming_algo_builder(gain_agent):
+    def error(builder: str, name: str = "mine") -> str:
+        with pytest.raises(ConfigError) as err:
+            load_config({"algo": {"name": name, "builder": builder}})
+        return str(err.value)
+
+    assert error("gain_agent.make_agent") == (
+        "config.algo.builder must be an import path 'package.module:function' "
+        "(got 'gain_agent.make_agent')"
+    )
+    assert error("gain_agent:").startswith("config.algo.builder must be an import path")
+    assert error("no_such_module:make_agent").startswith(
+        "config.algo.builder='no_such_module:make_agent': cannot import module 'no_such_module'"
+    )
+    assert "config.algo.builder='gain_agent:make_agents': module 'gain_agent' has no" in error(
+        "gain_agent:make_agents"
+    )
+    assert error("gain_agent:GAIN").endswith("is a tuple, not a callable")
+    # A builder of your own needs a label of its own, not a shipped algorithm's name.
+    assert "cannot label the algorithm of config.algo.builder" in error(
+        "gain_agent:make_agent", name="varibad"
+    )
+    ok = load_config({"algo": {"name": "gain", "builder": "gain_agent:make_agent"}})
+    assert ok.algo.builder == "gain_agent:make_agent"
+
+
+def test_a_builder_must_return_an_agent(gain_agent, monkeypatch):
+    from torchrl_bamdp.envs import make_env
+
+    monkeypatch.setattr(gain_agent, "not_an_agent", lambda cfg, env: "agent", raising=False)
+    cfg = load_config({"algo": {"name": "mine", "builder": "gain_agent:not_an_agent"}})
+    with pytest.raises(TypeError, match="algo.builder='gain_agent:not_an_agent' returned a str"):
+        build_agent(cfg, make_env(num_envs=2))
+
+
+def run(args: list[str], cwd: Path, pythonpath: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([str(AGENTS), env.get("PYTHONPATH", "")])
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true", MPLBACKEND="Agg")
+    script, *rest = args
+    return subprocess.run(
+        [str(BIN / script), *rest], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_trains_resumes_evaluates_and_plots_an_algorithm_by_import_path(tmp_path):
+    run_dir = tmp_path / "run"
+    common = [
+        "algo.builder=gain_agent:make_agent",
+        "algo.name=gain_agent",
+        "env.num_envs=4",
+        "algo.ppo.minibatches=4",
+        "train.eval_tasks=21",
+        "train.progress_bar=false",
+    ]
+    proc = run(["bamdp-train", *common, "train.total_frames=240", f"run_dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["algo"]["builder"] == "gain_agent:make_agent"
+    assert saved["algo"]["name"] == "gain_agent"
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        logged = {r["metric"] for r in csv.DictReader(f)}
+    assert {"gain/loss_gain_fit", "gain/gain_norm", "ppo/loss_objective"} <= logged
+    first = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+
+    proc = run(["bamdp-train", f"resume={run_dir}", "train.total_frames=480"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "480 frames" in proc.stdout
+    resumed = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert resumed["frames"] == 480
+    gain = "gain.module.gain"
+    assert not torch.equal(resumed["aux_losses"][gain], first["aux_losses"][gain])
+
+    proc = run(["bamdp-eval", f"run_dir={run_dir}", "tasks=21", "episodes=2"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((run_dir / "meta_test.json").read_text())
+    assert report["frames"] == 480 and len(report["mean"]) == 2
+    proc = run(["bamdp-plot", f"run_dir={run_dir}", f"out={tmp_path / 'figs'}"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "figs" / "fig4_per_episode.png").is_file()
+
+    # Where the builder cannot be imported, the error names the field and the path.
+    proc = run(["bamdp-eval", f"run_dir={run_dir}"], tmp_path, pythonpath=False)
+    assert proc.returncode == 2
+    assert "config.algo.builder='gain_agent:make_agent': cannot import module" in proc.stderr
+
+
+def test_cli_refuses_a_malformed_builder_naming_the_field(tmp_path):
+    proc = run(
+        [
+            "bamdp-train",
+            "algo.builder=gain_agent.make_agent",
+            "algo.name=mine",
+            f"run_dir={tmp_path / 'run'}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "config.algo.builder must be an import path 'package.module:function'" in proc.stderr
+    assert not (tmp_path / "run").exists()

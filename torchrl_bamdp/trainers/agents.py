@@ -14,8 +14,15 @@ and the policy that reads it (DESIGN.md §2: swapping an algorithm is swapping a
 
 With ``algo.policy_belief`` decoded (the GridNavi default, ``auto``) VariBAD's policy reads
 [s, decoded belief] (:class:`~torchrl_bamdp.transforms.DecodedBelief`) instead of the latent.
-With ``algo.ppo.time_features`` every trained agent's hyper-state ends with the time of the task
-(:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic.
+With ``algo.ppo.time_features`` every trained shipped agent's hyper-state ends with the time of
+the task (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic
+(:func:`with_time_features`).
+
+Each algorithm is a builder ``(config, env) -> Agent`` (``build_varibad``, ``build_rl2``, ...)
+registered in :mod:`torchrl_bamdp.algorithms`, and :func:`build_agent` dispatches through that
+registry: an algorithm of your own is registered by the same call
+(:func:`~torchrl_bamdp.algorithms.register_algorithm`) or named by import path
+(``algo.builder``), and is then built, trained, checkpointed and evaluated like these.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from torchrl.envs.transforms import Compose, Transform
 from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import LossModule
 
+from torchrl_bamdp.algorithms import resolve_builder
 from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
 from torchrl_bamdp.envs import BAMDPEnv
 from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
@@ -269,6 +277,108 @@ def _actor_critic(
     )
 
 
+def _obs_dim(env: BAMDPEnv) -> int:
+    return env.observation_spec["observation"].shape[-1]
+
+
+def build_varibad(config: Config, env: BAMDPEnv) -> Agent:
+    """VariBAD (``algo.name`` ``varibad`` or ``varibad_original``): the learned belief of a GRU
+    encoder trained by the ELBO, PPO on the policy's view of it.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> agent = build_varibad(load_config({}), make_env(num_envs=2))
+    >>> agent.name, agent.elbo_loss is not None
+    ('varibad', True)
+    """
+    return with_time_features(_varibad(config, env, _obs_dim(env)), config)
+
+
+def build_rl2(config: Config, env: BAMDPEnv) -> Agent:
+    """RL2: a GRU memory over (action, reward, observation, done) trained end to end by PPO.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> config = load_config({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}})
+    >>> build_rl2(config, make_env(num_envs=2)).reencode is not None
+    True
+    """
+    return with_time_features(_rl2(config, env, _obs_dim(env)), config)
+
+
+def build_oracle(config: Config, env: BAMDPEnv) -> Agent:
+    """The oracle: PPO on [observation, true task] (the upper reference).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> build_oracle(load_config({"algo": {"name": "oracle"}}), make_env(num_envs=2)).name
+    'oracle'
+    """
+    obs_dim, task_dim = _obs_dim(env), env.observation_spec["task"].shape[-1]
+    actor, critic = _actor_critic(config, env, obs_dim, task_dim)
+    return with_time_features(Agent("oracle", actor, critic, oracle_transforms), config)
+
+
+def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
+    """The belief oracle (GridNavi): PPO on [observation, exact posterior over goal cells].
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> config = load_config({"algo": {"name": "belief_oracle"}})
+    >>> build_belief_oracle(config, make_env(num_envs=2)).trains_policy
+    True
+    """
+    grid = config.env.grid_size
+    actor, critic = _actor_critic(config, env, _obs_dim(env), grid * grid)
+    agent = Agent("belief_oracle", actor, critic, lambda: exact_belief_transforms(grid))
+    return with_time_features(agent, config)
+
+
+def build_bayes_optimal(config: Config, env: BAMDPEnv) -> Agent:
+    """The exact Bayes-optimal GridNavi policy on the exact posterior (not trained).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> config = load_config({"algo": {"name": "bayes_optimal"}})
+    >>> build_bayes_optimal(config, make_env(num_envs=2)).trains_policy
+    False
+    """
+    grid = config.env.grid_size
+    return Agent(
+        "bayes_optimal",
+        BayesOptimalPolicy.from_env(env),
+        None,
+        lambda: Compose(ExactGridBelief(grid)),
+        make_policy=BayesOptimalPolicy.from_env,
+    )
+
+
+def build_random(config: Config, env: BAMDPEnv) -> Agent:
+    """Uniformly random actions, seeded by ``config.seed`` (discrete actions; not trained).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> build_random(load_config({"algo": {"name": "random"}}), make_env(num_envs=2)).critic
+    """
+    num_actions, discrete = _action_dims(env)
+    if not discrete:
+        raise ValueError("algo.name='random' needs a discrete action space")
+    policy = uniform_random_policy(num_actions, seed=config.seed)
+    return Agent("random", policy, None, Compose)
+
+
 def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     algo, env_cfg = config.algo, config.env
     encoder = _encoder(config, obs_dim, env, done_input=algo.encoder.done_input)
@@ -375,8 +485,24 @@ def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     )
 
 
-def _time_aware(agent: Agent, config: Config) -> Agent:
-    """``agent`` with :class:`TimeAwareHyperState` after its hyper-state transforms."""
+def with_time_features(agent: Agent, config: Config) -> Agent:
+    """``agent`` with :class:`TimeAwareHyperState` after its hyper-state transforms, when it is
+    trained and ``config.algo.ppo.time_features`` is set (else ``agent`` itself).
+
+    The shipped builders size their networks for it and call it last; a builder of your own
+    may do the same (networks on ``hyper_state`` of ``TIME_FEATURES`` more inputs) or not.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> env = make_env(num_envs=2)
+    >>> agent = build_oracle(load_config({"algo": {"name": "oracle"}}), env)
+    >>> agent.transformed_env(env).observation_spec["hyper_state"].shape  # s, task, time
+    torch.Size([2, 6])
+    """
+    if not (agent.trains_policy and config.algo.ppo.time_features):
+        return agent
     length, episodes = config.env.episode_length, config.env.episodes_per_task
     make_transforms = agent.make_transforms
     reencode = agent.reencode
@@ -449,7 +575,11 @@ def check_config_against_env(config: Config, env: BAMDPEnv) -> None:
 
 
 def build_agent(config: Config, env: BAMDPEnv) -> Agent:
-    """Build the agent of ``config.algo.name`` for ``env`` (an untransformed BAMDP env).
+    """Build the agent ``config.algo`` selects for ``env`` (an untransformed BAMDP env).
+
+    The builder is ``algo.builder`` when set (an import path), else the one registered as
+    ``algo.name`` (:mod:`torchrl_bamdp.algorithms`; the shipped algorithms are registered
+    there too). The config is first checked against the env (:func:`check_config_against_env`).
 
     Examples
     --------
@@ -461,44 +591,21 @@ def build_agent(config: Config, env: BAMDPEnv) -> Agent:
     True
     >>> build_agent(load_config({"algo": {"name": "bayes_optimal"}}), env).trains_policy
     False
+    >>> mine = {"name": "my_oracle", "builder": "torchrl_bamdp.trainers.agents:build_oracle"}
+    >>> build_agent(load_config({"algo": mine}), env).name
+    'oracle'
     """
     check_config_against_env(config, env)
-    agent = _build_agent(config, env)
-    if agent.trains_policy and config.algo.ppo.time_features:
-        return _time_aware(agent, config)
-    return agent
-
-
-def _build_agent(config: Config, env: BAMDPEnv) -> Agent:
-    name = config.algo.name
-    obs_dim = env.observation_spec["observation"].shape[-1]
-    if name in VARIBAD_ALGOS:
-        return _varibad(config, env, obs_dim)
-    if name == "rl2":
-        return _rl2(config, env, obs_dim)
-    if name == "oracle":
-        task_dim = env.observation_spec["task"].shape[-1]
-        actor, critic = _actor_critic(config, env, obs_dim, task_dim)
-        return Agent(name, actor, critic, oracle_transforms)
-    grid = config.env.grid_size
-    if name == "belief_oracle":
-        actor, critic = _actor_critic(config, env, obs_dim, grid * grid)
-        return Agent(name, actor, critic, lambda: exact_belief_transforms(grid))
-    if name == "bayes_optimal":
-        policy = BayesOptimalPolicy.from_env(env)
-        return Agent(
-            name,
-            policy,
-            None,
-            lambda: Compose(ExactGridBelief(grid)),
-            make_policy=BayesOptimalPolicy.from_env,
+    algo = config.algo
+    try:
+        builder = resolve_builder(algo.name, algo.builder)
+    except ValueError as err:  # e.g. algo.builder's module is not importable in this process
+        raise ConfigError(f"config.{err}") from None
+    agent = builder(config, env)
+    if not isinstance(agent, Agent):
+        where = f"algo.builder={algo.builder!r}" if algo.builder else f"algo.name={algo.name!r}"
+        raise TypeError(
+            f"the builder of {where} returned a {type(agent).__name__}, not a "
+            "torchrl_bamdp.trainers.Agent"
         )
-    if name == "random":
-        num_actions, discrete = _action_dims(env)
-        if not discrete:
-            raise ValueError("algo.name='random' needs a discrete action space")
-        policy = uniform_random_policy(num_actions, seed=config.seed)
-        return Agent(name, policy, None, Compose)
-    raise ValueError(
-        f"algo.name must be one of {TRAINED_ALGORITHMS + REFERENCE_ALGORITHMS} (got {name!r})"
-    )
+    return agent

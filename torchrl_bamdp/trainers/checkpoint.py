@@ -58,6 +58,7 @@ ARCHITECTURE_FIELDS = (
     "env.episode_length",
     "env.episodes_per_task",
     "algo.name",
+    "algo.builder",
     "algo.encoder",
     "algo.decoders",
     "algo.ppo.hidden",
@@ -88,6 +89,8 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     "algo.ppo.policy_dist": "tanh_normal",
     "algo.ppo.input_embed": 0,
     "algo.ppo.done_input": False,
+    # An algorithm of your own by import path (issue 16), added on 2026-12-02.
+    "algo.builder": None,
 }
 
 _MISSING = object()

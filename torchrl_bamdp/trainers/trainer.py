@@ -146,7 +146,10 @@ class Trainer:
     agent : callable, optional
         ``agent(config, env) -> Agent`` builds the agent instead of
         :func:`~torchrl_bamdp.trainers.agents.build_agent`: a user-made hyper-state transform
-        and policy trained by this same loop (see ``tutorials/04_swap_the_belief.py``).
+        and policy trained by this same loop. ``config.json`` does not record it, so a later
+        process (resume, ``bamdp-eval``) must pass it again; a builder registered by name
+        (:func:`~torchrl_bamdp.algorithms.register_algorithm`) or named by import path
+        (``algo.builder``) is found without it (see ``tutorials/04_swap_the_belief.py``).
 
     Examples
     --------

@@ -132,6 +132,21 @@ class Agent:
     >>> agent = build_agent(load_config({"algo": {"name": "oracle"}}), make_env(num_envs=2))
     >>> agent.trains_policy, agent.elbo_loss is None
     (True, True)
+
+    An auxiliary loss (here a weight penalty on the critic, weighted inside the loss):
+
+    >>> from dataclasses import replace
+    >>> from tensordict import TensorDict
+    >>> class WeightPenalty(LossModule):
+    ...     def __init__(self, critic, coef=1e-4):
+    ...         super().__init__()
+    ...         self.critic, self.coef = critic, coef
+    ...     def forward(self, trajectories):
+    ...         penalty = sum(p.pow(2).sum() for p in self.critic.parameters())
+    ...         return TensorDict({"loss_l2": self.coef * penalty}, batch_size=[])
+    >>> mine = replace(agent, name="my_oracle", aux_losses={"l2": WeightPenalty(agent.critic)})
+    >>> sorted(mine.modules())
+    ['actor', 'aux_losses', 'critic']
     """
 
     name: str

@@ -107,8 +107,8 @@ class Agent:
         Auxiliary objectives of a trained agent, by name. Each is called like the ELBO, on a
         ``[batch_trajectories, H+]`` batch of whole tasks from the trajectory buffer (the
         entries of :data:`~torchrl_bamdp.data.trajectory_buffer.DEFAULT_TRAJECTORY_KEYS`), and
-        returns a TensorDict whose ``loss_*`` entries (already weighted, TorchRL's convention)
-        are minimised; every entry is logged as ``<name>/<entry>`` (``my_aux/loss_x``). Their
+        returns a TensorDict of scalars whose ``loss_*`` entries (already weighted, TorchRL's
+        convention) are minimised; every entry is logged as ``<name>/<entry>``. Their
         parameters join the ELBO's optimiser (the model step of ``algo.elbo``: its ``lr``,
         ``updates_per_iteration``, ``max_grad_norm``, ``precollect_frames``), one step on the
         sum of the ELBO's and the auxiliary terms: a parameter shared with the ELBO (the

@@ -5,8 +5,9 @@ Allowed dependencies (a row may import the parts it lists, and itself; nothing e
     part         may import
     -----------  ---------------------------------------------------------------------------
     registry     - (the standard library only: configs validate without loading torch)
+    algorithms   registry (the standard library otherwise, like registry)
     utils        -
-    configs      utils, registry
+    configs      utils, registry, algorithms
     envs         utils, registry
     modules      utils, envs
     transforms   utils, envs, modules
@@ -14,8 +15,8 @@ Allowed dependencies (a row may import the parts it lists, and itself; nothing e
     data         utils, envs
     policies     utils, envs, modules, transforms
     evaluation   utils, configs, envs, modules, transforms, policies
-    trainers     utils, registry, configs, envs, modules, transforms, objectives, data,
-                 policies, evaluation
+    trainers     utils, registry, algorithms, configs, envs, modules, transforms, objectives,
+                 data, policies, evaluation
     cli          everything but demo
     demo         everything but cli
 
@@ -39,8 +40,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "torchrl_bamdp"
 
 ALLOWED: dict[str, set[str]] = {
     "registry": set(),
+    "algorithms": {"registry"},
     "utils": set(),
-    "configs": {"utils", "registry"},
+    "configs": {"utils", "registry", "algorithms"},
     "envs": {"utils", "registry"},
     "modules": {"utils", "envs"},
     "transforms": {"utils", "envs", "modules"},
@@ -51,6 +53,7 @@ ALLOWED: dict[str, set[str]] = {
     "trainers": {
         "utils",
         "registry",
+        "algorithms",
         "configs",
         "envs",
         "modules",
@@ -174,7 +177,7 @@ def test_the_dependency_table_has_no_cycle():
 def test_registry_and_configs_load_without_torch():
     """Config validation (and so a typo's error message) needs neither torch nor TorchRL."""
     code = (
-        "import sys, torchrl_bamdp.registry, torchrl_bamdp.configs;"
+        "import sys, torchrl_bamdp.registry, torchrl_bamdp.algorithms, torchrl_bamdp.configs;"
         "torchrl_bamdp.configs.load_config({'env': {'name': 'cheetah_vel'}});"
         "print(sorted(m for m in ('torch', 'torchrl', 'tensordict') if m in sys.modules))"
     )

@@ -87,6 +87,11 @@ def make_td(n: int, t: int, seed: int = 0, reward_key: str = "reward") -> Tensor
     )
 
 
+def loss_terms(out: TensorDict) -> set[str]:
+    """The names of the trained terms (the ``loss_*`` entries; the others are diagnostics)."""
+    return {key for key, _ in out.items() if key.startswith("loss_")}
+
+
 def zero_grid_decoder(latent_dim: int, bias: torch.Tensor | float) -> GridCellRewardDecoder:
     dec = GridCellRewardDecoder(latent_dim, grid_size=5)
     with torch.no_grad():
@@ -224,7 +229,7 @@ def test_elbo_grid_reward_term_by_hand():
                 target = 1.0 if td["next", "reward"][i, j, 0].item() > 0 else 0.0
                 total += bce(logit, target)
     assert out["loss_reward"].item() == pytest.approx(total / n, rel=1e-5)
-    assert set(out.keys()) == {"loss_kl", "loss_reward"}
+    assert loss_terms(out) == {"loss_kl", "loss_reward"}
 
 
 def test_elbo_continuous_reward_term_by_hand():
@@ -269,7 +274,7 @@ def test_elbo_state_term_decodes_the_true_next_state_at_inner_episode_ends():
         for j in range(t):
             total += (t + 1) * ((target - true_next[i, j]) ** 2).sum().item()
     assert out["loss_state"].item() == pytest.approx(total / n, rel=1e-5)
-    assert set(out.keys()) == {"loss_kl", "loss_state"}
+    assert loss_terms(out) == {"loss_kl", "loss_state"}
 
 
 def test_elbo_task_term_uses_task_at_index_zero():
@@ -289,7 +294,7 @@ def test_elbo_task_term_uses_task_at_index_zero():
     # (t + 1) * [(1 + 9), (4 + 1), (4 + 9)] / 3
     assert per_traj == pytest.approx([50.0, 25.0, 65.0])
     assert out["loss_task"].item() == pytest.approx(sum(per_traj) / n)
-    assert set(out.keys()) == {"loss_kl", "loss_task"}
+    assert loss_terms(out) == {"loss_kl", "loss_task"}
 
 
 # -- sub-sampling ---------------------------------------------------------------------------------
@@ -434,7 +439,8 @@ def test_in_and_out_keys():
         state_decoder=StateDecoder(5, 2, 5, discrete_actions=True),
         task_decoder=TaskDecoder(5, 2),
     )
-    assert loss.out_keys == ["loss_kl", "loss_reward", "loss_state", "loss_task"]
+    terms = ["loss_kl", "loss_reward", "loss_state", "loss_task"]
+    assert loss.out_keys == terms + ["kl", "nll_reward", "nll_state", "nll_task"]
     assert set(loss.in_keys) == {
         "action",
         ("next", "true_observation"),
@@ -458,7 +464,7 @@ def test_elbo_on_bamdp_rollout_all_terms():
         decode_subsample=6,
     )
     out = loss(rollout)
-    assert set(out.keys()) == {"loss_kl", "loss_reward", "loss_state", "loss_task"}
+    assert loss_terms(out) == {"loss_kl", "loss_reward", "loss_state", "loss_task"}
     for value in out.values():
         assert value.shape == () and torch.isfinite(value)
         assert value.item() >= 0
@@ -810,9 +816,72 @@ def test_original_mode_on_a_bamdp_rollout_with_every_decoder():
         generator=torch.Generator().manual_seed(0),
     )
     out = loss(rollout)
-    assert set(out.keys()) == {"loss_kl", "loss_reward", "loss_state", "loss_task"}
+    assert loss_terms(out) == {"loss_kl", "loss_reward", "loss_state", "loss_task"}
     for value in out.values():
         assert value.shape == () and torch.isfinite(value) and value.item() >= 0
     sum(out.values()).backward()
     assert enc.gru.weight_ih_l0.grad.abs().sum() > 0
     assert loss.state_decoder.net[0].weight.grad.abs().sum() > 0
+
+
+# -- weights (TorchRL's convention: the loss weighs its terms) ---------------------------------
+WEIGHTS = {"reward_weight": 0.7, "state_weight": 0.3, "task_weight": 2.5, "kl_weight": 0.01}
+
+
+@pytest.mark.parametrize("mode", ["rescaled", "original"])
+def test_weighted_terms_sum_bit_for_bit_to_the_hand_weighted_sum(mode):
+    """The objective (sum of ``loss_*``) is exactly what the trainer computed before the
+    weights moved into the loss: ``sum(weight[k] * unweighted[k])`` in the terms' order."""
+
+    def make(**weights):
+        torch.manual_seed(3)  # the same networks for both losses
+        enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, hidden_size=16)
+        return ELBOLoss(
+            enc,
+            reward_decoder=GridCellRewardDecoder(5, 5),
+            state_decoder=StateDecoder(5, 2, 5, hidden=(8,), discrete_actions=True),
+            task_decoder=TaskDecoder(5, 2, hidden=(8,)),
+            elbo_subsample=4,
+            decode_subsample=6,
+            subsample_mode=mode,
+            generator=torch.Generator().manual_seed(0),
+            **weights,
+        )
+
+    td = make_td(6, 12, seed=5)
+    plain, weighted = make(), make(**WEIGHTS)
+    unweighted = plain(td)
+    out = weighted(td)
+    by_term = {f"loss_{k.removesuffix('_weight')}": w for k, w in WEIGHTS.items()}
+    # Today's formula, written out: the trainer's weights times the unweighted terms, in order.
+    hand = sum(by_term[k] * v for k, v in unweighted.items() if k.startswith("loss_"))
+    total = sum(v for k, v in out.items() if k.startswith("loss_"))
+    assert [k for k, _ in out.items() if k.startswith("loss_")] == [
+        "loss_kl",
+        "loss_reward",
+        "loss_state",
+        "loss_task",
+    ]
+    assert torch.equal(total, hand)  # bit for bit
+    for key, diagnostic in (
+        ("loss_kl", "kl"),
+        ("loss_reward", "nll_reward"),
+        ("loss_state", "nll_state"),
+        ("loss_task", "nll_task"),
+    ):
+        assert torch.equal(out[diagnostic], unweighted[key])  # unweighted, beside the term
+        assert torch.equal(out[key], by_term[key] * unweighted[key])
+        assert not out[diagnostic].requires_grad  # a diagnostic, never trained
+    # The gradients are those of the hand-weighted objective, too.
+    total.backward()
+    hand.backward()
+    for a, b in zip(weighted.parameters(), plain.parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            assert torch.equal(a.grad, b.grad)
+
+
+def test_negative_weight_is_refused():
+    enc = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    with pytest.raises(ValueError, match="kl_weight must be >= 0"):
+        ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, 5), kl_weight=-1.0)

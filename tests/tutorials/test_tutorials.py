@@ -86,6 +86,9 @@ EXPECTED = {
         "printed": [
             "hyper_state size: 27 = 2 (position) + 25 (visit map)",
             "exact DP values: 4.000 11.071 11.071 11.071",
+            "registered algorithms: varibad, varibad_original, rl2, oracle, belief_oracle, "
+            "bayes_optimal, random, visit_map",
+            "reopened 'visit_map' run at 960 frames, same meta-test: True",
         ],
     },
 }
@@ -178,8 +181,9 @@ def test_tutorial_runs(tutorial: Path, tmp_path: Path):
             assert len(_per_episode(stdout, name)) == 4
         trainer_bo = _per_episode(stdout, "bayes_optimal")
         assert trainer_bo == pytest.approx([4.0, 11.07, 11.07, 11.07], abs=1e-6)
-        for name in ("varibad", "belief_oracle", "rl2", "oracle"):
-            assert (out / "runs" / name / "config.json").is_file()
+        for name in ("varibad", "belief_oracle", "rl2", "oracle", "visit_map"):
+            saved = json.loads((out / "runs" / name / "config.json").read_text())
+            assert saved["algo"]["name"] == name  # the user's agent runs under its own name
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])

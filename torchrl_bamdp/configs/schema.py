@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchrl_bamdp.algorithms import ALGORITHM_NAME, SHIPPED_ALGORITHMS, algorithm_names
 from torchrl_bamdp.configs.compose import composed_defaults, merge_onto
 from torchrl_bamdp.registry import (
     FACTORY_PATH,
@@ -52,15 +53,8 @@ MUJOCO_ENV_NAMES = tuple(
 )
 #: The shipped task families (one list: the registry's, which registers them).
 ENV_NAMES = SHIPPED_TASK_FAMILIES
-ALGO_NAMES = (
-    "varibad",
-    "varibad_original",
-    "rl2",
-    "oracle",
-    "belief_oracle",
-    "bayes_optimal",
-    "random",
-)
+#: The shipped algorithms (one list: the algorithm registry's, which registers them).
+ALGO_NAMES = SHIPPED_ALGORITHMS
 #: Algorithms with VariBAD's learned belief: ours and the original's configuration of it.
 VARIBAD_ALGOS = ("varibad", "varibad_original")
 #: ``env.bamdp_end``: how the last step of a task ends it for PPO's value targets.
@@ -77,7 +71,6 @@ ELBO_SUBSAMPLE_MODES = ("rescaled", "original")
 MSE_REDUCTIONS = ("sum", "mean")
 #: What VariBAD's policy reads of the belief (``algo.policy_belief``; see ``varibad_transforms``).
 POLICY_BELIEFS = ("auto", "latent", "decoded", "latent+decoded")
-#: Task families with a finite, uniform task set: number of tasks (GridNavi: grid_size**2 - 4).
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
@@ -442,12 +435,20 @@ class AlgoConfig:
     >>> try:
     ...     load_config({"algo": {"name": "varibab"}})
     ... except ConfigError as err:
+    ...     print(str(err).split(" (registered")[0])
+    config.algo.name='varibab' is not a registered algorithm; did you mean 'varibad'?
+    >>> try:
+    ...     load_config({"algo": {"name": "mine", "builder": "my_pkg.make_agent"}})
+    ... except ConfigError as err:
     ...     print(err)
-    config.algo.name must be one of ['varibad', 'varibad_original', 'rl2', 'oracle', \
-'belief_oracle', 'bayes_optimal', 'random'] (got 'varibab')
+    config.algo.builder must be an import path 'package.module:function' (got 'my_pkg.make_agent')
     """
 
     name: str = "varibad"
+    #: An algorithm of your own by import path, ``"package.module:function"`` (then ``name`` is
+    #: its label): ``function(config, env) -> Agent``, no registration needed, and
+    #: ``config.json`` keeps it for resume, bamdp-eval and bamdp-plot.
+    builder: str | None = None
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoders: DecoderConfig = field(default_factory=DecoderConfig)
     elbo: ELBOConfig = field(default_factory=ELBOConfig)
@@ -455,7 +456,35 @@ class AlgoConfig:
     policy_belief: str = "auto"
 
     def validate(self, path: str) -> None:
-        _choice(path, "name", self.name, ALGO_NAMES)
+        if self.builder is None:
+            names = algorithm_names()
+            if self.name not in names:
+                close = difflib.get_close_matches(self.name, names, n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"{path}.name={self.name!r} is not a registered algorithm{hint} (registered: "
+                    f"{list(names)}); for an algorithm of your own set {path}.builder="
+                    "'package.module:function' or register it with "
+                    "torchrl_bamdp.algorithms.register_algorithm"
+                )
+        else:
+            if not FACTORY_PATH.fullmatch(self.builder):
+                raise ConfigError(
+                    f"{path}.builder must be an import path 'package.module:function' (got "
+                    f"{self.builder!r})"
+                )
+            # A shipped name stands for the shipped algorithm's results (DESIGN.md §7), and the
+            # config's cross-checks switch on it: a builder of your own needs its own label.
+            if self.name in ALGO_NAMES or not ALGORITHM_NAME.fullmatch(self.name):
+                raise ConfigError(
+                    f"{path}.name={self.name!r} cannot label the algorithm of {path}.builder="
+                    f"{self.builder!r}: give it a name of its own, a word of letters, digits, "
+                    f"'_' or '-' that is not a shipped algorithm (e.g. {path}.name=my_agent)"
+                )
+            try:  # early: a typo in the path fails here, not after the run directory is made
+                load_factory(self.builder, what=f"{path}.builder")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         _choice(path, "policy_belief", self.policy_belief, POLICY_BELIEFS)
 
 

@@ -18,6 +18,14 @@ from torchrl_bamdp.modules.encoder import BeliefEncoder
 TRAJECTORY_REDUCTIONS = ("mean", "sum")
 #: How ELBO and decode steps are sub-sampled (``subsample_mode``); see :class:`ELBOLoss`.
 SUBSAMPLE_MODES = ("rescaled", "original")
+#: The unweighted value of each weighted term, returned beside it as a diagnostic (not trained:
+#: only ``loss_*`` entries are summed into the objective, TorchRL's convention).
+ELBO_DIAGNOSTICS = {
+    "loss_kl": "kl",
+    "loss_reward": "nll_reward",
+    "loss_state": "nll_state",
+    "loss_task": "nll_task",
+}
 
 
 def gaussian_kl(
@@ -83,8 +91,12 @@ class ELBOLoss(LossModule):
     summed over trajectories while its reconstruction is averaged over them. Ours averages both,
     so that the balance between reconstruction and KL does not depend on the batch size.
 
-    The terms are returned unweighted: the trainer sums them with its weights (``kl_weight``
-    etc.).
+    **Weights.** Each term is returned already multiplied by its weight (``reward_weight``,
+    ``state_weight``, ``task_weight``, ``kl_weight``; TorchRL's convention, as
+    ``ClipPPOLoss``'s ``entropy_coeff``), so the objective is the plain sum of the ``loss_*``
+    entries, ``sum(v for k, v in out.items() if k.startswith("loss_"))``. The unweighted terms
+    come beside them, detached, under ``kl``, ``nll_reward``, ``nll_state`` and ``nll_task``
+    (diagnostics for logs; not part of the objective).
 
     **Truncated BPTT** (``tbptt_steps=k``, the original's ``tbptt_stepsize``, 50 on MuJoCo):
     the re-encoding runs the GRU over chunks of k transitions, ``[0, k), [k, 2k), ...``, and
@@ -125,6 +137,9 @@ class ELBOLoss(LossModule):
     tbptt_steps : int, optional
         Truncated backpropagation through time in the re-encoding, every ``tbptt_steps``
         transitions (above); ``None`` (default): none.
+    reward_weight, state_weight, task_weight, kl_weight : float
+        The weight of each term in the objective (above); 1 by default, ``algo.elbo.*_weight``
+        in a run.
     generator : torch.Generator, optional
         The random stream of the sub-sampling and of the reparameterised latents, drawn on its
         own device and moved to the trajectories' (so a CPU generator gives the same numbers
@@ -142,7 +157,12 @@ class ELBOLoss(LossModule):
     ...                  "next": {"true_observation": torch.zeros(2, 6, 2),
     ...                           "reward": -0.1 * torch.ones(2, 6, 1)}}, [2, 6])
     >>> sorted(loss(td).keys())
-    ['loss_kl', 'loss_reward']
+    ['kl', 'loss_kl', 'loss_reward', 'nll_reward']
+    >>> weighted = ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, grid_size=5),
+    ...                     kl_weight=0.1)
+    >>> out = weighted(td)
+    >>> torch.equal(out["loss_kl"], 0.1 * out["kl"])
+    True
     >>> original = ELBOLoss(enc, reward_decoder=GridCellRewardDecoder(5, grid_size=5),
     ...                     elbo_subsample=4, kl_reduction="sum", subsample_mode="original")
     >>> original(td)["loss_kl"].shape
@@ -192,6 +212,10 @@ class ELBOLoss(LossModule):
         task_reduction: str = "mean",
         subsample_mode: str = "rescaled",
         tbptt_steps: int | None = None,
+        reward_weight: float = 1.0,
+        state_weight: float = 1.0,
+        task_weight: float = 1.0,
+        kl_weight: float = 1.0,
     ) -> None:
         super().__init__()
         if reward_decoder is None and state_decoder is None and task_decoder is None:
@@ -215,6 +239,18 @@ class ELBOLoss(LossModule):
         ):
             if value not in allowed:
                 raise ValueError(f"ELBOLoss: {name} must be one of {allowed} (got {value!r})")
+        weights = {
+            "loss_reward": reward_weight,
+            "loss_state": state_weight,
+            "loss_task": task_weight,
+            "loss_kl": kl_weight,
+        }
+        for key, weight in weights.items():
+            if not weight >= 0:  # also rejects NaN
+                raise ValueError(
+                    f"ELBOLoss: {key.removeprefix('loss_')}_weight must be >= 0 (got {weight})"
+                )
+        self.weights = weights
         self.encoder = encoder
         self.reward_decoder = reward_decoder
         self.state_decoder = state_decoder
@@ -247,10 +283,21 @@ class ELBOLoss(LossModule):
 
     @property
     def out_keys(self) -> list[str]:
-        out = ["loss_kl"]
+        terms = ["loss_kl"]
         for name in ("reward", "state", "task"):
             if getattr(self, f"{name}_decoder") is not None:
-                out.append(f"loss_{name}")
+                terms.append(f"loss_{name}")
+        return terms + [ELBO_DIAGNOSTICS[key] for key in terms]
+
+    def _weighted(self, terms: TensorDictBase) -> TensorDictBase:
+        """The weighted ``loss_*`` terms, in the order computed, then the unweighted ones."""
+        # The same products, in the same order, as the trainer's weighted sum before the
+        # weights moved in here: a shipped run's numbers are bit for bit the same.
+        out = TensorDict(
+            {key: self.weights[key] * value for key, value in terms.items()}, batch_size=[]
+        )
+        for key, value in terms.items():
+            out.set(ELBO_DIAGNOSTICS[key], value.detach())
         return out
 
     def _subsample(self, full: int, wanted: int | None, device: torch.device) -> torch.Tensor:
@@ -335,8 +382,10 @@ class ELBOLoss(LossModule):
         posterior_valid = torch.cat([step_valid[:, :1].new_ones(n, 1), step_valid], dim=1)
         kl = gaussian_kl(mean, logvar, prev_mean, prev_logvar) * posterior_valid  # [N, T + 1]
         if self.subsample_mode == "rescaled":
-            return self._rescaled(batch, mean, logvar, kl, step_valid, posterior_valid)
-        return self._original(batch, mean, logvar, kl, step_valid, posterior_valid)
+            terms = self._rescaled(batch, mean, logvar, kl, step_valid, posterior_valid)
+        else:
+            terms = self._original(batch, mean, logvar, kl, step_valid, posterior_valid)
+        return self._weighted(terms)
 
     def _encode(
         self, tensordict: TensorDictBase, batch: TransitionBatch

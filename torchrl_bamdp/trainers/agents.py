@@ -14,12 +14,20 @@ and the policy that reads it (DESIGN.md §2: swapping an algorithm is swapping a
 
 With ``algo.policy_belief`` decoded (the GridNavi default, ``auto``) VariBAD's policy reads
 [s, decoded belief] (:class:`~torchrl_bamdp.transforms.DecodedBelief`) instead of the latent.
-With ``algo.ppo.time_features`` every trained agent's hyper-state ends with the time of the task
-(:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic.
+With ``algo.ppo.time_features`` every trained shipped agent's hyper-state ends with the time of
+the task (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic
+(:func:`with_time_features`).
+
+Each algorithm is a builder ``(config, env) -> Agent`` (``build_varibad``, ``build_rl2``, ...)
+registered in :mod:`torchrl_bamdp.algorithms`, and :func:`build_agent` dispatches through that
+registry: an algorithm of your own is registered by the same call
+(:func:`~torchrl_bamdp.algorithms.register_algorithm`) or named by import path
+(``algo.builder``), and is then built, trained, checkpointed and evaluated like these.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -31,7 +39,9 @@ from torch import nn
 from torchrl.envs import TransformedEnv
 from torchrl.envs.transforms import Compose, Transform
 from torchrl.modules import ProbabilisticActor
+from torchrl.objectives import LossModule
 
+from torchrl_bamdp.algorithms import resolve_builder
 from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
 from torchrl_bamdp.envs import BAMDPEnv
 from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
@@ -64,6 +74,9 @@ from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, ti
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
 TRAINED_ALGORITHMS = ("varibad", "varibad_original", "rl2", "oracle", "belief_oracle")
 REFERENCE_ALGORITHMS = ("bayes_optimal", "random")
+#: Prefixes of the trainer's own metrics (``elbo/loss_kl``, ``ppo/loss_objective``, ...): an
+#: auxiliary loss's terms are logged as ``<its name>/<term>``, so these names are taken.
+RESERVED_LOSS_NAMES = ("elbo", "ppo", "train", "eval", "health", "perf", "figures")
 
 
 @dataclass
@@ -90,6 +103,27 @@ class Agent:
     make_policy : callable or None
         ``make_policy(env)`` builds the policy for another env (e.g. a meta-test with more
         episodes per task): the Bayes-optimal policy plans for the env's horizon.
+    aux_losses : dict of str to LossModule
+        Auxiliary objectives of a trained agent, by name. Each is called like the ELBO, on a
+        ``[batch_trajectories, H+]`` batch of whole tasks from the trajectory buffer (the
+        entries of :data:`~torchrl_bamdp.data.trajectory_buffer.DEFAULT_TRAJECTORY_KEYS`), and
+        returns a TensorDict of scalars whose ``loss_*`` entries (already weighted, TorchRL's
+        convention) are minimised; every entry is logged as ``<name>/<entry>``. Their
+        parameters join the ELBO's optimiser (the model step of ``algo.elbo``: its ``lr``,
+        ``updates_per_iteration``, ``max_grad_norm``, ``precollect_frames``), one step on the
+        sum of the ELBO's and the auxiliary terms: a parameter shared with the ELBO (the
+        encoder) is then stepped once, with both gradients, not by two optimisers. They are
+        checkpointed (entry ``aux_losses``). Names are words, not a trainer metric prefix
+        (:data:`RESERVED_LOSS_NAMES`).
+
+    Notes
+    -----
+    What a checkpoint holds of an agent: ``elbo_loss`` (or ``encoder``), ``actor``, ``critic``,
+    ``aux_losses`` and ``transforms``, the state of the training env's hyper-state transforms
+    (their parameters and buffers, minus what another entry holds already, e.g. VariBAD's
+    encoder). ``make_transforms()`` is called once per env (training, each evaluation), so a
+    state that every env must see, learnt or running, lives in a module the builder creates
+    once and the transforms share, as VariBAD's belief shares its encoder with the ELBO.
 
     Examples
     --------
@@ -98,6 +132,21 @@ class Agent:
     >>> agent = build_agent(load_config({"algo": {"name": "oracle"}}), make_env(num_envs=2))
     >>> agent.trains_policy, agent.elbo_loss is None
     (True, True)
+
+    An auxiliary loss (here a weight penalty on the critic, weighted inside the loss):
+
+    >>> from dataclasses import replace
+    >>> from tensordict import TensorDict
+    >>> class WeightPenalty(LossModule):
+    ...     def __init__(self, critic, coef=1e-4):
+    ...         super().__init__()
+    ...         self.critic, self.coef = critic, coef
+    ...     def forward(self, trajectories):
+    ...         penalty = sum(p.pow(2).sum() for p in self.critic.parameters())
+    ...         return TensorDict({"loss_l2": self.coef * penalty}, batch_size=[])
+    >>> mine = replace(agent, name="my_oracle", aux_losses={"l2": WeightPenalty(agent.critic)})
+    >>> sorted(mine.modules())
+    ['actor', 'aux_losses', 'critic']
     """
 
     name: str
@@ -108,6 +157,25 @@ class Agent:
     elbo_loss: ELBOLoss | None = None
     reencode: Callable[[TensorDictBase], torch.Tensor] | None = field(default=None, repr=False)
     make_policy: Callable[[BAMDPEnv], Any] | None = field(default=None, repr=False)
+    aux_losses: dict[str, LossModule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, loss in self.aux_losses.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+                raise ValueError(
+                    f"Agent {self.name!r}: aux_losses names must be words of letters, digits "
+                    f"and '_' starting with a letter (they name metrics); got {name!r}"
+                )
+            if name in RESERVED_LOSS_NAMES:
+                raise ValueError(
+                    f"Agent {self.name!r}: aux_losses name {name!r} is taken by the trainer's "
+                    f"own metrics ({', '.join(RESERVED_LOSS_NAMES)}); choose another"
+                )
+            if not isinstance(loss, nn.Module):
+                raise TypeError(
+                    f"Agent {self.name!r}: aux_losses[{name!r}] must be a LossModule (an "
+                    f"nn.Module returning a TensorDict of loss_* terms); got {type(loss).__name__}"
+                )
 
     @property
     def trains_policy(self) -> bool:
@@ -131,7 +199,11 @@ class Agent:
         return self.acting_policy if self.make_policy is None else self.make_policy(env)
 
     def modules(self) -> dict[str, nn.Module]:
-        """The stateful parts, by checkpoint entry."""
+        """The stateful parts this agent holds, by checkpoint entry.
+
+        The transforms are not here: each env gets its own (:meth:`transformed_env`), and the
+        trainer checkpoints those of its training env (entry ``transforms``).
+        """
         parts: dict[str, nn.Module] = {}
         if self.elbo_loss is not None:
             parts["elbo_loss"] = self.elbo_loss
@@ -141,7 +213,14 @@ class Agent:
             parts["actor"] = self.actor
         if self.critic is not None:
             parts["critic"] = self.critic
+        if self.aux_losses:
+            parts["aux_losses"] = self._aux_module
         return parts
+
+    @cached_property
+    def _aux_module(self) -> nn.ModuleDict:
+        # One container for the checkpoint entry and device moves (keys: the losses' names).
+        return nn.ModuleDict(self.aux_losses)
 
     def policy_parameters(self) -> list[nn.Parameter]:
         """What the PPO optimiser updates: actor, critic and, when re-encoded, the encoder."""
@@ -213,6 +292,108 @@ def _actor_critic(
     )
 
 
+def _obs_dim(env: BAMDPEnv) -> int:
+    return env.observation_spec["observation"].shape[-1]
+
+
+def build_varibad(config: Config, env: BAMDPEnv) -> Agent:
+    """VariBAD (``algo.name`` ``varibad`` or ``varibad_original``): the learned belief of a GRU
+    encoder trained by the ELBO, PPO on the policy's view of it.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> agent = build_varibad(load_config({}), make_env(num_envs=2))
+    >>> agent.name, agent.elbo_loss is not None
+    ('varibad', True)
+    """
+    return with_time_features(_varibad(config, env, _obs_dim(env)), config)
+
+
+def build_rl2(config: Config, env: BAMDPEnv) -> Agent:
+    """RL2: a GRU memory over (action, reward, observation, done) trained end to end by PPO.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> config = load_config({"algo": {"name": "rl2", "ppo": {"encoder_grad": True}}})
+    >>> build_rl2(config, make_env(num_envs=2)).reencode is not None
+    True
+    """
+    return with_time_features(_rl2(config, env, _obs_dim(env)), config)
+
+
+def build_oracle(config: Config, env: BAMDPEnv) -> Agent:
+    """The oracle: PPO on [observation, true task] (the upper reference).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> build_oracle(load_config({"algo": {"name": "oracle"}}), make_env(num_envs=2)).name
+    'oracle'
+    """
+    obs_dim, task_dim = _obs_dim(env), env.observation_spec["task"].shape[-1]
+    actor, critic = _actor_critic(config, env, obs_dim, task_dim)
+    return with_time_features(Agent("oracle", actor, critic, oracle_transforms), config)
+
+
+def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
+    """The belief oracle (GridNavi): PPO on [observation, exact posterior over goal cells].
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> config = load_config({"algo": {"name": "belief_oracle"}})
+    >>> build_belief_oracle(config, make_env(num_envs=2)).trains_policy
+    True
+    """
+    grid = config.env.grid_size
+    actor, critic = _actor_critic(config, env, _obs_dim(env), grid * grid)
+    agent = Agent("belief_oracle", actor, critic, lambda: exact_belief_transforms(grid))
+    return with_time_features(agent, config)
+
+
+def build_bayes_optimal(config: Config, env: BAMDPEnv) -> Agent:
+    """The exact Bayes-optimal GridNavi policy on the exact posterior (not trained).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> config = load_config({"algo": {"name": "bayes_optimal"}})
+    >>> build_bayes_optimal(config, make_env(num_envs=2)).trains_policy
+    False
+    """
+    grid = config.env.grid_size
+    return Agent(
+        "bayes_optimal",
+        BayesOptimalPolicy.from_env(env),
+        None,
+        lambda: Compose(ExactGridBelief(grid)),
+        make_policy=BayesOptimalPolicy.from_env,
+    )
+
+
+def build_random(config: Config, env: BAMDPEnv) -> Agent:
+    """Uniformly random actions, seeded by ``config.seed`` (discrete actions; not trained).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> build_random(load_config({"algo": {"name": "random"}}), make_env(num_envs=2)).critic
+    """
+    num_actions, discrete = _action_dims(env)
+    if not discrete:
+        raise ValueError("algo.name='random' needs a discrete action space")
+    policy = uniform_random_policy(num_actions, seed=config.seed)
+    return Agent("random", policy, None, Compose)
+
+
 def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     algo, env_cfg = config.algo, config.env
     encoder = _encoder(config, obs_dim, env, done_input=algo.encoder.done_input)
@@ -262,6 +443,10 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         task_reduction=elbo.task_reduction,
         subsample_mode=elbo.subsample_mode,
         tbptt_steps=elbo.tbptt_steps,
+        reward_weight=elbo.reward_weight,
+        state_weight=elbo.state_weight,
+        task_weight=elbo.task_weight,
+        kl_weight=elbo.kl_weight,
     )
     policy_belief = config.policy_belief
     belief_keys = policy_belief_keys(policy_belief)
@@ -315,8 +500,24 @@ def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     )
 
 
-def _time_aware(agent: Agent, config: Config) -> Agent:
-    """``agent`` with :class:`TimeAwareHyperState` after its hyper-state transforms."""
+def with_time_features(agent: Agent, config: Config) -> Agent:
+    """``agent`` with :class:`TimeAwareHyperState` after its hyper-state transforms, when it is
+    trained and ``config.algo.ppo.time_features`` is set (else ``agent`` itself).
+
+    The shipped builders size their networks for it and call it last; a builder of your own
+    may do the same (networks on ``hyper_state`` of ``TIME_FEATURES`` more inputs) or not.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.envs import make_env
+    >>> env = make_env(num_envs=2)
+    >>> agent = build_oracle(load_config({"algo": {"name": "oracle"}}), env)
+    >>> agent.transformed_env(env).observation_spec["hyper_state"].shape  # s, task, time
+    torch.Size([2, 6])
+    """
+    if not (agent.trains_policy and config.algo.ppo.time_features):
+        return agent
     length, episodes = config.env.episode_length, config.env.episodes_per_task
     make_transforms = agent.make_transforms
     reencode = agent.reencode
@@ -405,7 +606,11 @@ def check_config_against_env(config: Config, env: BAMDPEnv) -> None:
 
 
 def build_agent(config: Config, env: BAMDPEnv) -> Agent:
-    """Build the agent of ``config.algo.name`` for ``env`` (an untransformed BAMDP env).
+    """Build the agent ``config.algo`` selects for ``env`` (an untransformed BAMDP env).
+
+    The builder is ``algo.builder`` when set (an import path), else the one registered as
+    ``algo.name`` (:mod:`torchrl_bamdp.algorithms`; the shipped algorithms are registered
+    there too). The config is first checked against the env (:func:`check_config_against_env`).
 
     Examples
     --------
@@ -417,44 +622,21 @@ def build_agent(config: Config, env: BAMDPEnv) -> Agent:
     True
     >>> build_agent(load_config({"algo": {"name": "bayes_optimal"}}), env).trains_policy
     False
+    >>> mine = {"name": "my_oracle", "builder": "torchrl_bamdp.trainers.agents:build_oracle"}
+    >>> build_agent(load_config({"algo": mine}), env).name
+    'oracle'
     """
     check_config_against_env(config, env)
-    agent = _build_agent(config, env)
-    if agent.trains_policy and config.algo.ppo.time_features:
-        return _time_aware(agent, config)
-    return agent
-
-
-def _build_agent(config: Config, env: BAMDPEnv) -> Agent:
-    name = config.algo.name
-    obs_dim = env.observation_spec["observation"].shape[-1]
-    if name in VARIBAD_ALGOS:
-        return _varibad(config, env, obs_dim)
-    if name == "rl2":
-        return _rl2(config, env, obs_dim)
-    if name == "oracle":
-        task_dim = env.observation_spec["task"].shape[-1]
-        actor, critic = _actor_critic(config, env, obs_dim, task_dim)
-        return Agent(name, actor, critic, oracle_transforms)
-    grid = config.env.grid_size
-    if name == "belief_oracle":
-        actor, critic = _actor_critic(config, env, obs_dim, grid * grid)
-        return Agent(name, actor, critic, lambda: exact_belief_transforms(grid))
-    if name == "bayes_optimal":
-        policy = BayesOptimalPolicy.from_env(env)
-        return Agent(
-            name,
-            policy,
-            None,
-            lambda: Compose(ExactGridBelief(grid)),
-            make_policy=BayesOptimalPolicy.from_env,
+    algo = config.algo
+    try:
+        builder = resolve_builder(algo.name, algo.builder)
+    except ValueError as err:  # e.g. algo.builder's module is not importable in this process
+        raise ConfigError(f"config.{err}") from None
+    agent = builder(config, env)
+    if not isinstance(agent, Agent):
+        where = f"algo.builder={algo.builder!r}" if algo.builder else f"algo.name={algo.name!r}"
+        raise TypeError(
+            f"the builder of {where} returned a {type(agent).__name__}, not a "
+            "torchrl_bamdp.trainers.Agent"
         )
-    if name == "random":
-        num_actions, discrete = _action_dims(env)
-        if not discrete:
-            raise ValueError("algo.name='random' needs a discrete action space")
-        policy = uniform_random_policy(num_actions, seed=config.seed)
-        return Agent(name, policy, None, Compose)
-    raise ValueError(
-        f"algo.name must be one of {TRAINED_ALGORITHMS + REFERENCE_ALGORITHMS} (got {name!r})"
-    )
+    return agent

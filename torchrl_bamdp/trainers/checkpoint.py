@@ -9,11 +9,12 @@ network, an optimizer or the trajectory buffer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 #: File name of a run's checkpoint, in ``<run_dir>/checkpoints/``.
 CHECKPOINT_NAME = "last.pt"
@@ -35,8 +36,18 @@ REQUIRED_ENTRIES = (
 
 #: Entries a checkpoint may lack: ``health``, ``train_seconds`` and ``pending_reset``
 #: (older checkpoints), ``encoder`` (only RL2's recurrent memory is stored outside
-#: ``elbo_loss``) and ``return_scaler`` (only with ``algo.ppo.normalize_reward``).
-OPTIONAL_ENTRIES = ("health", "train_seconds", "pending_reset", "encoder", "return_scaler")
+#: ``elbo_loss``), ``return_scaler`` (only with ``algo.ppo.normalize_reward``), and
+#: ``aux_losses`` and ``transforms`` (an agent's auxiliary losses and the state of its training
+#: env's transforms; checkpoints before 2026-12-02 lack them, and load without them).
+OPTIONAL_ENTRIES = (
+    "health",
+    "train_seconds",
+    "pending_reset",
+    "encoder",
+    "return_scaler",
+    "aux_losses",
+    "transforms",
+)
 
 #: Config fields (dotted paths; a section means all its fields) that must be equal between the
 #: checkpoint and the run loading it: they fix parameter shapes, the functions the networks
@@ -47,6 +58,7 @@ ARCHITECTURE_FIELDS = (
     "env.episode_length",
     "env.episodes_per_task",
     "algo.name",
+    "algo.builder",
     "algo.encoder",
     "algo.decoders",
     "algo.ppo.hidden",
@@ -77,9 +89,66 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     "algo.ppo.policy_dist": "tanh_normal",
     "algo.ppo.input_embed": 0,
     "algo.ppo.done_input": False,
+    # An algorithm of your own by import path (issue 16), added on 2026-12-02.
+    "algo.builder": None,
 }
 
 _MISSING = object()
+
+
+def _tensor_ids(modules: Iterable[nn.Module]) -> set[int]:
+    return {id(t) for m in modules for t in (*m.parameters(), *m.buffers())}
+
+
+def owned_state_dict(module: nn.Module, stored: Iterable[nn.Module] = ()) -> dict[str, Any]:
+    """``module.state_dict()`` without the tensors that the modules ``stored`` hold.
+
+    A checkpoint entry of the state an agent's transforms (or auxiliary losses) own: what they
+    share with a part saved under its own entry (VariBAD's belief transform holds the encoder,
+    saved in ``elbo_loss``) is not stored twice.
+
+    Examples
+    --------
+    >>> shared = nn.Linear(2, 2)
+    >>> holder = nn.ModuleDict({"shared": shared, "own": nn.Linear(2, 1)})
+    >>> sorted(owned_state_dict(holder, [shared]))
+    ['own.bias', 'own.weight']
+    """
+    seen = _tensor_ids(stored)
+    return {
+        key: value.detach() if isinstance(value, torch.Tensor) else value
+        for key, value in module.state_dict(keep_vars=True).items()
+        if not (isinstance(value, torch.Tensor) and id(value) in seen)
+    }
+
+
+def load_owned_state_dict(
+    module: nn.Module, state: Mapping[str, Any], stored: Iterable[nn.Module] = ()
+) -> None:
+    """Load what :func:`owned_state_dict` saved: exactly its entries, else a ``RuntimeError``.
+
+    Examples
+    --------
+    >>> shared, own = nn.Linear(2, 2), nn.Linear(2, 1)
+    >>> holder = nn.ModuleDict({"shared": shared, "own": own})
+    >>> saved = {k: v.clone() + 1 for k, v in owned_state_dict(holder, [shared]).items()}
+    >>> load_owned_state_dict(holder, saved, [shared])
+    >>> torch.equal(own.bias, saved["own.bias"])
+    True
+    >>> try:
+    ...     load_owned_state_dict(holder, {}, [shared])
+    ... except RuntimeError as err:
+    ...     print(err)
+    missing entries ['own.bias', 'own.weight']
+    """
+    expected = owned_state_dict(module, stored).keys()
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        what = [f"missing entries {missing}"] if missing else []
+        what += [f"unexpected entries {unexpected}"] if unexpected else []
+        raise RuntimeError("; ".join(what))
+    # strict=False: the shared tensors, checked above to be left out on purpose.
+    module.load_state_dict(dict(state), strict=False)
 
 
 class CheckpointError(RuntimeError):

@@ -40,6 +40,8 @@ def open_run(run_dir: str | Path, **train_overrides: Any) -> Trainer:
     """A read-only :class:`~torchrl_bamdp.trainers.Trainer` on a run's config and checkpoint.
 
     ``train_overrides`` replace entries of the saved ``train`` config (e.g. ``eval_tasks``).
+    The agent is rebuilt from the saved ``algo`` section: the registered ``algo.name``, or the
+    builder ``algo.builder`` names by import path (which must import in this process).
 
     Examples
     --------

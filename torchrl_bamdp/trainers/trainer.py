@@ -38,6 +38,7 @@ from torchrl_bamdp.modules.actor_critic import (
     SamplingPolicy,
     add_log_probs,
     find_input_normalizers,
+    unique_parameters,
 )
 from torchrl_bamdp.objectives.advantage import normalize_advantage
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
@@ -49,6 +50,8 @@ from torchrl_bamdp.trainers.checkpoint import (
     NothingToTrainError,
     architecture_differences,
     describe_run,
+    load_owned_state_dict,
+    owned_state_dict,
     read_checkpoint,
     short_error,
 )
@@ -143,7 +146,10 @@ class Trainer:
     agent : callable, optional
         ``agent(config, env) -> Agent`` builds the agent instead of
         :func:`~torchrl_bamdp.trainers.agents.build_agent`: a user-made hyper-state transform
-        and policy trained by this same loop (see ``tutorials/04_swap_the_belief.py``).
+        and policy trained by this same loop. ``config.json`` does not record it, so a later
+        process (resume, ``bamdp-eval``) must pass it again; a builder registered by name
+        (:func:`~torchrl_bamdp.algorithms.register_algorithm`) or named by import path
+        (``algo.builder``) is found without it (see ``tutorials/04_swap_the_belief.py``).
 
     Examples
     --------
@@ -207,10 +213,19 @@ class Trainer:
         # On the CPU, like the task and buffer generators: a seed draws the same numbers, and a
         # checkpoint's state loads, on any device.
         self.elbo_generator = torch.Generator().manual_seed(config.seed + 1)
+        # One model optimiser for the losses on buffered trajectories: the ELBO and the agent's
+        # auxiliary losses, stepped together on their summed terms (see Agent.aux_losses).
+        model_losses = [self.agent.elbo_loss, *self.agent.aux_losses.values()]
+        model_losses = [loss for loss in model_losses if loss is not None]
+        if model_losses:
+            params = unique_parameters(*model_losses)
+            if not params:
+                raise ValueError(
+                    f"agent {self.agent.name!r}: its auxiliary losses "
+                    f"{sorted(self.agent.aux_losses)} have no parameters to train"
+                )
+            self.elbo_optimizer = torch.optim.Adam(params, lr=config.algo.elbo.lr)
         if self.agent.elbo_loss is not None:
-            self.elbo_optimizer = torch.optim.Adam(
-                self.agent.elbo_loss.parameters(), lr=config.algo.elbo.lr
-            )
             self.agent.elbo_loss.generator = self.elbo_generator
         self.buffer = TrajectoryBuffer(
             capacity=config.algo.elbo.buffer_trajectories,
@@ -377,28 +392,32 @@ class Trainer:
             yield chunk.reshape(-1)
 
     def elbo_update(self) -> dict[str, float]:
-        """``updates_per_iteration`` ELBO steps on trajectories sampled from the buffer."""
+        """``updates_per_iteration`` model steps on trajectories sampled from the buffer.
+
+        Each step minimises the sum of the ``loss_*`` terms of the ELBO and of the agent's
+        auxiliary losses (:attr:`Agent.aux_losses`), all called on the same sample. Returns the
+        mean of every entry the losses return, the ELBO's by its own name (``loss_kl``, ``kl``,
+        ...) and an auxiliary loss's as ``<name>/<entry>``, with the step's ``loss`` (the
+        total), ``grad_norm``, ``grad_norm_max`` and ``lr``.
+        """
         elbo = self.config.algo.elbo
         if self.elbo_optimizer is None or len(self.buffer) == 0 or elbo.updates_per_iteration == 0:
             return {}
         if self.frames < elbo.precollect_frames:  # the original waits for 5000 frames first
             return {}
-        weights = {
-            "loss_reward": elbo.reward_weight,
-            "loss_state": elbo.state_weight,
-            "loss_task": elbo.task_weight,
-            "loss_kl": elbo.kl_weight,
-        }
         params = [p for g in self.elbo_optimizer.param_groups for p in g["params"]]
         sums: dict[str, float] = {}
         count, max_norm = 0, 0.0
         for _ in range(elbo.updates_per_iteration):
             sample = self.buffer.sample(elbo.batch_trajectories).to(self.device)
-            terms = self.agent.elbo_loss(sample)
-            loss = sum(weights[k] * v for k, v in terms.items())
+            out = self._model_losses(sample)
+            # TorchRL's convention: the loss module weighs its terms; the objective is their sum
+            # (the unweighted diagnostics beside them are logged, not trained).
+            terms = {k: v for k, v in out.items() if k.rpartition("/")[2].startswith("loss_")}
+            loss = sum(terms.values())
             self.elbo_optimizer.zero_grad(set_to_none=True)
             if not math.isfinite(float(loss.detach())):
-                self._skip_update("elbo", "loss", dict(terms.items()))
+                self._skip_update("elbo", "loss", terms)
                 continue
             loss.backward()
             if elbo.max_grad_norm is not None:
@@ -408,11 +427,11 @@ class Trainer:
             grad_norm = float(grad_norm)  # before clipping
             if not math.isfinite(grad_norm):
                 self.elbo_optimizer.zero_grad(set_to_none=True)
-                self._skip_update("elbo", "gradient", dict(terms.items()), grad_norm=grad_norm)
+                self._skip_update("elbo", "gradient", terms, grad_norm=grad_norm)
                 continue
             self.elbo_optimizer.step()
             self.health.ok("elbo")
-            for key, value in terms.items():
+            for key, value in out.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
@@ -423,6 +442,16 @@ class Trainer:
             metrics["grad_norm_max"] = max_norm
         metrics["lr"] = self.elbo_optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _model_losses(self, sample: TensorDictBase) -> dict[str, torch.Tensor]:
+        """Every entry of the ELBO's and the auxiliary losses' outputs on ``sample``, in order:
+        the ELBO's by their own names, an auxiliary loss's as ``<name>/<entry>``."""
+        out: dict[str, torch.Tensor] = {}
+        if self.agent.elbo_loss is not None:
+            out.update(self.agent.elbo_loss(sample).items())
+        for name, module in self.agent.aux_losses.items():
+            out.update((f"{name}/{key}", value) for key, value in module(sample).items())
+        return out
 
     def evaluate(
         self,
@@ -537,7 +566,10 @@ class Trainer:
                     metrics["ppo/entropy_coef"] = self._anneal_entropy_coef(batch.numel())
                 ppo_metrics, elbo_metrics = self._update(batch if healthy else None, worker)
                 metrics.update({f"ppo/{key}": value for key, value in ppo_metrics.items()})
-                metrics.update({f"elbo/{key}": value for key, value in elbo_metrics.items()})
+                # An auxiliary loss's entries come named <name>/<entry>; the rest are the ELBO's.
+                metrics.update(
+                    {(k if "/" in k else f"elbo/{k}"): v for k, v in elbo_metrics.items()}
+                )
                 metrics.update(self.health.metrics())
                 now = time.perf_counter()
                 metrics["perf/fps"] = (self.frames - last_frames) / max(now - last_time, 1e-9)
@@ -733,6 +765,10 @@ class Trainer:
                 part: module.state_dict() if module is not None else {}
                 for part, module in self._stateful_parts().items()
             },
+            **{
+                part: owned_state_dict(module, stored) if module is not None else {}
+                for part, (module, stored) in self._owned_parts().items()
+            },
             "buffer": self.buffer.state_dict(),
             "health": self.health.state_dict(),
             "rng": {
@@ -768,6 +804,17 @@ class Trainer:
         if self.return_scaler is not None:
             parts["return_scaler"] = self.return_scaler
         return parts
+
+    def _owned_parts(self) -> dict[str, tuple[nn.Module | None, list[nn.Module]]]:
+        """The agent's parts that may share tensors with the others: its auxiliary losses and
+        its training env's transforms, each with the modules whose tensors they leave out
+        (saved under those modules' own entries)."""
+        modules = self.agent.modules()
+        aux = modules.pop("aux_losses", None)
+        return {
+            "aux_losses": (aux, list(modules.values())),
+            "transforms": (self.train_env.transform, [*modules.values(), *([aux] if aux else [])]),
+        }
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint atomically (temp file + rename)."""
@@ -834,6 +881,16 @@ class Trainer:
                 continue  # normalize_reward turned on at a resume: the statistics start afresh
             if module is not None:
                 load(part, lambda module=module, part=part: module.load_state_dict(state[part]))
+        for part, (module, stored) in self._owned_parts().items():
+            if part not in state:
+                # Older checkpoints (shipped agents only: nothing of theirs lives only there).
+                continue
+            load(
+                part,
+                lambda m=module, part=part, stored=stored: load_owned_state_dict(
+                    m if m is not None else nn.Module(), state[part], stored
+                ),
+            )
         load("buffer", lambda: self.buffer.load_state_dict(state["buffer"]))
         load("health", lambda: self.health.load_state_dict(state.get("health", {})))
         load("rng", rng)

@@ -544,12 +544,11 @@ def test_entropy_coef_anneals_linearly_over_the_frame_budget_and_reaches_the_los
 def test_entropy_coef_schedule_can_rise_and_is_constant_past_the_budget(tmp_path):
     ppo = {"entropy_coef": 0.01, "entropy_coef_final": 0.05}
     trainer = make_trainer(tmp_path / "run", total_frames=480, algo={"ppo": ppo})
-    trainer.frames = 240  # counted before the update, as in the training loop
-    assert trainer._anneal_entropy_coef(240) == pytest.approx(0.01)  # first batch
-    trainer.frames = 480
-    assert trainer._anneal_entropy_coef(240) == pytest.approx(0.03)
-    trainer.frames = 5 * 240  # a batch beyond total_frames keeps the final value
-    assert trainer._anneal_entropy_coef(240) == pytest.approx(0.05)
+    # frames collected before the batch, as the training loop passes them
+    assert trainer.schedules.entropy_coef(0) == pytest.approx(0.01)  # first batch
+    assert trainer.schedules.entropy_coef(240) == pytest.approx(0.03)
+    # a batch beyond total_frames keeps the final value
+    assert trainer.schedules.entropy_coef(4 * 240) == pytest.approx(0.05)
     assert float(trainer.ppo_loss.entropy_coeff) == pytest.approx(0.05)
 
 

@@ -9,6 +9,7 @@ network, an optimizer or the trajectory buffer.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,163 @@ def short_error(err: BaseException, limit: int = 600) -> str:
     'Error(s) in loading state_dict for Linear: size mismatch'
     """
     return _short(str(err), limit)
+
+
+# -- a Trainer's state: what its checkpoint holds, written and restored ----------------------
+def decoded_belief_of(train_env: Any) -> Any:
+    """The training env's :class:`~torchrl_bamdp.transforms.belief.DecodedBelief`, if any."""
+    from torchrl.envs import Compose
+
+    from torchrl_bamdp.transforms.belief import DecodedBelief
+
+    transforms = train_env.transform
+    steps = list(transforms) if isinstance(transforms, Compose) else [transforms]
+    return next((t for t in steps if isinstance(t, DecodedBelief)), None)
+
+
+def _stateful_parts(trainer: Any) -> dict[str, Any]:
+    modules = trainer.agent.modules()
+    parts = {
+        "elbo_loss": modules.get("elbo_loss"),
+        "actor": modules.get("actor"),
+        "critic": modules.get("critic"),
+        "ppo_optimizer": trainer.ppo_optimizer,
+        "elbo_optimizer": trainer.elbo_optimizer,
+    }
+    if "encoder" in modules:  # RL2's memory (VariBAD's encoder lives in elbo_loss)
+        parts["encoder"] = modules["encoder"]
+    if trainer.return_scaler is not None:
+        parts["return_scaler"] = trainer.return_scaler
+    return parts
+
+
+def _owned_parts(trainer: Any) -> dict[str, tuple[nn.Module | None, list[nn.Module]]]:
+    """The agent's parts that may share tensors with the others: its auxiliary losses and its
+    training env's transforms, each with the modules whose tensors they leave out (saved under
+    those modules' own entries)."""
+    modules = trainer.agent.modules()
+    aux = modules.pop("aux_losses", None)
+    return {
+        "aux_losses": (aux, list(modules.values())),
+        "transforms": (trainer.train_env.transform, [*modules.values(), *([aux] if aux else [])]),
+    }
+
+
+def trainer_state_dict(trainer: Any) -> dict[str, Any]:
+    """Everything a :class:`~torchrl_bamdp.trainers.Trainer` needs to continue exactly: config,
+    counters, every module and optimiser of its agent (transforms and auxiliary losses
+    included), the trajectory buffer, health counters and every random stream."""
+    from torchrl_bamdp.configs.schema import config_to_dict
+
+    decoded = decoded_belief_of(trainer.train_env)
+    return {
+        "config": config_to_dict(trainer.config),
+        "frames": trainer.frames,
+        "iteration": trainer.iteration,
+        "train_seconds": trainer.train_seconds,
+        "last_eval": trainer.last_eval,
+        # Parts an algorithm does not have are stored empty (every checkpoint has every entry).
+        **{
+            part: module.state_dict() if module is not None else {}
+            for part, module in _stateful_parts(trainer).items()
+        },
+        **{
+            part: owned_state_dict(module, stored) if module is not None else {}
+            for part, (module, stored) in _owned_parts(trainer).items()
+        },
+        "buffer": trainer.buffer.state_dict(),
+        "health": trainer.health.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            # Whole-task batches: the collector's next reset redraws these tasks on resume.
+            "task_generator": trainer.env.generator_state_before_last_reset,
+            "buffer_generator": trainer.buffer.generator.get_state(),
+            "elbo_generator": trainer.elbo_generator.get_state(),
+        },
+        # What the collector's last reset decoded (VariBAD with algo.policy_belief decoded),
+        # written again by the resumed run's first reset: see DecodedBelief.
+        "pending_reset": {"decoded_belief": getattr(decoded, "last_reset", None)},
+    }
+
+
+def save_trainer_checkpoint(trainer: Any) -> Path:
+    """Write the trainer's checkpoint atomically (temp file + rename); returns its path."""
+    path = trainer.checkpoint_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(trainer_state_dict(trainer), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_trainer_checkpoint(trainer: Any, path: str | Path) -> None:
+    """Restore a trainer from the checkpoint at ``path``, checking it first (see
+    :meth:`torchrl_bamdp.trainers.Trainer.load_checkpoint`)."""
+    from torchrl_bamdp.configs.schema import config_to_dict
+
+    current = config_to_dict(trainer.config)
+    run = f"run {describe_run(current)} ({trainer.run_dir})"
+    state = read_checkpoint(path, map_location=trainer.device, run=run)
+    saved = state["config"]
+    differences = architecture_differences(saved, current, ARCHITECTURE_FIELDS)
+    if differences:
+        raise CheckpointError(
+            f"checkpoint {path} was written by a run with a different architecture or env "
+            f"(checkpoint: {describe_run(saved)}; this {run}): {'; '.join(differences)}. "
+            "Resume with the checkpoint's settings or start a new run_dir."
+        )
+
+    def load(part: str, restore) -> None:
+        try:
+            restore()
+        except Exception as err:  # size mismatches, missing keys, wrong types
+            raise CheckpointError(
+                f"cannot load checkpoint {path} (written by {describe_run(saved)}) into this "
+                f"{run}: {part}: {short_error(err)}"
+            ) from err
+
+    def scalars() -> None:
+        trainer.frames = int(state["frames"])
+        trainer.iteration = int(state["iteration"])
+        trainer.train_seconds = float(state.get("train_seconds", 0.0))
+        if state["last_eval"] is not None and not isinstance(state["last_eval"], dict):
+            raise TypeError(f"last_eval is a {type(state['last_eval']).__name__}, not a dict")
+        trainer.last_eval = state["last_eval"]
+
+    def rng() -> None:
+        # The states of CPU generators, which map_location moved to this run's device: a run
+        # trained on a GPU resumes (or is evaluated) on the CPU and the other way round.
+        saved = {name: value.cpu() for name, value in state["rng"].items()}
+        torch.set_rng_state(saved["torch"])
+        trainer.env.task_generator.set_state(saved["task_generator"])
+        trainer.buffer.generator.set_state(saved["buffer_generator"])
+        if "elbo_generator" in saved:  # absent from checkpoints before 2026-11-26
+            trainer.elbo_generator.set_state(saved["elbo_generator"])
+
+    load("frames/iteration", scalars)
+    for part, module in _stateful_parts(trainer).items():
+        if part == "return_scaler" and part not in state:
+            continue  # normalize_reward turned on at a resume: the statistics start afresh
+        if module is not None:
+            load(part, lambda module=module, part=part: module.load_state_dict(state[part]))
+    for part, (module, stored) in _owned_parts(trainer).items():
+        if part not in state:
+            # Older checkpoints (shipped agents only: nothing of theirs lives only there).
+            continue
+        load(
+            part,
+            lambda m=module, part=part, stored=stored: load_owned_state_dict(
+                m if m is not None else nn.Module(), state[part], stored
+            ),
+        )
+    load("buffer", lambda: trainer.buffer.load_state_dict(state["buffer"]))
+    load("health", lambda: trainer.health.load_state_dict(state.get("health", {})))
+    load("rng", rng)
+
+    def pending_reset() -> None:
+        decoded = state.get("pending_reset", {}).get("decoded_belief")
+        belief = decoded_belief_of(trainer.train_env)
+        if belief is not None and decoded is not None:
+            belief.replay_next_reset = decoded
+
+    load("pending_reset", pending_reset)

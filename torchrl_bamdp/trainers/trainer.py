@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 from torchrl.collectors import Collector
-from torchrl.envs import Compose, TransformedEnv
+from torchrl.envs import TransformedEnv
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
@@ -43,17 +41,13 @@ from torchrl_bamdp.modules.actor_critic import (
 from torchrl_bamdp.objectives.advantage import normalize_advantage
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
+from torchrl_bamdp.trainers.callbacks import ProgressBar, write_run_figures
 from torchrl_bamdp.trainers.checkpoint import (
-    ARCHITECTURE_FIELDS,
     CHECKPOINT_NAME,
-    CheckpointError,
     NothingToTrainError,
-    architecture_differences,
-    describe_run,
-    load_owned_state_dict,
-    owned_state_dict,
-    read_checkpoint,
-    short_error,
+    load_trainer_checkpoint,
+    save_trainer_checkpoint,
+    trainer_state_dict,
 )
 from torchrl_bamdp.trainers.health import (
     HealthMonitor,
@@ -62,7 +56,7 @@ from torchrl_bamdp.trainers.health import (
     nonfinite_terms,
 )
 from torchrl_bamdp.trainers.logging import MetricsLogger
-from torchrl_bamdp.transforms.belief import DecodedBelief
+from torchrl_bamdp.trainers.schedules import Schedules
 from torchrl_bamdp.utils import atomic_write_text
 
 
@@ -227,6 +221,7 @@ class Trainer:
             self.elbo_optimizer = torch.optim.Adam(params, lr=config.algo.elbo.lr)
         if self.agent.elbo_loss is not None:
             self.agent.elbo_loss.generator = self.elbo_generator
+        self.schedules = Schedules(config, self.ppo_loss, self.ppo_optimizer, self.elbo_optimizer)
         self.buffer = TrajectoryBuffer(
             capacity=config.algo.elbo.buffer_trajectories,
             horizon=env_cfg.horizon,
@@ -533,7 +528,7 @@ class Trainer:
             device=self.device,
             auto_register_policy_transforms=False,
         )
-        progress = self._progress_bar()
+        progress = ProgressBar(cfg.train.total_frames, self.frames, cfg.train.progress_bar)
         start, last_time, last_frames = time.perf_counter(), time.perf_counter(), self.frames
         deadline = None
         if cfg.train.max_minutes is not None:
@@ -560,10 +555,8 @@ class Trainer:
                     for k, value in enumerate(episode_returns.tolist()[:8]):
                         if math.isfinite(value):
                             metrics[f"train/return_episode_{k + 1}"] = value
-                if cfg.train.anneal_lr:
-                    self._anneal_learning_rates(batch.numel())
-                if self.ppo_loss is not None and cfg.algo.ppo.entropy_coef_final is not None:
-                    metrics["ppo/entropy_coef"] = self._anneal_entropy_coef(batch.numel())
+                # Entropy coefficient and learning rates for this batch's updates.
+                metrics.update(self.schedules.step(frames_before=self.frames - batch.numel()))
                 ppo_metrics, elbo_metrics = self._update(batch if healthy else None, worker)
                 metrics.update({f"ppo/{key}": value for key, value in ppo_metrics.items()})
                 # An auxiliary loss's entries come named <name>/<entry>; the rest are the ELBO's.
@@ -584,20 +577,15 @@ class Trainer:
                 every = cfg.train.checkpoint_interval
                 if every and self.iteration % every == 0:
                     self.save_checkpoint()
-                if progress is not None:
-                    progress.update(batch.numel())
-                    postfix = {"fps": f"{metrics['perf/fps']:.0f}"}
-                    if self.last_eval is not None:
-                        postfix["test_return"] = f"{self.last_eval['total_mean']:.2f}"
-                    progress.set_postfix(postfix)
+                test_return = self.last_eval["total_mean"] if self.last_eval else None
+                progress.update(batch.numel(), metrics["perf/fps"], test_return)
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
         finally:
             if worker is not None:
                 worker.shutdown(wait=True)
             collector.shutdown()
-            if progress is not None:
-                progress.close()
+            progress.close()
 
     @property
     def parallel_updates(self) -> bool:
@@ -656,42 +644,6 @@ class Trainer:
         )
         return False
 
-    def _budget_progress(self, batch_frames: int) -> float:
-        """Fraction of ``train.total_frames`` collected before this batch, clamped to [0, 1]:
-        the position of every schedule (learning rates, entropy coefficient)."""
-        progress = (self.frames - batch_frames) / self.config.train.total_frames
-        return min(1.0, max(0.0, progress))
-
-    def _anneal_entropy_coef(self, batch_frames: int) -> float:
-        """Set PPO's entropy coefficient on its linear path over ``train.total_frames``.
-
-        It goes from ``algo.ppo.entropy_coef`` (the first batch) to ``entropy_coef_final``
-        (reached at ``total_frames`` and kept after), so a run explores broadly early and
-        commits late whatever its budget. It depends on the frame count alone, so a resumed run
-        continues the schedule exactly. Returns the coefficient used for this batch.
-        """
-        ppo = self.config.algo.ppo
-        progress = self._budget_progress(batch_frames)
-        coef = ppo.entropy_coef + (ppo.entropy_coef_final - ppo.entropy_coef) * progress
-        self.ppo_loss.entropy_coeff.fill_(coef)
-        return coef
-
-    def _anneal_learning_rates(self, batch_frames: int) -> None:
-        """Linear decay to 0 over ``train.total_frames`` of *both* learning rates.
-
-        The policy and the encoder must slow down together: a policy frozen by a decayed lr
-        cannot follow a belief representation that the ELBO keeps changing.
-        """
-        scale = 1.0 - self._budget_progress(batch_frames)
-        for optimizer, base in (
-            (self.ppo_optimizer, self.config.algo.ppo.lr),
-            (self.elbo_optimizer, self.config.algo.elbo.lr),
-        ):
-            if optimizer is None:
-                continue
-            for group in optimizer.param_groups:
-                group["lr"] = base * scale
-
     def _run_eval(self, log: bool = True) -> dict[str, float]:
         result = self.evaluate()
         self.last_eval = {"frames": self.frames, **result.to_dict()}
@@ -710,120 +662,18 @@ class Trainer:
         return metrics
 
     def write_figures(self) -> list[Path]:
-        """This run's figures in ``<run_dir>/figures`` (PNG + PDF), also logged to W&B.
+        """This run's figures in ``<run_dir>/figures`` (PNG + PDF), also logged to W&B
+        (:func:`~torchrl_bamdp.trainers.callbacks.write_run_figures`)."""
+        return write_run_figures(self)
 
-        The learning curve and the per-episode returns of the latest evaluation for every
-        algorithm; for VariBAD on GridNavi also the belief rollout (Fig 3a) and the latent
-        trace (Fig 3b) on the test task with goal ``train.figure_goal``.
-        """
-        from torchrl_bamdp.evaluation.report import (
-            aggregate,
-            bayes_optimal_returns,
-            last_eval_report,
-            write_figures,
-        )
-
-        out = self.run_dir / "figures"
-        out.mkdir(parents=True, exist_ok=True)
-        aggregated = aggregate([last_eval_report(self.run_dir)])
-        episodes = len(self.last_eval["mean"])
-        grid = self.config.env.grid_size
-        written = write_figures(
-            aggregated,
-            out,
-            optimal=bayes_optimal_returns(self.config, episodes),
-            rollout_goal=self.config.train.figure_goal or (grid - 1, grid // 2),
-            trainers={str(self.run_dir): self},
-        )
-        pngs = {f"figures/{p.stem}": p for p in written if p.suffix == ".png"}
-        self.logger.log_images(pngs, step=self.frames)
-        return written
-
-    def _progress_bar(self):
-        if not self.config.train.progress_bar:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(
-            total=self.config.train.total_frames,
-            initial=self.frames,
-            unit="frames",
-            unit_scale=True,
-            dynamic_ncols=True,
-        )
-
-    # -- checkpoints ------------------------------------------------------------------------
+    # -- checkpoints (the state and its I/O: trainers/checkpoint.py) ------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": config_to_dict(self.config),
-            "frames": self.frames,
-            "iteration": self.iteration,
-            "train_seconds": self.train_seconds,
-            "last_eval": self.last_eval,
-            # Parts an algorithm does not have are stored empty (every checkpoint has every entry).
-            **{
-                part: module.state_dict() if module is not None else {}
-                for part, module in self._stateful_parts().items()
-            },
-            **{
-                part: owned_state_dict(module, stored) if module is not None else {}
-                for part, (module, stored) in self._owned_parts().items()
-            },
-            "buffer": self.buffer.state_dict(),
-            "health": self.health.state_dict(),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                # Whole-task batches: the collector's next reset redraws these tasks on resume.
-                "task_generator": self.env.generator_state_before_last_reset,
-                "buffer_generator": self.buffer.generator.get_state(),
-                "elbo_generator": self.elbo_generator.get_state(),
-            },
-            # What the collector's last reset decoded (VariBAD with algo.policy_belief decoded),
-            # written again by the resumed run's first reset: see DecodedBelief.
-            "pending_reset": {"decoded_belief": getattr(self._decoded_belief, "last_reset", None)},
-        }
-
-    @cached_property
-    def _decoded_belief(self) -> DecodedBelief | None:
-        """The training env's :class:`DecodedBelief` transform, if its agent has one."""
-        transforms = self.train_env.transform
-        steps = list(transforms) if isinstance(transforms, Compose) else [transforms]
-        return next((t for t in steps if isinstance(t, DecodedBelief)), None)
-
-    def _stateful_parts(self) -> dict[str, Any]:
-        modules = self.agent.modules()
-        parts = {
-            "elbo_loss": modules.get("elbo_loss"),
-            "actor": modules.get("actor"),
-            "critic": modules.get("critic"),
-            "ppo_optimizer": self.ppo_optimizer,
-            "elbo_optimizer": self.elbo_optimizer,
-        }
-        if "encoder" in modules:  # RL2's memory (VariBAD's encoder lives in elbo_loss)
-            parts["encoder"] = modules["encoder"]
-        if self.return_scaler is not None:
-            parts["return_scaler"] = self.return_scaler
-        return parts
-
-    def _owned_parts(self) -> dict[str, tuple[nn.Module | None, list[nn.Module]]]:
-        """The agent's parts that may share tensors with the others: its auxiliary losses and
-        its training env's transforms, each with the modules whose tensors they leave out
-        (saved under those modules' own entries)."""
-        modules = self.agent.modules()
-        aux = modules.pop("aux_losses", None)
-        return {
-            "aux_losses": (aux, list(modules.values())),
-            "transforms": (self.train_env.transform, [*modules.values(), *([aux] if aux else [])]),
-        }
+        """Everything a resumed run needs (``trainers.checkpoint.trainer_state_dict``)."""
+        return trainer_state_dict(self)
 
     def save_checkpoint(self) -> Path:
         """Write the checkpoint atomically (temp file + rename)."""
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
-        return path
+        return save_trainer_checkpoint(self)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore the run state from ``path``, checking it first.
@@ -836,68 +686,4 @@ class Trainer:
             it does not load; the message names the path, both runs and the part.
             The trainer must not be used after this error (parts may be loaded already).
         """
-        current = config_to_dict(self.config)
-        run = f"run {describe_run(current)} ({self.run_dir})"
-        state = read_checkpoint(path, map_location=self.device, run=run)
-        saved = state["config"]
-        differences = architecture_differences(saved, current, ARCHITECTURE_FIELDS)
-        if differences:
-            raise CheckpointError(
-                f"checkpoint {path} was written by a run with a different architecture or env "
-                f"(checkpoint: {describe_run(saved)}; this {run}): {'; '.join(differences)}. "
-                "Resume with the checkpoint's settings or start a new run_dir."
-            )
-
-        def load(part: str, restore) -> None:
-            try:
-                restore()
-            except Exception as err:  # size mismatches, missing keys, wrong types
-                raise CheckpointError(
-                    f"cannot load checkpoint {path} (written by {describe_run(saved)}) into this "
-                    f"{run}: {part}: {short_error(err)}"
-                ) from err
-
-        def scalars() -> None:
-            self.frames = int(state["frames"])
-            self.iteration = int(state["iteration"])
-            self.train_seconds = float(state.get("train_seconds", 0.0))
-            if state["last_eval"] is not None and not isinstance(state["last_eval"], dict):
-                raise TypeError(f"last_eval is a {type(state['last_eval']).__name__}, not a dict")
-            self.last_eval = state["last_eval"]
-
-        def rng() -> None:
-            # The states of CPU generators, which map_location moved to this run's device: a
-            # run trained on a GPU resumes (or is evaluated) on the CPU and the other way round.
-            saved = {name: value.cpu() for name, value in state["rng"].items()}
-            torch.set_rng_state(saved["torch"])
-            self.env.task_generator.set_state(saved["task_generator"])
-            self.buffer.generator.set_state(saved["buffer_generator"])
-            if "elbo_generator" in saved:  # absent from checkpoints before 2026-11-26
-                self.elbo_generator.set_state(saved["elbo_generator"])
-
-        load("frames/iteration", scalars)
-        for part, module in self._stateful_parts().items():
-            if part == "return_scaler" and part not in state:
-                continue  # normalize_reward turned on at a resume: the statistics start afresh
-            if module is not None:
-                load(part, lambda module=module, part=part: module.load_state_dict(state[part]))
-        for part, (module, stored) in self._owned_parts().items():
-            if part not in state:
-                # Older checkpoints (shipped agents only: nothing of theirs lives only there).
-                continue
-            load(
-                part,
-                lambda m=module, part=part, stored=stored: load_owned_state_dict(
-                    m if m is not None else nn.Module(), state[part], stored
-                ),
-            )
-        load("buffer", lambda: self.buffer.load_state_dict(state["buffer"]))
-        load("health", lambda: self.health.load_state_dict(state.get("health", {})))
-        load("rng", rng)
-
-        def pending_reset() -> None:
-            decoded = state.get("pending_reset", {}).get("decoded_belief")
-            if self._decoded_belief is not None and decoded is not None:
-                self._decoded_belief.replay_next_reset = decoded
-
-        load("pending_reset", pending_reset)
+        load_trainer_checkpoint(self, path)

@@ -44,7 +44,6 @@ from torchrl.objectives import LossModule
 from torchrl_bamdp.algorithms import resolve_builder
 from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
 from torchrl_bamdp.envs import BAMDPEnv
-from torchrl_bamdp.envs.bamdp import TRUE_OBSERVATION
 from torchrl_bamdp.modules import (
     BeliefEncoder,
     GridCellRewardDecoder,
@@ -65,10 +64,11 @@ from torchrl_bamdp.transforms.belief import (
     BELIEF_LOGVAR,
     BELIEF_MEAN,
     policy_belief_keys,
+    reencode_hyper_state,
 )
 from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
 from torchrl_bamdp.transforms.oracle import oracle_transforms
-from torchrl_bamdp.transforms.rl2 import RL2Memory, rl2_transforms
+from torchrl_bamdp.transforms.rl2 import rl2_transforms
 from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
 
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
@@ -456,47 +456,32 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
         config, env, obs_dim + int(done_input), sum(sizes[k] for k in belief_keys)
     )
 
-    def reencode(tasks: TensorDictBase) -> torch.Tensor:
-        # The same inputs as the online belief: the true s_{t+1}, the policy's s_t.
-        mean, logvar, _ = encoder.sequence(
-            tasks["action"],
-            tasks["next", "reward"],
-            tasks["next", TRUE_OBSERVATION],
-            done=tasks["next", "episode_done"] if encoder.done_input else None,
-            detach_every=elbo.tbptt_steps,
+    def make_transforms() -> Compose:
+        return varibad_transforms(
+            encoder, reward_decoder, policy_belief, done_input, tbptt_steps=elbo.tbptt_steps
         )
-        belief = {BELIEF_MEAN: mean[:, :-1], BELIEF_LOGVAR: logvar[:, :-1]}
-        if BELIEF_DECODED in belief_keys:
-            # RL gradients reach the encoder through the decoder; the decoder's own parameters
-            # are not PPO's (the ELBO optimiser clears their gradients before each step).
-            belief[BELIEF_DECODED] = reward_decoder.probabilities(belief[BELIEF_MEAN])
-        state = [tasks["observation"]]
-        if done_input:  # as varibad_transforms(done_input=True) lays out hyper_state
-            state.append(tasks["episode_done"].float())
-        return torch.cat([*state, *(belief[k] for k in belief_keys)], dim=-1)
 
     return Agent(
         algo.name,
         actor,
         critic,
-        lambda: varibad_transforms(encoder, reward_decoder, policy_belief, done_input),
+        make_transforms,
         encoder=encoder,
         elbo_loss=elbo_loss,
-        reencode=reencode if algo.ppo.encoder_grad else None,
+        reencode=reencoder(make_transforms) if algo.ppo.encoder_grad else None,
     )
 
 
 def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     # The GRU also reads the inner-episode done flag, appended to the observation.
     encoder = _encoder(config, obs_dim + 1, env)
-    memory = RL2Memory(encoder)
     actor, critic = _actor_critic(config, env, obs_dim, encoder.hidden_size)
 
-    def reencode(tasks: TensorDictBase) -> torch.Tensor:
-        return torch.cat([tasks["observation"], memory.encode_sequence(tasks)], dim=-1)
+    def make_transforms() -> Compose:
+        return rl2_transforms(encoder)
 
     return Agent(
-        "rl2", actor, critic, lambda: rl2_transforms(encoder), encoder=encoder, reencode=reencode
+        "rl2", actor, critic, make_transforms, encoder=encoder, reencode=reencoder(make_transforms)
     )
 
 
@@ -529,15 +514,41 @@ def with_time_features(agent: Agent, config: Config) -> Agent:
         return Compose(*parts, TimeAwareHyperState(length, episodes))
 
     def reencode_time_aware(tasks: TensorDictBase) -> torch.Tensor:
+        # A re-encoding of your own (not made by `reencoder`): the time features appended.
         hyper_state = reencode(tasks)
         times = time_features(tasks["step_in_episode"], tasks["episode"], length, episodes)
         return torch.cat([hyper_state, times.to(hyper_state)], dim=-1)
 
-    return replace(
-        agent,
-        make_transforms=make_time_aware_transforms,
-        reencode=None if reencode is None else reencode_time_aware,
-    )
+    if reencode is None:
+        new_reencode = None
+    elif getattr(reencode, "from_transforms", False):
+        new_reencode = reencoder(make_time_aware_transforms)
+    else:
+        new_reencode = reencode_time_aware
+    return replace(agent, make_transforms=make_time_aware_transforms, reencode=new_reencode)
+
+
+def reencoder(make_transforms: Callable[[], Transform]) -> Callable[[TensorDictBase], torch.Tensor]:
+    """``Agent.reencode`` made from the agent's own hyper-state transforms: PPO's re-encoding of
+    stored whole tasks runs the very transforms that built the hyper-state online
+    (:func:`~torchrl_bamdp.transforms.belief.reencode_hyper_state`), so the hyper-state has one
+    definition.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.modules import BeliefEncoder
+    >>> encoder = BeliefEncoder(obs_dim=3, action_dim=5, discrete_actions=True)
+    >>> reencode = reencoder(lambda: rl2_transforms(encoder))
+    >>> reencode.from_transforms
+    True
+    """
+    transform = make_transforms()
+
+    def reencode(tasks: TensorDictBase) -> torch.Tensor:
+        return reencode_hyper_state(transform, tasks)
+
+    reencode.from_transforms = True  # type: ignore[attr-defined]
+    return reencode
 
 
 def check_config_against_env(config: Config, env: BAMDPEnv) -> None:

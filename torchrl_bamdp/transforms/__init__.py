@@ -9,6 +9,7 @@ from torchrl_bamdp.transforms.belief import (
     VariationalBelief,
     hyper_state_transform,
     policy_belief_keys,
+    reencode_hyper_state,
     varibad_transforms,
 )
 from torchrl_bamdp.transforms.exact_belief import (
@@ -37,6 +38,7 @@ __all__ = [
     "hyper_state_transform",
     "oracle_transforms",
     "policy_belief_keys",
+    "reencode_hyper_state",
     "rl2_transforms",
     "time_features",
     "varibad_transforms",

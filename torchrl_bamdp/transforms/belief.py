@@ -99,6 +99,7 @@ class VariationalBelief(SharedEncoderTransform):
         observation_key: NestedKey = TRUE_OBSERVATION,
         track_gradients: bool = False,
         done_key: NestedKey = "episode_done",
+        tbptt_steps: int | None = None,
     ) -> None:
         self.reads_done = bool(getattr(encoder, "done_input", False))
         super().__init__(
@@ -111,6 +112,24 @@ class VariationalBelief(SharedEncoderTransform):
         self.observation_key = observation_key
         self.done_key = done_key
         self.track_gradients = track_gradients
+        self.tbptt_steps = tbptt_steps
+
+    def write_sequence(self, trajectories: TensorDictBase) -> TensorDictBase:
+        """Write the belief *before* every step of ``[N, T]`` whole stored tasks, with gradients:
+        the same inputs as online (so the same values for the same weights), in one pass of
+        the GRU (truncated every ``tbptt_steps`` steps when set). Used by
+        :func:`reencode_hyper_state`."""
+        nxt = trajectories.get("next")
+        mean, logvar, _ = self.encoder.sequence(
+            trajectories.get(self.action_key),
+            nxt.get(self.reward_key),
+            nxt.get(self.observation_key),
+            done=nxt.get(self.done_key) if self.reads_done else None,
+            detach_every=self.tbptt_steps,
+        )
+        trajectories.set(BELIEF_MEAN, mean[:, :-1])
+        trajectories.set(BELIEF_LOGVAR, logvar[:, :-1])
+        return trajectories
 
     def _prior(self, tensordict_reset: TensorDictBase) -> TensorDictBase:
         batch = tensordict_reset.batch_size
@@ -272,6 +291,13 @@ class DecodedBelief(Transform):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         return self._decode(tensordict)
 
+    def write_sequence(self, trajectories: TensorDictBase) -> TensorDictBase:
+        """Decode re-encoded beliefs *with* gradients: in PPO's re-encoding the RL loss reaches
+        the encoder through the decoder (whose own gradients the ELBO's optimiser clears)."""
+        probs = self.decoder.probabilities(trajectories.get(self.in_keys[0]))
+        trajectories.set(self.out_keys[0], probs)
+        return trajectories
+
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
         mean = observation_spec[self.in_keys[0]]
         cells = self.decoder.grid_size**2
@@ -297,6 +323,43 @@ def hyper_state_transform(
     return CatTensors(
         in_keys=[observation_key, *belief_keys], out_key=out_key, del_keys=False, sort=False
     )
+
+
+def reencode_hyper_state(
+    transform: Transform, trajectories: TensorDictBase, out_key: NestedKey = "hyper_state"
+) -> torch.Tensor:
+    """The hyper-state of ``[N, T]`` stored whole tasks, recomputed with gradients by the very
+    transforms that built it online (one definition of the hyper-state).
+
+    Each step of ``transform`` (a ``Compose`` or a single transform) that carries state through
+    time re-runs over the whole sequences by its ``write_sequence`` (the belief encoder, RL2's
+    memory, and the decoded belief, which then keeps its gradients); the stateless ones (the
+    done-flag cast, the concatenation, the time features) are applied as they are online. The
+    stored entries those steps write are dropped first, so nothing stale is read.
+
+    Examples
+    --------
+    >>> from torchrl.envs import TransformedEnv
+    >>> from torchrl_bamdp.envs import make_env
+    >>> encoder = BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True)
+    >>> env = TransformedEnv(make_env(num_envs=2), varibad_transforms(encoder))
+    >>> tasks = env.rollout(60, break_when_any_done=False)
+    >>> again = reencode_hyper_state(varibad_transforms(encoder), tasks)
+    >>> torch.allclose(again, tasks["hyper_state"], atol=1e-5)
+    True
+    """
+    steps = list(transform) if isinstance(transform, Compose) else [transform]
+    written = {out_key}
+    for step in steps:
+        written.update(step.out_keys)
+    # Whole sub-tensordicts go (e.g. "belief"): a nested entry set on a shallow copy would
+    # write into the caller's tensordict.
+    roots = {key if isinstance(key, str) else key[0] for key in written}
+    tasks = trajectories.exclude(*roots)
+    for step in steps:
+        sequence = getattr(step, "write_sequence", None)
+        tasks = sequence(tasks) if sequence is not None else step(tasks)
+    return tasks.get(out_key)
 
 
 def policy_belief_keys(policy_belief: str) -> list[NestedKey]:
@@ -332,6 +395,7 @@ def varibad_transforms(
     decoder: nn.Module | None = None,
     policy_belief: str = "latent",
     done_input: bool = False,
+    tbptt_steps: int | None = None,
 ) -> Compose:
     """Belief transform followed by the hyper-state concatenation, ready for ``TransformedEnv``.
 
@@ -340,7 +404,8 @@ def varibad_transforms(
     :class:`DecodedBelief`) or ``"latent+decoded"`` (both). With ``done_input`` the
     inner-episode-done flag (1.0 at the start state of every inner episode but the first)
     follows the observation, as the original's ``add_done_info`` appends it to the state:
-    ``hyper_state = [observation, done, belief]``.
+    ``hyper_state = [observation, done, belief]``. ``tbptt_steps`` truncates backpropagation
+    through time when PPO re-encodes stored tasks (:func:`reencode_hyper_state`).
 
     Examples
     --------
@@ -349,7 +414,7 @@ def varibad_transforms(
     (2, 3)
     """
     keys = policy_belief_keys(policy_belief)
-    parts: list[Transform] = [VariationalBelief(encoder)]
+    parts: list[Transform] = [VariationalBelief(encoder, tbptt_steps=tbptt_steps)]
     if BELIEF_DECODED in keys:
         if decoder is None:
             raise ValueError(f"policy_belief={policy_belief!r} needs the decoder")

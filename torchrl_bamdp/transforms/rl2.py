@@ -124,6 +124,12 @@ class RL2Memory(SharedEncoderTransform):
         )
         return hidden[:, :-1]
 
+    def write_sequence(self, trajectories: TensorDictBase) -> TensorDictBase:
+        """Write :meth:`encode_sequence` under ``("rl2", "hidden")`` (see
+        :func:`~torchrl_bamdp.transforms.belief.reencode_hyper_state`)."""
+        trajectories.set(RL2_HIDDEN, self.encode_sequence(trajectories))
+        return trajectories
+
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
         return next_tensordict
 

@@ -82,9 +82,11 @@ def test_every_family_is_registered_and_in_the_schema():
         assert type(env.task_env) is cls and env.horizon == 400
     with pytest.raises(TypeError, match="abstract"):
         MujocoTaskEnv(num_envs=1)
-    # grid_size is GridNavi's: other families take the default only.
+    # grid_size is GridNavi's: the other families have none (a legacy 5 reads as none).
     mse = {"decoders": {"reward": "mse"}}
-    assert load_config({"env": {"name": "ant_goal"}, "algo": mse}).env.grid_size == 5
+    assert load_config({"env": {"name": "ant_goal"}, "algo": mse}).env.grid_size is None
+    legacy = {"env": {"name": "ant_goal", "grid_size": 5}, "algo": mse}
+    assert load_config(legacy).env.grid_size is None
     with pytest.raises(ConfigError, match="config.env.grid_size is a GridNavi option"):
         load_config({"env": {"name": "ant_goal", "grid_size": 7}, "algo": mse})
 

@@ -57,6 +57,8 @@ ENV_NAMES = SHIPPED_TASK_FAMILIES
 ALGO_NAMES = SHIPPED_ALGORITHMS
 #: Algorithms with VariBAD's learned belief: ours and the original's configuration of it.
 VARIBAD_ALGOS = ("varibad", "varibad_original")
+#: GridNavi's side length when its config does not set one (the paper's 5 x 5 grid).
+DEFAULT_GRID_SIZE = 5
 #: ``env.bamdp_end``: how the last step of a task ends it for PPO's value targets.
 BAMDP_ENDS = ("truncated", "terminated")
 POLICY_DISTS = ("tanh_normal", "gaussian")
@@ -96,14 +98,16 @@ class EnvConfig:
     Traceback (most recent call last):
     ...
     torchrl_bamdp.configs.schema.ConfigError: config.env.grid_size is a GridNavi option, not one \
-of env.name='cheetah_vel' (its options: ['workers']): leave it at 5 (got 7)
+of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     """
 
     name: str = "gridworld"
     num_envs: int = 64
     episode_length: int = 15
     episodes_per_task: int = 4
-    grid_size: int = 5
+    #: GridNavi's side length (its own option): ``None`` for every family that does not declare
+    #: it (``TaskFamily.options``), 5 by default for GridNavi.
+    grid_size: int | None = None
     workers: int = 0
     #: The end of a task: ``truncated`` (a time limit: value targets bootstrap from the last
     #: state) or ``terminated`` (no bootstrap; the original on GridNavi).
@@ -113,6 +117,16 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it at 5 (got 7)
     factory: str | None = None
     #: Keyword options of the family's factory (a user's family; e.g. ``{"size": 7}``).
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        family = self.family
+        declares = family is not None and "grid_size" in family.options
+        if self.grid_size is None and declares:
+            self.grid_size = DEFAULT_GRID_SIZE
+        elif self.grid_size == DEFAULT_GRID_SIZE and not declares:
+            # Configs (and checkpoints) before 2026-12-01 wrote GridNavi's default into every
+            # family's env section; it meant "no grid" there.
+            self.grid_size = None
 
     def validate(self, path: str) -> None:
         if self.factory is None:
@@ -148,17 +162,19 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it at 5 (got 7)
         _at_least(path, "num_envs", self.num_envs, 1)
         _at_least(path, "episode_length", self.episode_length, 1)
         _at_least(path, "episodes_per_task", self.episodes_per_task, 1)
-        _at_least(path, "grid_size", self.grid_size, 3)
+        if self.grid_size is not None:
+            _at_least(path, "grid_size", self.grid_size, 3)
         _at_least(path, "workers", self.workers, 0)
-        # Fields that are one family's own options stay at their defaults for the others; what
-        # a family takes is declared by its registration (TaskFamily.options), not its name.
+        # Fields that are one family's own options stay unset for the others; what a family
+        # takes is declared by its registration (TaskFamily.options), not its name.
         own = self.family.options if self.family is not None else ()
-        for option, default, owner in (("grid_size", 5, "GridNavi"), ("workers", 0, "MuJoCo")):
+        for option, default, owner in (("grid_size", None, "GridNavi"), ("workers", 0, "MuJoCo")):
             value = getattr(self, option)
             if option not in own and value != default:
+                leave = "null" if default is None else f"at {default}"
                 raise ConfigError(
                     f"{path}.{option} is a {owner} option, not one of env.name={self.name!r} "
-                    f"(its options: {list(own) or 'none'}): leave it at {default} (got {value})"
+                    f"(its options: {list(own) or 'none'}): leave it {leave} (got {value})"
                 )
         if self.workers > self.num_envs:
             raise ConfigError(

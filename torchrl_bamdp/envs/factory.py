@@ -57,9 +57,9 @@ def make_env(
         Passed to the family's task env: ``grid_size`` (GridNavi); ``goal_radius``,
         ``step_size`` (point robot); ``terminate_when_unhealthy``, ``gym_kwargs``, ``workers``
         (MuJoCo: simulators stepped in that many worker processes, 0 in process). ``grid_size``
-        equal to GridNavi's default (5) is ignored by the other families, and ``workers=0`` by
-        the pure-torch ones; any other option a family does not have raises a ``ValueError``.
-        For a user's family, its factory's own keyword arguments (``env.kwargs``).
+        unset (``None``) or equal to GridNavi's default (5) is ignored by the other families,
+        and ``workers=0`` by the pure-torch ones; any other option a family does not have raises
+        a ``ValueError``. For a user's family, its factory's own keyword arguments (``env.kwargs``).
     factory : str, optional
         ``"package.module:function"``: build the task env with that factory instead of a
         registered family's (``env.factory``; see :mod:`torchrl_bamdp.registry`).
@@ -161,9 +161,7 @@ def _make_task_env(
     accepted, any_option = _accepted_options(build)
     # The shared GridNavi / MuJoCo options: at their neutral values they are not passed to a
     # family that does not have them, so callers may pass them unconditionally.
-    if "grid_size" not in accepted and options.get("grid_size", _DEFAULT_GRID_SIZE) == (
-        _DEFAULT_GRID_SIZE
-    ):
+    if "grid_size" not in accepted and options.get("grid_size") in (None, _DEFAULT_GRID_SIZE):
         options.pop("grid_size", None)
     if "workers" not in accepted and options.get("workers", 0) == 0:
         options.pop("workers", None)  # in-process, as the pure-torch families always are

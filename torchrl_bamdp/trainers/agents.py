@@ -450,7 +450,8 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     )
     policy_belief = config.policy_belief
     belief_keys = policy_belief_keys(policy_belief)
-    sizes = {BELIEF_MEAN: latent, BELIEF_LOGVAR: latent, BELIEF_DECODED: env_cfg.grid_size**2}
+    cells = getattr(reward_decoder, "grid_size", 0) ** 2  # the decoded belief's size, if any
+    sizes = {BELIEF_MEAN: latent, BELIEF_LOGVAR: latent, BELIEF_DECODED: cells}
     done_input = algo.ppo.done_input
     actor, critic = _actor_critic(
         config, env, obs_dim + int(done_input), sum(sizes[k] for k in belief_keys)

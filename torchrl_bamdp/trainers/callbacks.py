@@ -64,11 +64,12 @@ def write_run_figures(trainer: Any) -> list[Path]:
     aggregated = aggregate([last_eval_report(trainer.run_dir)])
     episodes = len(trainer.last_eval["mean"])
     grid = config.env.grid_size
+    default_goal = (grid - 1, grid // 2) if grid is not None else None  # GridNavi's figures
     written = write_figures(
         aggregated,
         out,
         optimal=bayes_optimal_returns(config, episodes),
-        rollout_goal=config.train.figure_goal or (grid - 1, grid // 2),
+        rollout_goal=config.train.figure_goal or default_goal,
         trainers={str(trainer.run_dir): trainer},
     )
     pngs = {f"figures/{p.stem}": p for p in written if p.suffix == ".png"}

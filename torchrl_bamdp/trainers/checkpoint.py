@@ -204,6 +204,20 @@ def _leaves(value: Any, path: str) -> dict[str, Any]:
     return {path: value}
 
 
+def _without_legacy_grid_size(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Checkpoints before 2026-12-01 hold GridNavi's grid_size 5 for every family; for the
+    families that do not declare that option it meant none (``EnvConfig.grid_size`` None)."""
+    env = config.get("env") if isinstance(config, Mapping) else None
+    if not isinstance(env, Mapping) or env.get("grid_size") != 5 or env.get("factory"):
+        return config
+    from torchrl_bamdp.registry import get_task_family, task_family_names
+
+    name = env.get("name")
+    if name in task_family_names() and "grid_size" in get_task_family(name).options:
+        return config
+    return {**config, "env": {**env, "grid_size": None}}
+
+
 def architecture_differences(
     saved: Mapping[str, Any],
     current: Mapping[str, Any],
@@ -236,6 +250,7 @@ def architecture_differences(
     []
     """
     lines = []
+    saved = _without_legacy_grid_size(saved)
     for path in fields:
         saved_value, legacy = _lookup(saved, path), ""
         if saved_value is _MISSING and path in LEGACY_ARCHITECTURE_VALUES:

@@ -13,6 +13,12 @@ from torchrl_bamdp.envs.mujoco import (
     WalkerRandParamsEnv,
 )
 from torchrl_bamdp.envs.point_robot import PointRobotEnv
+from torchrl_bamdp.envs.switching import (
+    TASK_SWITCHED,
+    SwitchingBAMDPEnv,
+    make_switching_env,
+    set_tasks,
+)
 from torchrl_bamdp.envs.task_env import TaskEnv
 
 __all__ = [
@@ -26,9 +32,13 @@ __all__ = [
     "HumanoidDirEnv",
     "MujocoTaskEnv",
     "PointRobotEnv",
+    "SwitchingBAMDPEnv",
+    "TASK_SWITCHED",
     "TaskEnv",
     "WalkerRandParamsEnv",
     "candidate_goal_cells",
     "make_env",
     "make_env_from_config",
+    "make_switching_env",
+    "set_tasks",
 ]

@@ -269,15 +269,7 @@ class ExactGridBelief(Transform):
         tensor([[0., 0., 1., 0., 0., 0., 0., 0., 0.]])
         """
         batch = probs.shape[:-1]
-        if probs.shape[-1] != self.num_cells:
-            raise ValueError(
-                f"{type(self).__name__}: {BELIEF_PROBS} has {probs.shape[-1]} cells, expected "
-                f"{self.num_cells} for a {self.grid_size}x{self.grid_size} grid"
-            )
-        cell = self.landing_cell(position, action)
-        found = reward.reshape(batch) >= self.goal_reward - _GOAL_TOLERANCE
-        here = torch.nn.functional.one_hot(cell, self.num_cells).bool()
-        consistent = torch.where(found.unsqueeze(-1), here, ~here)
+        consistent = self.consistent_goals(probs, position, action, reward)
         unnormalised = self.prior.to(probs.device) * ((probs > 0) & consistent)
         total = unnormalised.sum(-1, keepdim=True)
         empty = total.squeeze(-1) <= 0
@@ -292,6 +284,34 @@ class ExactGridBelief(Transform):
                 "tensordict, or a belief not reset on a new task?)"
             )
         return unnormalised / total
+
+    def consistent_goals(
+        self,
+        probs: torch.Tensor,
+        position: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+    ) -> torch.Tensor:
+        """``[*batch, cells]`` bool: the goals under which the step's reward is what GridNavi
+        pays (the goal reward exactly where the step landed, the step penalty elsewhere): the
+        likelihood of one step, 1 or 0, shared by every exact GridNavi belief.
+
+        Examples
+        --------
+        >>> t = ExactGridBelief(grid_size=3)
+        >>> p, position = t.prior.expand(1, 9), torch.tensor([[0.0, 1.0]])
+        >>> t.consistent_goals(p, position, torch.tensor([1]), torch.tensor([[1.0]]))
+        tensor([[False, False,  True, False, False, False, False, False, False]])
+        """
+        if probs.shape[-1] != self.num_cells:
+            raise ValueError(
+                f"{type(self).__name__}: {BELIEF_PROBS} has {probs.shape[-1]} cells, expected "
+                f"{self.num_cells} for a {self.grid_size}x{self.grid_size} grid"
+            )
+        cell = self.landing_cell(position, action)
+        found = reward.reshape(probs.shape[:-1]) >= self.goal_reward - _GOAL_TOLERANCE
+        here = torch.nn.functional.one_hot(cell, self.num_cells).bool()
+        return torch.where(found.unsqueeze(-1), here, ~here)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         probs = tensordict.get(BELIEF_PROBS, None)
@@ -356,6 +376,22 @@ def exact_belief_transforms(
         reward_key=reward_key,
         observation_key=observation_key,
     )
+    return grid_belief_hyper_state(belief, observation_key, out_key)
+
+
+def grid_belief_hyper_state(
+    belief: Transform,
+    observation_key: NestedKey = "observation",
+    out_key: NestedKey = "hyper_state",
+) -> Compose:
+    """``belief`` (a transform writing ``("belief", "probs")`` over the grid's cells) followed by
+    ``hyper_state = [observation, probs]``: the belief oracles' one hyper-state layout.
+
+    Examples
+    --------
+    >>> len(grid_belief_hyper_state(ExactGridBelief()))
+    2
+    """
     return Compose(
         belief,
         hyper_state_transform(

@@ -43,11 +43,10 @@ from torchrl.envs import EnvBase
 from torchrl.envs.transforms import Compose
 
 from torchrl_bamdp.envs.switching import SwitchingBAMDPEnv
-from torchrl_bamdp.transforms.belief import hyper_state_transform
 from torchrl_bamdp.transforms.exact_belief import (
-    _GOAL_TOLERANCE,
     BELIEF_PROBS,
     ExactGridBelief,
+    grid_belief_hyper_state,
 )
 
 __all__ = ["BELIEF_FILTERED", "SwitchingGridBelief", "find_hazard", "switching_belief_transforms"]
@@ -198,16 +197,7 @@ class SwitchingGridBelief(ExactGridBelief):
         >>> t.filter(prior, torch.tensor([[0.0, 1.0]]), torch.tensor([1]), torch.tensor([[1.0]]))
         tensor([[0., 0., 1., 0., 0., 0., 0., 0., 0.]])
         """
-        batch = probs.shape[:-1]
-        if probs.shape[-1] != self.num_cells:
-            raise ValueError(
-                f"{type(self).__name__}: {BELIEF_PROBS} has {probs.shape[-1]} cells, expected "
-                f"{self.num_cells} for a {self.grid_size}x{self.grid_size} grid"
-            )
-        cell = self.landing_cell(position, action)
-        found = reward.reshape(batch) >= self.goal_reward - _GOAL_TOLERANCE
-        here = torch.nn.functional.one_hot(cell, self.num_cells).bool()
-        likelihood = torch.where(found.unsqueeze(-1), here, ~here)
+        likelihood = self.consistent_goals(probs, position, action, reward)
         # The support mask keeps rounding from ever leaking mass off the candidate goals.
         support = self.prior.to(probs.device) > 0
         unnormalised = probs * (likelihood & support)
@@ -316,9 +306,4 @@ def switching_belief_transforms(
         reward_key=reward_key,
         observation_key=observation_key,
     )
-    return Compose(
-        belief,
-        hyper_state_transform(
-            belief_keys=[BELIEF_PROBS], observation_key=observation_key, out_key=out_key
-        ),
-    )
+    return grid_belief_hyper_state(belief, observation_key, out_key)

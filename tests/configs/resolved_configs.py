@@ -11,6 +11,8 @@ change of defaults rewrites the file (and its diff shows what changed)::
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 
@@ -25,6 +27,12 @@ def shipped_pairs() -> list[tuple[str, str]]:
 
 
 def resolve(algo: str, env: str) -> dict | str:
+    """The pair as ``bamdp-train algo=<algo> env=<env>`` resolves it (a fresh copy each call)."""
+    return copy.deepcopy(_resolve(algo, env))
+
+
+@functools.cache
+def _resolve(algo: str, env: str) -> dict | str:
     from torchrl_bamdp.cli import compose_config
     from torchrl_bamdp.configs import ConfigError, config_to_dict
 

@@ -132,13 +132,13 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
         if self.factory is None:
             names = task_family_names()
             if self.name not in names:
-                close = difflib.get_close_matches(self.name, names, n=1, cutoff=0.5)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"{path}.name={self.name!r} is not a registered task family{hint} "
-                    f"(registered: {list(names)}); for a task family of your own set "
-                    f"{path}.factory='package.module:function' or register it with "
-                    "torchrl_bamdp.registry.register_task_family"
+                raise _unregistered(
+                    path,
+                    self.name,
+                    names,
+                    "task family",
+                    "factory",
+                    "registry.register_task_family",
                 )
         else:
             if not FACTORY_PATH.fullmatch(self.factory):
@@ -475,13 +475,8 @@ class AlgoConfig:
         if self.builder is None:
             names = algorithm_names()
             if self.name not in names:
-                close = difflib.get_close_matches(self.name, names, n=1, cutoff=0.5)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(
-                    f"{path}.name={self.name!r} is not a registered algorithm{hint} (registered: "
-                    f"{list(names)}); for an algorithm of your own set {path}.builder="
-                    "'package.module:function' or register it with "
-                    "torchrl_bamdp.algorithms.register_algorithm"
+                raise _unregistered(
+                    path, self.name, names, "algorithm", "builder", "algorithms.register_algorithm"
                 )
         else:
             if not FACTORY_PATH.fullmatch(self.builder):
@@ -771,6 +766,21 @@ class Config:
 
 
 # -- validation helpers ------------------------------------------------------------------------
+def _unregistered(
+    path: str, name: str, names: tuple[str, ...], what: str, path_field: str, register: str
+) -> ConfigError:
+    """The error for a ``<path>.name`` no registry knows: the closest name, the registered ones,
+    and the two ways to bring one's own (an import path field, or the registry call)."""
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    article = "an" if what[0] in "aeiou" else "a"
+    return ConfigError(
+        f"{path}.name={name!r} is not a registered {what}{hint} (registered: {list(names)}); "
+        f"for {article} {what} of your own set {path}.{path_field}='package.module:function' or "
+        f"register it with torchrl_bamdp.{register}"
+    )
+
+
 def _choice(path: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{path}.{name} must be one of {list(allowed)} (got {value!r})")

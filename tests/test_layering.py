@@ -7,6 +7,7 @@ Allowed dependencies (a row may import the parts it lists, and itself; nothing e
     registry     - (the standard library only: configs validate without loading torch)
     algorithms   registry (the standard library otherwise, like registry)
     utils        -
+    host_sync    - (torch only: a debugging mode any layer's tests use)
     configs      utils, registry, algorithms
     envs         utils, registry
     modules      utils, envs
@@ -42,6 +43,7 @@ ALLOWED: dict[str, set[str]] = {
     "registry": set(),
     "algorithms": {"registry"},
     "utils": set(),
+    "host_sync": set(),
     "configs": {"utils", "registry", "algorithms"},
     "envs": {"utils", "registry"},
     "modules": {"utils", "envs"},

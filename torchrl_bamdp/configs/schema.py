@@ -61,6 +61,9 @@ VARIBAD_ALGOS = ("varibad", "varibad_original")
 DEFAULT_GRID_SIZE = 5
 #: ``env.bamdp_end``: how the last step of a task ends it for PPO's value targets.
 BAMDP_ENDS = ("truncated", "terminated")
+#: ``env.check_actions``: what every step checks of an action (``BAMDPEnv``): shape, dtype and
+#: values (one host sync per step), shape and dtype only, or nothing.
+CHECK_ACTIONS = ("full", "shape", "off")
 POLICY_DISTS = ("tanh_normal", "gaussian")
 ADVANTAGE_NORMS = ("minibatch", "batch")
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
@@ -112,6 +115,11 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     #: The end of a task: ``truncated`` (a time limit: value targets bootstrap from the last
     #: state) or ``terminated`` (no bootstrap; the original on GridNavi).
     bamdp_end: str = "truncated"
+    #: What every step checks of an action: ``full`` (values too: one host sync per step),
+    #: ``shape`` (shape and dtype: no sync; for GPU runs), ``off``.
+    check_actions: str = "full"
+    #: Step without host syncs (``BAMDPEnv(sync_free=...)``; ``null``: on accelerators only).
+    sync_free: bool | None = None
     #: A user's task family by import path, ``"package.module:function"`` (then ``name`` is its
     #: label): no registration needed, and ``config.json`` keeps it for resume and bamdp-eval.
     factory: str | None = None
@@ -153,6 +161,7 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         _choice(path, "bamdp_end", self.bamdp_end, BAMDP_ENDS)
+        _choice(path, "check_actions", self.check_actions, CHECK_ACTIONS)
         if self.kwargs and self.factory is None and self.name in ENV_NAMES:
             raise ConfigError(
                 f"{path}.kwargs are options of a task family of your own (with {path}.factory); "
@@ -902,8 +911,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     Traceback (most recent call last):
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
-'num_envs'? (valid keys: bamdp_end, episode_length, episodes_per_task, factory, grid_size, \
-kwargs, name, num_envs, workers)
+'num_envs'? (valid keys: bamdp_end, check_actions, episode_length, episodes_per_task, \
+factory, grid_size, kwargs, name, num_envs, sync_free, workers)
     """
     data = dict(data or {})
     # The same composition as `bamdp-train algo=<algo.name> env=<env.name>` (one source of

@@ -66,7 +66,16 @@ class BAMDPEnv(EnvBase):
         dtype and values (an index range, or finiteness; one host sync per step), ``"shape"``
         shape and dtype only (no sync), ``"off"`` nothing. Task envs that check their own
         actions (``TaskEnv.validates_actions``: GridNavi, point robot, MuJoCo) are not checked
-        again.
+        again; their own check reads the values only with ``"full"``
+        (``TaskEnv.check_action_values``).
+    sync_free : bool, optional
+        Step and reset without host syncs (:mod:`torchrl_bamdp.host_sync`): inner-episode
+        restarts and new tasks are written with ``torch.where`` for every env instead of being
+        tested for (``restart.any()``) and written with boolean masks, and a new task is drawn
+        for every env at each reset (the resetting ones keep theirs), so the task sequence
+        differs from the default's. ``None`` (default): on for accelerator devices, off on the
+        CPU, where reading a value costs nothing and skipping the work is faster. Pair it with
+        ``check_actions="shape"`` (the value check is a sync by nature).
 
     Examples
     --------
@@ -96,6 +105,7 @@ class BAMDPEnv(EnvBase):
         fixed_tasks: torch.Tensor | None = None,
         check_actions: str = "full",
         end: str = "truncated",
+        sync_free: bool | None = None,
     ) -> None:
         if end not in BAMDP_ENDS:
             raise ValueError(f"end must be one of {list(BAMDP_ENDS)} (got {end!r})")
@@ -115,6 +125,9 @@ class BAMDPEnv(EnvBase):
         super().__init__(device=task_env.device, batch_size=task_env.batch_size)
         self.task_env = task_env
         self.end = end
+        self.sync_free = self.device.type != "cpu" if sync_free is None else bool(sync_free)
+        task_env.sync_free = self.sync_free
+        task_env.check_action_values = check_actions == "full"
         self.episode_length = int(episode_length)
         self.episodes_per_task = int(episodes_per_task)
         self.task_generator = torch.Generator()
@@ -181,17 +194,22 @@ class BAMDPEnv(EnvBase):
         if mask is None:
             mask = torch.ones(n, dtype=torch.bool, device=self.device)
         mask = mask.reshape(n).to(self.device)
-        num_new = int(mask.sum())
         # Kept so that a checkpoint can rewind task sampling to just before the latest reset:
         # collectors reset finished envs *before* yielding a batch, so a run resumed from a
         # checkpoint redraws exactly the tasks the uninterrupted run went on with.
         self.generator_state_before_last_reset = self.task_generator.get_state()
         if self.fixed_tasks is not None:
-            self._task[mask] = self.fixed_tasks[mask]
-        elif num_new:
-            self._task[mask] = self.task_env.sample_tasks(num_new, self.task_generator)
-        self._step_in_episode[mask] = 0
-        self._episode[mask] = 0
+            self._task = torch.where(mask.unsqueeze(-1), self.fixed_tasks, self._task)
+        elif self.sync_free:
+            # How many envs reset is a value on the device: draw for all, keep the reset ones'.
+            new_tasks = self.task_env.sample_tasks(n, self.task_generator)
+            self._task = torch.where(mask.unsqueeze(-1), new_tasks, self._task)
+        else:
+            num_new = int(mask.sum())
+            if num_new:
+                self._task[mask] = self.task_env.sample_tasks(num_new, self.task_generator)
+        self._step_in_episode.masked_fill_(mask, 0)
+        self._episode.masked_fill_(mask, 0)
         out = self._reset_task_env(mask)
         # Declared in the spec, so a reset writes it too: nothing has been landed in yet.
         out.set(TRUE_OBSERVATION, out.get("observation").clone())
@@ -238,7 +256,8 @@ class BAMDPEnv(EnvBase):
         self._episode += episode_done.long()
         task_done = episode_done & (self._episode >= self.episodes_per_task)
         restart = episode_done & ~task_done
-        if bool(restart.any()):
+        # Sync-free: every step resets the restarting envs (possibly none) by torch.where.
+        if self.sync_free or bool(restart.any()):
             # Back to a start state in the same task; the next observation is that start state
             # (TRUE_OBSERVATION keeps the state landed in: the reset output has no such key).
             restarted = self._reset_task_env(restart)
@@ -247,7 +266,7 @@ class BAMDPEnv(EnvBase):
                 if key in ("done", "terminated", "truncated") or key not in out.keys(True, True):
                     continue
                 out.set(key, torch.where(where, value, out.get(key)))
-            self._step_in_episode[restart] = 0
+            self._step_in_episode.masked_fill_(restart, 0)
         shape1 = (*self.batch_size, 1)
         terminated = task_done if self.end == "terminated" else task_done & inner_terminated
         out.update(

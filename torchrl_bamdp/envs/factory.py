@@ -31,6 +31,7 @@ def make_env(
     factory: str | None = None,
     check_actions: str = "full",
     end: str = "truncated",
+    sync_free: bool | None = None,
     **family_kwargs,
 ) -> BAMDPEnv:
     """Build the batched BAMDP env of a task family.
@@ -68,6 +69,9 @@ def make_env(
     end : str
         How a task ends for PPO's value targets: ``truncated`` or ``terminated``
         (``env.bamdp_end``).
+    sync_free : bool, optional
+        Step without host syncs (:class:`~torchrl_bamdp.envs.BAMDPEnv`; ``env.sync_free``);
+        ``None``: on accelerators only.
 
     Examples
     --------
@@ -95,6 +99,7 @@ def make_env(
         fixed_tasks=fixed_tasks,
         check_actions=check_actions,
         end=end,
+        sync_free=sync_free,
     )
 
 
@@ -105,7 +110,8 @@ def make_env_from_config(
 
     ``env_config`` is a :class:`~torchrl_bamdp.configs.schema.EnvConfig` (or anything with its
     fields): ``name``, ``num_envs``, ``episode_length``, ``episodes_per_task``, ``grid_size``,
-    ``workers``, ``factory`` and ``kwargs`` (a user's family: its factory and options).
+    ``workers``, ``bamdp_end``, ``check_actions``, ``sync_free``, ``factory`` and ``kwargs`` (a
+    user's family: its factory and options).
 
     Examples
     --------
@@ -123,6 +129,8 @@ def make_env_from_config(
         "workers": env_config.workers,
         "factory": getattr(env_config, "factory", None),
         "end": getattr(env_config, "bamdp_end", "truncated"),
+        "check_actions": getattr(env_config, "check_actions", "full"),
+        "sync_free": getattr(env_config, "sync_free", None),
         **dict(getattr(env_config, "kwargs", None) or {}),
         **changes,
     }

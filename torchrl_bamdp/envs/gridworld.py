@@ -155,9 +155,11 @@ class GridNaviEnv(TaskEnv):
             if task is not None:
                 self._goal.copy_(task.long())
         else:
-            self._position[mask] = 0
+            # torch.where, not mask indexing: a boolean index is a host sync on a GPU.
+            where = mask.unsqueeze(-1)
+            self._position.masked_fill_(where, 0)
             if task is not None:
-                self._goal[mask] = task[mask].long()
+                self._goal = torch.where(where, task.long(), self._goal)
         done = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._output(done=done)
 
@@ -185,11 +187,13 @@ class GridNaviEnv(TaskEnv):
         """The fast check of every step: shape, dtype and range, one reduction on the hot path."""
         if action.shape != self.batch_size:
             return False
+        if action.dtype == torch.bool or action.is_complex():
+            return False
+        if not self.check_action_values:  # shape and dtype only: no host sync
+            return True
         if action.is_floating_point():
             # NaN fails every comparison, +-inf the range, 1.5 the integrality test.
             return bool(((action >= 0) & (action < len(GRID_MOVES)) & (action.frac() == 0)).all())
-        if action.dtype == torch.bool or action.is_complex():
-            return False
         low, high = torch.aminmax(action)  # one reduction; .item() beats tensor comparisons
         return low.item() >= 0 and high.item() < len(GRID_MOVES)
 

@@ -117,9 +117,12 @@ class PointRobotEnv(TaskEnv):
             if task is not None:
                 self._goal.copy_(task.reshape(self.num_envs, 2))
         else:
-            self._position[mask] = 0.0
+            # torch.where, not mask indexing: a boolean index is a host sync on a GPU.
+            where = mask.unsqueeze(-1)
+            self._position = self._position.masked_fill(where, 0.0)
             if task is not None:
-                self._goal[mask] = task.reshape(self.num_envs, 2)[mask].to(self._goal.dtype)
+                task = task.reshape(self.num_envs, 2).to(self._goal.dtype)
+                self._goal = torch.where(where, task, self._goal)
         done = torch.zeros(*self.batch_size, 1, dtype=torch.bool, device=self.device)
         return self._output(done)
 
@@ -136,7 +139,7 @@ class PointRobotEnv(TaskEnv):
                 f"dtype {action.dtype}; expected a float tensor of shape {(self.num_envs, 2)} "
                 "with values in [-1, 1] (larger values are clipped)"
             )
-        if not bool(torch.isfinite(action).all()):
+        if self.check_action_values and not bool(torch.isfinite(action).all()):
             bad = (~torch.isfinite(action)).any(-1).nonzero().flatten()
             raise ValueError(
                 f"{type(self).__name__}.step: non-finite (NaN/inf) 'action' in env(s) "

@@ -99,12 +99,14 @@ def _not_switchable(task_env: TaskEnv) -> str:
 @set_tasks.register
 def _(task_env: GridNaviEnv, tasks: torch.Tensor, mask: torch.Tensor) -> None:
     # GridNavi keeps its goal as a [B, 2] long tensor; the position is untouched.
-    task_env._goal[mask] = tasks[mask].to(task_env.device).round().long()
+    # torch.where, not mask indexing: a boolean index is a host sync on a GPU.
+    new = tasks.to(task_env.device).round().long()
+    task_env._goal = torch.where(mask.reshape(-1, 1), new, task_env._goal)
 
 
 @set_tasks.register
 def _(task_env: PointRobotEnv, tasks: torch.Tensor, mask: torch.Tensor) -> None:
-    task_env._goal[mask] = tasks[mask].to(task_env._goal)
+    task_env._goal = torch.where(mask.reshape(-1, 1), tasks.to(task_env._goal), task_env._goal)
 
 
 class SwitchingBAMDPEnv(BAMDPEnv):
@@ -128,7 +130,7 @@ class SwitchingBAMDPEnv(BAMDPEnv):
         one-episode BAMDPEnv with the same seed, step for step.
     seed : int, optional
         Seed of the generator of initial tasks, switch times and redrawn tasks.
-    check_actions, end : str
+    check_actions, end, sync_free
         As :class:`~torchrl_bamdp.envs.BAMDPEnv`.
 
     Examples
@@ -149,6 +151,7 @@ class SwitchingBAMDPEnv(BAMDPEnv):
         seed: int | None = None,
         check_actions: str = "full",
         end: str = "truncated",
+        sync_free: bool | None = None,
     ) -> None:
         hazard = float(hazard)
         if not 0.0 <= hazard <= 1.0:
@@ -164,6 +167,7 @@ class SwitchingBAMDPEnv(BAMDPEnv):
             seed=seed,
             check_actions=check_actions,
             end=end,
+            sync_free=sync_free,
         )
 
     def _make_specs(self) -> None:
@@ -190,8 +194,8 @@ class SwitchingBAMDPEnv(BAMDPEnv):
             fresh = self.task_env.sample_tasks(n, self.task_generator).to(self._task)
             # An env that just finished its rollout keeps its task: the next reset draws anew.
             switched = (u < self.hazard).to(self.device) & ~out.get("done").reshape(n)
-            if bool(switched.any()):
-                self._task[switched] = fresh[switched]
+            if self.sync_free or bool(switched.any()):
+                self._task = torch.where(switched.unsqueeze(-1), fresh, self._task)
                 set_tasks(self.task_env, self._task, switched)
         out.set("task", self._task.reshape(*self.batch_size, -1).clone())
         out.set(TASK_SWITCHED, switched.reshape(*self.batch_size, 1))
@@ -216,6 +220,7 @@ def make_switching_env(
     factory: str | None = None,
     check_actions: str = "full",
     end: str = "truncated",
+    sync_free: bool | None = None,
     **family_kwargs: Any,
 ) -> SwitchingBAMDPEnv:
     """Build the task-switching env of a registered task family, like :func:`make_env`.
@@ -236,7 +241,7 @@ def make_switching_env(
         Seed of initial tasks, switch times and redrawn tasks.
     device : torch.device or str
         Device of the env's tensors.
-    factory, check_actions, end, **family_kwargs
+    factory, check_actions, end, sync_free, **family_kwargs
         As :func:`~torchrl_bamdp.envs.make_env` (e.g. ``grid_size`` for GridNavi).
 
     Examples
@@ -247,5 +252,11 @@ def make_switching_env(
     """
     task_env = _make_task_env(name, num_envs, seed, device, dict(family_kwargs), factory)
     return SwitchingBAMDPEnv(
-        task_env, horizon, hazard, seed=seed, check_actions=check_actions, end=end
+        task_env,
+        horizon,
+        hazard,
+        seed=seed,
+        check_actions=check_actions,
+        end=end,
+        sync_free=sync_free,
     )

@@ -36,6 +36,14 @@ class TaskEnv(EnvBase, abc.ABC):
     #: with family-specific messages); :class:`~torchrl_bamdp.envs.bamdp.BAMDPEnv` then does
     #: not check them again. A user's env leaves it ``False`` and gets BAMDPEnv's spec check.
     validates_actions: bool = False
+    #: Whether such an env's own check reads the action's *values* (range, finiteness: one host
+    #: sync per step) or only its shape and dtype (no sync). :class:`BAMDPEnv` sets it from its
+    #: ``check_actions`` (``"full"``: values too).
+    check_action_values: bool = True
+    #: Whether resets and steps must avoid host syncs (no test of a tensor's value in Python,
+    #: no boolean-mask indexing): set by :class:`BAMDPEnv` (``sync_free``), read by
+    #: :meth:`_reset_mask_and_task`. Pure-torch families are written without syncs anyway.
+    sync_free: bool = False
 
     @abc.abstractmethod
     def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -62,13 +70,17 @@ class TaskEnv(EnvBase, abc.ABC):
     def _reset_mask_and_task(
         self, tensordict: TensorDictBase | None
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Read the partial-reset mask (``[B]`` bool or ``None`` for all) and the task to use."""
+        """Read the partial-reset mask (``[B]`` bool or ``None`` for all) and the task to use.
+
+        A mask of all ``True`` reads as ``None`` (a full reset), except with :attr:`sync_free`,
+        where finding that out would sync; a masked reset must then also handle all-true masks.
+        """
         if tensordict is None:
             return None, None
         mask = tensordict.get("_reset", None)
         if mask is not None:
             mask = mask.reshape(self.batch_size).to(self.device)
-            if bool(mask.all()):
+            if not self.sync_free and bool(mask.all()):
                 mask = None
         task = tensordict.get("task", None)
         if task is not None:

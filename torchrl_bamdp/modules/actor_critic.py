@@ -58,10 +58,9 @@ class InputNormalizer(nn.Module):
         merge_running_moments(self.mean, self.var, self.count, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.count == 0:
-            return x
         z = (x - self.mean) / torch.sqrt(self.var + self.eps)
-        return z.clamp(-self.clip, self.clip)
+        # Identity until the first update; torch.where, not `if count == 0` (a host sync).
+        return torch.where(self.count > 0, z.clamp(-self.clip, self.clip), x)
 
 
 def find_input_normalizers(module: nn.Module) -> list[InputNormalizer]:

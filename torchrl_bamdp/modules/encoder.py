@@ -134,7 +134,10 @@ class BeliefEncoder(nn.Module):
         parts = []
         if self.action_encoder is not None:
             if self.discrete_actions:
-                action = F.one_hot(action.long(), self.action_dim).float()
+                # Not F.one_hot: its index-range check is two host syncs per step (the env has
+                # checked the actions already).
+                index = torch.arange(self.action_dim, device=action.device)
+                action = (action.long().unsqueeze(-1) == index).float()
             parts.append(F.relu(self.action_encoder(action.float())))
         if self.reward_encoder is not None:
             parts.append(F.relu(self.reward_encoder(reward.float())))

@@ -104,6 +104,8 @@ def environment_info(seed: int) -> dict[str, Any]:
 
 EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in training
 PPO_LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy")
+#: What ``ppo_update`` logs of ClipPPOLoss's output (those it returns), beside ``grad_norm``.
+PPO_LOGGED_TERMS = (*PPO_LOSS_TERMS, "entropy", "clip_fraction", "kl_approx")
 
 
 class Trainer:
@@ -310,8 +312,13 @@ class Trainer:
             self.gae(batch)
             if ppo.normalize_advantage and ppo.advantage_norm == "batch":
                 normalize_advantage(batch)  # the original: over every env and step at once
-        sums: dict[str, float] = {}
+        # Logged terms are summed on the device (float64, in minibatch order: the same sums as
+        # adding Python floats) and read once per update; the only per-minibatch read is the
+        # one finiteness test that decides whether the step is taken.
+        keys: list[str] | None = None
+        sums: torch.Tensor | None = None
         count = 0
+        params = [p for g in self.ppo_optimizer.param_groups for p in g["params"]]
         for _ in range(ppo.epochs):
             if self.agent.reencode is not None:
                 minibatches = self._trajectory_minibatches(batch, ppo.minibatches)
@@ -323,40 +330,34 @@ class Trainer:
                 losses = self.ppo_loss(minibatch)
                 loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
                 self.ppo_optimizer.zero_grad(set_to_none=True)
-                if not math.isfinite(float(loss.detach())):
-                    terms = {k: losses[k] for k in PPO_LOSS_TERMS}
-                    self._skip_update("ppo", "loss", terms)
-                    continue
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(
-                    [p for g in self.ppo_optimizer.param_groups for p in g["params"]],
-                    ppo.max_grad_norm,
-                )
-                if not math.isfinite(float(grad_norm)):
+                grad_norm = nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
+                if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
                     self.ppo_optimizer.zero_grad(set_to_none=True)
                     terms = {k: losses[k] for k in PPO_LOSS_TERMS}
-                    self._skip_update("ppo", "gradient", terms, grad_norm=float(grad_norm))
+                    if math.isfinite(float(loss.detach())):
+                        self._skip_update("ppo", "gradient", terms, grad_norm=float(grad_norm))
+                    else:
+                        self._skip_update("ppo", "loss", terms)
                     continue
                 self.ppo_optimizer.step()
                 self.health.ok("ppo")
-                for key in (
-                    "loss_objective",
-                    "loss_critic",
-                    "loss_entropy",
-                    "entropy",
-                    "clip_fraction",
-                    "kl_approx",
-                ):
-                    if key in losses:
-                        sums[key] = sums.get(key, 0.0) + float(losses[key].detach().mean())
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(grad_norm)
+                if keys is None:
+                    keys = [k for k in PPO_LOGGED_TERMS if k in losses]
+                values = torch.stack(
+                    [losses[k].detach().mean().double() for k in keys] + [grad_norm.double()]
+                )
+                sums = values if sums is None else sums + values
                 count += 1
         # Update the input statistics only after the epochs, so that the stored action
         # log-probabilities come from the very policy the PPO ratio starts from.
         networks = nn.ModuleList([self.agent.actor, self.agent.critic])
         for normalizer in find_input_normalizers(networks):
             normalizer.update(batch.get(normalizer.key))
-        metrics = {k: v / count for k, v in sums.items()} if count else {}
+        metrics = {}
+        if count:
+            names = [*keys, "grad_norm"]
+            metrics = {k: v / count for k, v in zip(names, sums.tolist(), strict=True)}
         metrics["lr"] = self.ppo_optimizer.param_groups[0]["lr"]
         return metrics
 
@@ -401,8 +402,11 @@ class Trainer:
         if self.frames < elbo.precollect_frames:  # the original waits for 5000 frames first
             return {}
         params = [p for g in self.elbo_optimizer.param_groups for p in g["params"]]
-        sums: dict[str, float] = {}
-        count, max_norm = 0, 0.0
+        # As in ppo_update: sums on the device, read once; one finiteness read per step.
+        keys: list[str] | None = None
+        sums: torch.Tensor | None = None
+        max_norm: torch.Tensor | None = None
+        count = 0
         for _ in range(elbo.updates_per_iteration):
             sample = self.buffer.sample(elbo.batch_trajectories).to(self.device)
             out = self._model_losses(sample)
@@ -411,30 +415,35 @@ class Trainer:
             terms = {k: v for k, v in out.items() if k.rpartition("/")[2].startswith("loss_")}
             loss = sum(terms.values())
             self.elbo_optimizer.zero_grad(set_to_none=True)
-            if not math.isfinite(float(loss.detach())):
-                self._skip_update("elbo", "loss", terms)
-                continue
             loss.backward()
             if elbo.max_grad_norm is not None:
                 grad_norm = nn.utils.clip_grad_norm_(params, elbo.max_grad_norm)
             else:
                 grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            grad_norm = float(grad_norm)  # before clipping
-            if not math.isfinite(grad_norm):
+            grad_norm = grad_norm.detach()  # before clipping
+            if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
                 self.elbo_optimizer.zero_grad(set_to_none=True)
-                self._skip_update("elbo", "gradient", terms, grad_norm=grad_norm)
+                if math.isfinite(float(loss.detach())):
+                    self._skip_update("elbo", "gradient", terms, grad_norm=float(grad_norm))
+                else:
+                    self._skip_update("elbo", "loss", terms)
                 continue
             self.elbo_optimizer.step()
             self.health.ok("elbo")
-            for key, value in out.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
-            max_norm = max(max_norm, grad_norm)
+            if keys is None:
+                keys = list(out.keys())
+            values = torch.stack(
+                [torch.as_tensor(out[k]).detach().double().reshape(()) for k in keys]
+                + [loss.detach().double(), grad_norm.double()]
+            )
+            sums = values if sums is None else sums + values
+            max_norm = grad_norm if max_norm is None else torch.maximum(max_norm, grad_norm)
             count += 1
-        metrics = {k: v / count for k, v in sums.items()} if count else {}
+        metrics = {}
         if count:
-            metrics["grad_norm_max"] = max_norm
+            names = [*keys, "loss", "grad_norm", "grad_norm_max"]
+            means = (sums / count).tolist() + [float(max_norm)]
+            metrics = dict(zip(names, means, strict=True))
         metrics["lr"] = self.elbo_optimizer.param_groups[0]["lr"]
         return metrics
 

@@ -273,7 +273,9 @@ class ExactGridBelief(Transform):
         unnormalised = self.prior.to(probs.device) * ((probs > 0) & consistent)
         total = unnormalised.sum(-1, keepdim=True)
         empty = total.squeeze(-1) <= 0
-        if bool(empty.any()):
+        # The check reads a value (a host sync): skipped in a sync-free env (BAMDPEnv's
+        # sync_free, e.g. on a GPU), where an impossible reward gives NaN probabilities instead.
+        if not self._sync_free() and bool(empty.any()):
             envs = (
                 empty.nonzero().tolist() if len(batch) > 1 else empty.nonzero().flatten().tolist()
             )
@@ -284,6 +286,11 @@ class ExactGridBelief(Transform):
                 "tensordict, or a belief not reset on a new task?)"
             )
         return unnormalised / total
+
+    def _sync_free(self) -> bool:
+        """Whether the env this transform is attached to steps without host syncs."""
+        parent = getattr(self, "parent", None)
+        return bool(getattr(getattr(parent, "base_env", None), "sync_free", False))
 
     def consistent_goals(
         self,
@@ -310,7 +317,8 @@ class ExactGridBelief(Transform):
             )
         cell = self.landing_cell(position, action)
         found = reward.reshape(probs.shape[:-1]) >= self.goal_reward - _GOAL_TOLERANCE
-        here = torch.nn.functional.one_hot(cell, self.num_cells).bool()
+        # Not F.one_hot: it checks the index range, two host syncs; cells are on the grid.
+        here = cell.unsqueeze(-1) == torch.arange(self.num_cells, device=cell.device)
         return torch.where(found.unsqueeze(-1), here, ~here)
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:

@@ -244,6 +244,7 @@ _SHIPPED = (
         "VariBAD as the official implementation configures it",
     ),
     ("rl2", f"{_AGENTS}:build_rl2", "RL2: a GRU memory trained end to end by PPO"),
+    ("rl2_original", f"{_AGENTS}:build_rl2", "RL2 as the official implementation configures it"),
     ("oracle", f"{_AGENTS}:build_oracle", "PPO on the true task (the upper reference)"),
     (
         "belief_oracle",

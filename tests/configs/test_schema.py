@@ -361,10 +361,15 @@ def _group_options() -> list[tuple[str, str]]:
 GENERIC_ENV = ["env=custom", "env.factory=tests.user_families.windy_grid:make_env"]
 
 
+#: The official implementation's configurations, checked value by value in their own tests.
+ORIGINAL_ALGOS = ("varibad_original", "rl2_original")
+
+
 def _untuned(algo: str) -> list[str]:
     """Overrides composing ``algo`` with its own file's values only: on a family without tuning,
-    or, for the GridNavi-only algorithms, on GridNavi with its tuning left out."""
-    if algo in GRIDWORLD_ONLY_ALGOS:
+    or, for the GridNavi-only algorithms (and rl2_original, transcribed for GridNavi only), on
+    GridNavi with its tuning left out."""
+    if algo in GRIDWORLD_ONLY_ALGOS or algo == "rl2_original":
         return [f"algo={algo}", "~tuning"]
     return [f"algo={algo}", *GENERIC_ENV]
 
@@ -406,11 +411,13 @@ def test_every_yaml_composes_and_validates(group, option):
                 config_to_dict(cfg)[group],
                 f"{group}/{partial}.yaml (via {option})",
             )
-    _assert_subset(yaml_values, config_to_dict(cfg)[group], f"{group}/{option}.yaml")
+    # A preset is a global package: its values are set across the config's sections.
+    resolved = config_to_dict(cfg) if group == "preset" else config_to_dict(cfg)[group]
+    _assert_subset(yaml_values, resolved, f"{group}/{option}.yaml")
 
 
 @pytest.mark.parametrize(
-    "option", [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
+    "option", [o for g, o in _group_options() if g == "algo" and o not in ORIGINAL_ALGOS]
 )
 def test_every_algo_shares_the_ppo_settings(option):
     cfg = load_config(_compose(_untuned(option)))
@@ -660,8 +667,8 @@ def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not
     """GridNavi (every algorithm): entropy 0.03 -> 0, time features and the privileged critic,
     the setting measured in the README; the continuous families keep the original's constant
     entropy, no time, a critic on the hyper-state only."""
-    # varibad_original is the original's configuration (test_varibad_original.py)
-    names = [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
+    # the original's configurations (test_varibad_original.py, test_rl2_original.py)
+    names = [o for g, o in _group_options() if g == "algo" and o not in ORIGINAL_ALGOS]
     envs = [o for g, o in _group_options() if g == "env"]
     assert names and envs
     for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:

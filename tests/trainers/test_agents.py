@@ -264,6 +264,7 @@ def test_policy_belief_is_validated_at_config_load(changes, match):
 def test_privileged_critic_trains_and_tracks_the_task(name, tmp_path):
     data = algo_config(name)
     data["algo"]["ppo"]["critic_task"] = True
+    data["algo"]["ppo"]["normalize_input"] = True  # rl2_original's default is off
     trainer = Trainer(load_config(data), tmp_path)
     actor, critic = trainer.agent.actor, trainer.agent.critic
     assert critic.in_keys[-1] == "task" and "task" not in actor.in_keys

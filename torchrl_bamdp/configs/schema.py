@@ -76,6 +76,13 @@ ELBO_SUBSAMPLE_MODES = ("rescaled", "original")
 MSE_REDUCTIONS = ("sum", "mean")
 #: What VariBAD's policy reads of the belief (``algo.policy_belief``; see ``varibad_transforms``).
 POLICY_BELIEFS = ("auto", "latent", "decoded", "latent+decoded")
+#: RL2's algorithms: ours, and the original's configuration of it (GridNavi).
+RL2_ALGOS = ("rl2", "rl2_original")
+#: ``algo.rl2_memory``: what RL2's policy reads of its memory: the GRU's hidden state, or
+#: ``relu(cat(mean, logvar))`` of the encoder's latent heads (the original's).
+RL2_MEMORIES = ("hidden", "latent_relu")
+#: Task families whose original RL2 configuration is transcribed (``algo=rl2_original``).
+RL2_ORIGINAL_ENVS = ("gridworld",)
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
@@ -479,6 +486,12 @@ class AlgoConfig:
     elbo: ELBOConfig = field(default_factory=ELBOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     policy_belief: str = "auto"
+    #: RL2: what the policy reads of the memory (``hidden``, or ``latent_relu``: the original's
+    #: ReLU of the latent heads' mean and log-variance).
+    rl2_memory: str = "hidden"
+    #: RL2: whether the policy reads the observation beside the memory (the original RL2 on
+    #: GridNavi does not: ``pass_state_to_policy=False``; the GRU has read it).
+    policy_state: bool = True
 
     def validate(self, path: str) -> None:
         if self.builder is None:
@@ -506,6 +519,14 @@ class AlgoConfig:
             except ValueError as err:
                 raise ConfigError(str(err)) from None
         _choice(path, "policy_belief", self.policy_belief, POLICY_BELIEFS)
+        _choice(path, "rl2_memory", self.rl2_memory, RL2_MEMORIES)
+        rl2_options_set = self.rl2_memory != "hidden" or not self.policy_state
+        if rl2_options_set and self.name not in RL2_ALGOS and self.builder is None:
+            raise ConfigError(
+                f"{path}.rl2_memory and {path}.policy_state are RL2 options (algo.name in "
+                f"{list(RL2_ALGOS)}); {path}.name={self.name!r} takes neither (got "
+                f"rl2_memory={self.rl2_memory!r}, policy_state={self.policy_state})"
+            )
 
 
 @dataclass
@@ -660,10 +681,16 @@ class Config:
                 f"algo.name={self.algo.name!r} needs env.name='gridworld' (it computes the exact "
                 f"posterior over GridNavi goal cells; got env.name={self.env.name!r})"
             )
-        if self.algo.name == "rl2" and not self.algo.ppo.encoder_grad:
+        if self.algo.name in RL2_ALGOS and not self.algo.ppo.encoder_grad:
             raise ConfigError(
-                "algo.name='rl2' trains its recurrent memory with the RL loss only: "
+                f"algo.name={self.algo.name!r} trains its recurrent memory with the RL loss only: "
                 "algo.ppo.encoder_grad must be true (got false)"
+            )
+        if self.algo.name == "rl2_original" and self.env.name not in RL2_ORIGINAL_ENVS:
+            raise ConfigError(
+                f"algo.name='rl2_original' is the official implementation's RL2 configuration, "
+                f"transcribed for env.name in {list(RL2_ORIGINAL_ENVS)} only (got env.name="
+                f"{self.env.name!r}); use algo=rl2 there"
             )
         if self.env.name == "gridworld" and self.train.figure_goal is not None:
             x, y = self.train.figure_goal

@@ -30,6 +30,7 @@ ALGO_LABELS = {
     "varibad": "VariBAD",
     "varibad_original": "VariBAD (original config)",
     "rl2": "RL2",
+    "rl2_original": "RL2 (original config)",
     "oracle": "Oracle",
     "belief_oracle": "Belief oracle",
     "bayes_optimal": "Bayes-optimal",

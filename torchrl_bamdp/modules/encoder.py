@@ -165,6 +165,12 @@ class BeliefEncoder(nn.Module):
         logvar = self.logvar_head(out).clamp(self.logvar_min, self.logvar_max)
         return self.mean_head(out), logvar
 
+    def latent_of(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, logvar)`` the heads give for GRU hidden states ``[..., hidden_size]``; at the
+        zero hidden state of a task start that is the heads' biases (the original's prior), not
+        the fixed N(0, I) of :meth:`prior`."""
+        return self._heads(hidden)
+
     def step(
         self,
         action: torch.Tensor,

@@ -72,7 +72,14 @@ from torchrl_bamdp.transforms.rl2 import rl2_transforms
 from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
 
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
-TRAINED_ALGORITHMS = ("varibad", "varibad_original", "rl2", "oracle", "belief_oracle")
+TRAINED_ALGORITHMS = (
+    "varibad",
+    "varibad_original",
+    "rl2",
+    "rl2_original",
+    "oracle",
+    "belief_oracle",
+)
 REFERENCE_ALGORITHMS = ("bayes_optimal", "random")
 #: Prefixes of the trainer's own metrics (``elbo/loss_kl``, ``ppo/loss_objective``, ...): an
 #: auxiliary loss's terms are logged as ``<its name>/<term>``, so these names are taken.
@@ -475,14 +482,23 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
 
 def _rl2(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     # The GRU also reads the inner-episode done flag, appended to the observation.
+    algo = config.algo
     encoder = _encoder(config, obs_dim + 1, env)
-    actor, critic = _actor_critic(config, env, obs_dim, encoder.hidden_size)
+    memory = algo.rl2_memory
+    memory_dim = encoder.hidden_size if memory == "hidden" else 2 * encoder.latent_dim
+    state_dim = obs_dim if algo.policy_state else 0
+    actor, critic = _actor_critic(config, env, state_dim, memory_dim)
 
     def make_transforms() -> Compose:
-        return rl2_transforms(encoder)
+        return rl2_transforms(encoder, memory, observation=algo.policy_state)
 
     return Agent(
-        "rl2", actor, critic, make_transforms, encoder=encoder, reencode=reencoder(make_transforms)
+        algo.name,
+        actor,
+        critic,
+        make_transforms,
+        encoder=encoder,
+        reencode=reencoder(make_transforms),
     )
 
 

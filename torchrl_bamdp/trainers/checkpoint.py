@@ -72,6 +72,8 @@ ARCHITECTURE_FIELDS = (
     "algo.ppo.input_embed",
     "algo.ppo.done_input",
     "algo.policy_belief",
+    "algo.rl2_memory",
+    "algo.policy_state",
 )
 
 #: Architecture fields added after checkpoints were first written, with what the code did before
@@ -92,6 +94,9 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     "algo.ppo.done_input": False,
     # An algorithm of your own by import path (issue 16), added on 2026-12-02.
     "algo.builder": None,
+    # RL2's policy input options (algo=rl2_original), added on 2026-12-02.
+    "algo.rl2_memory": "hidden",
+    "algo.policy_state": True,
 }
 
 _MISSING = object()

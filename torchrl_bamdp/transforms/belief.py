@@ -309,10 +309,11 @@ class DecodedBelief(Transform):
 
 def hyper_state_transform(
     belief_keys: Sequence[NestedKey] = (BELIEF_MEAN, BELIEF_LOGVAR),
-    observation_key: NestedKey = "observation",
+    observation_key: NestedKey | None = "observation",
     out_key: NestedKey = "hyper_state",
 ) -> CatTensors:
-    """The transform that concatenates the observation and a belief into ``hyper_state``.
+    """The transform that concatenates the observation and a belief into ``hyper_state``
+    (the belief alone with ``observation_key=None``: the original RL2's policy input).
 
     Examples
     --------
@@ -320,8 +321,9 @@ def hyper_state_transform(
     >>> t.out_keys
     ['hyper_state']
     """
+    observation = [] if observation_key is None else [observation_key]
     return CatTensors(
-        in_keys=[observation_key, *belief_keys], out_key=out_key, del_keys=False, sort=False
+        in_keys=[*observation, *belief_keys], out_key=out_key, del_keys=False, sort=False
     )
 
 

@@ -23,6 +23,11 @@ from torchrl_bamdp.modules.encoder import BeliefEncoder
 from torchrl_bamdp.transforms.belief import SharedEncoderTransform, hyper_state_transform
 
 RL2_HIDDEN: tuple[str, str] = ("rl2", "hidden")
+#: ``relu(cat(mean, logvar))`` of the encoder's latent heads on the hidden state: what the
+#: original RL2 feeds its policy (``add_nonlinearity_to_latent``), with ``latent=True``.
+RL2_LATENT: tuple[str, str] = ("rl2", "latent")
+#: The values of ``algo.rl2_memory``: what of the memory the policy reads.
+RL2_MEMORIES = ("hidden", "latent_relu")
 
 
 class RL2Memory(SharedEncoderTransform):
@@ -39,7 +44,12 @@ class RL2Memory(SharedEncoderTransform):
     ----------
     encoder : BeliefEncoder
         The recurrent network; its ``obs_dim`` must be the observation size + 1 (the done flag
-        is appended to the observation it reads). Its mean/log-variance heads are unused.
+        is appended to the observation it reads). Its mean/log-variance heads are used only
+        with ``latent``.
+    latent : bool
+        Also write :data:`RL2_LATENT`, ``relu(cat(mean, logvar))`` of the encoder's latent heads
+        on the hidden state (at a task start, on the zero hidden state: the heads' biases), as
+        the original RL2 feeds its policy; trained by the RL loss like the GRU.
     action_key, reward_key, observation_key, episode_done_key : NestedKey
         Where to read a_t (root tensordict) and r_{t+1}, the true s_{t+1}, d_{t+1} (next
         tensordict).
@@ -62,12 +72,14 @@ class RL2Memory(SharedEncoderTransform):
         reward_key: NestedKey = "reward",
         observation_key: NestedKey = TRUE_OBSERVATION,
         episode_done_key: NestedKey = "episode_done",
+        latent: bool = False,
     ) -> None:
         super().__init__(
             in_keys=[action_key, reward_key, observation_key, episode_done_key],
-            out_keys=[RL2_HIDDEN],
+            out_keys=[RL2_HIDDEN, RL2_LATENT] if latent else [RL2_HIDDEN],
         )
         self.encoder = encoder
+        self.latent = latent
         self.action_key = action_key
         self.reward_key = reward_key
         self.observation_key = observation_key
@@ -77,8 +89,16 @@ class RL2Memory(SharedEncoderTransform):
         self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
     ) -> TensorDictBase:
         batch, device = tensordict_reset.batch_size, tensordict_reset.device
-        tensordict_reset.set(RL2_HIDDEN, self.encoder.initial_hidden(*batch, device=device))
+        hidden = self.encoder.initial_hidden(*batch, device=device)
+        tensordict_reset.set(RL2_HIDDEN, hidden)
+        if self.latent:
+            with torch.no_grad():
+                tensordict_reset.set(RL2_LATENT, self.latent_of(hidden))
         return tensordict_reset
+
+    def latent_of(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``relu(cat(mean, logvar))`` of the encoder's heads on ``hidden`` (:data:`RL2_LATENT`)."""
+        return torch.relu(torch.cat(self.encoder.latent_of(hidden), dim=-1))
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         hidden = tensordict.get(RL2_HIDDEN, None)
@@ -102,6 +122,9 @@ class RL2Memory(SharedEncoderTransform):
                 hidden,
             )
         next_tensordict.set(RL2_HIDDEN, hidden)
+        if self.latent:
+            with torch.no_grad():
+                next_tensordict.set(RL2_LATENT, self.latent_of(hidden))
         return next_tensordict
 
     @staticmethod
@@ -127,7 +150,10 @@ class RL2Memory(SharedEncoderTransform):
     def write_sequence(self, trajectories: TensorDictBase) -> TensorDictBase:
         """Write :meth:`encode_sequence` under ``("rl2", "hidden")`` (see
         :func:`~torchrl_bamdp.transforms.belief.reencode_hyper_state`)."""
-        trajectories.set(RL2_HIDDEN, self.encode_sequence(trajectories))
+        hidden = self.encode_sequence(trajectories)
+        trajectories.set(RL2_HIDDEN, hidden)
+        if self.latent:
+            trajectories.set(RL2_LATENT, self.latent_of(hidden))
         return trajectories
 
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
@@ -144,16 +170,37 @@ class RL2Memory(SharedEncoderTransform):
         observation_spec[RL2_HIDDEN] = Unbounded(
             shape=(*batch, self.encoder.hidden_size), device=observation_spec.device
         )
+        if self.latent:
+            observation_spec[RL2_LATENT] = Unbounded(
+                shape=(*batch, 2 * self.encoder.latent_dim), device=observation_spec.device
+            )
         return observation_spec
 
 
-def rl2_transforms(encoder: BeliefEncoder) -> Compose:
-    """RL2 memory followed by ``hyper_state = [observation, hidden]``.
+def rl2_transforms(
+    encoder: BeliefEncoder, memory: str = "hidden", observation: bool = True
+) -> Compose:
+    """RL2 memory followed by ``hyper_state = [observation, memory]``.
+
+    ``memory`` is what the policy reads of it: ``"hidden"`` (the GRU state) or
+    ``"latent_relu"`` (:data:`RL2_LATENT`, the original's); ``observation=False`` leaves the
+    observation out (the original RL2 on GridNavi: ``pass_state_to_policy=False``).
 
     Examples
     --------
     >>> gru = BeliefEncoder(obs_dim=3, action_dim=5, discrete_actions=True)
     >>> [type(t).__name__ for t in rl2_transforms(gru)]
     ['RL2Memory', 'CatTensors']
+    >>> rl2_transforms(gru, "latent_relu", observation=False)[1].in_keys
+    [('rl2', 'latent')]
     """
-    return Compose(RL2Memory(encoder), hyper_state_transform(belief_keys=[RL2_HIDDEN]))
+    if memory not in RL2_MEMORIES:
+        raise ValueError(f"rl2_transforms: memory must be one of {list(RL2_MEMORIES)} ({memory!r})")
+    latent = memory == "latent_relu"
+    return Compose(
+        RL2Memory(encoder, latent=latent),
+        hyper_state_transform(
+            belief_keys=[RL2_LATENT if latent else RL2_HIDDEN],
+            observation_key="observation" if observation else None,
+        ),
+    )

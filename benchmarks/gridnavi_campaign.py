@@ -1,12 +1,15 @@
 """GridNavi campaign of issue 17: the faithful agent, ours, and ours with GridNavi's extras.
 
-Three variants at one frame budget (default 8M frames), several seeds each, every run resumable:
+Five variants at one frame budget (default 8M frames), several seeds each, every run resumable:
 
 - ``varibad_original``: ``algo=varibad_original``, the official implementation's configuration;
 - ``varibad``: our ``algo=varibad`` without the two extras that read GridNavi's task structure
   (``algo.ppo.critic_task=false``: no privileged critic; ``algo.policy_belief=latent``: the
   policy reads the belief's (mean, logvar), not the per-cell decoded goal probabilities);
-- ``varibad+extras``: our default GridNavi configuration, with both extras.
+- ``varibad+extras``: our default GridNavi configuration, with both extras;
+- ``varibad+extras_terminated``: the same with ``env.bamdp_end=terminated`` (no bootstrap at the
+  end of a task, as the original GridNavi), to choose our default end by measurement;
+- ``rl2_original``: ``algo=rl2_original``, the original's RL2 baseline.
 
 For each run the *final* greedy policy (what a user gets; no best-checkpoint selection) is
 meta-tested on 210 stratified test tasks (every goal 10 times: with a greedy policy in a
@@ -52,6 +55,11 @@ VARIANTS: dict[str, list[str]] = {
     "varibad_original": ["algo=varibad_original"],
     "varibad": ["algo=varibad", "algo.ppo.critic_task=false", "algo.policy_belief=latent"],
     "varibad+extras": ["algo=varibad"],
+    # Which end of a task our default should have (issue 17): the same agent, no bootstrap at the
+    # end of the BAMDP (the original GridNavi's use_proper_time_limits=False).
+    "varibad+extras_terminated": ["algo=varibad", "env.bamdp_end=terminated"],
+    # The original's RL2 baseline (paper: Bayes-optimal behaviour in 0 of 20 seeds).
+    "rl2_original": ["algo=rl2_original"],
 }
 WITHIN = 0.01  # a run is "within 1%" of Bayes-optimal in every episode
 EVAL_FRAMES = 100_000

@@ -168,6 +168,7 @@ REFERENCE = {
 
 #: REFERENCE.md's "Common" and "exactly" paragraphs: the same on every family.
 COMMON = {
+    "algo.decoders.done_input": True,  # add_done_info: the decoders' states carry the flag
     "algo.elbo.lr": 1e-3,
     "algo.ppo.max_grad_norm": 0.5,
     "algo.ppo.critic_coef": 0.5,

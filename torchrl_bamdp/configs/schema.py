@@ -275,6 +275,10 @@ needed (reward, state or task)
     reward_action_embed: int = 0
     state_obs_embed: int = 0
     state_action_embed: int = 0
+    #: The MSE reward and state decoders read each state with its inner-episode-done flag (and
+    #: the state decoder predicts it), as the original's states with ``add_done_info`` (more
+    #: than one episode per task). The per-cell GridNavi decoder reads no state.
+    done_input: bool = False
 
     def validate(self, path: str) -> None:
         _choice(path, "reward", self.reward, REWARD_DECODERS)

@@ -24,7 +24,10 @@ class TransitionBatch:
     (the state the transition really landed in, s_{t+1}: at an inner-episode end the true last
     state, not the next episode's start state), ``reward`` (r_{t+1}, ``[N, T, 1]``) and ``task``
     (``[N, task_dim]`` or ``None``). Since ``next_obs`` is the true s_{t+1} of every step, every
-    transition is a real (s_t, a_t, r_{t+1}, s_{t+1}) and none needs masking.
+    transition is a real (s_t, a_t, r_{t+1}, s_{t+1}) and none needs masking. ``done`` and
+    ``prev_done`` (``[N, T, 1]`` or ``None``) are the inner-episode-done flags of ``next_obs``
+    (the transition ended an inner episode) and of ``obs`` (the state is the start state of an
+    inner episode after the first), read by decoders built with ``done_input=True``.
 
     Examples
     --------
@@ -41,21 +44,41 @@ class TransitionBatch:
         next_obs: torch.Tensor,
         reward: torch.Tensor,
         task: torch.Tensor | None = None,
+        done: torch.Tensor | None = None,
+        prev_done: torch.Tensor | None = None,
     ) -> None:
         self.obs = obs
         self.action = action
         self.next_obs = next_obs
         self.reward = reward
         self.task = task
+        self.done = done
+        self.prev_done = prev_done
+
+    def map_steps(self, fn) -> TransitionBatch:
+        """The batch with ``fn`` applied to every per-step tensor (the task is per trajectory)."""
+        flags = [None if x is None else fn(x) for x in (self.done, self.prev_done)]
+        return TransitionBatch(
+            fn(self.obs), fn(self.action), fn(self.next_obs), fn(self.reward), self.task, *flags
+        )
 
     def select_steps(self, index: torch.Tensor) -> TransitionBatch:
         """Keep only the time steps ``index`` (decode sub-sampling)."""
-        return TransitionBatch(
-            self.obs[:, index],
-            self.action[:, index],
-            self.next_obs[:, index],
-            self.reward[:, index],
-            self.task,
+        return self.map_steps(lambda x: x[:, index])
+
+    def states(self, done_input: bool, owner: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s_t, s_{t+1})``, each with its done flag appended when ``done_input`` (the
+        original's ``add_done_info`` state)."""
+        if not done_input:
+            return self.obs, self.next_obs
+        if self.done is None or self.prev_done is None:
+            raise ValueError(
+                f"{owner}: built with done_input=True, but the batch has no inner-episode-done "
+                "flags (ELBOLoss reads them from 'episode_done' and ('next', 'episode_done'))"
+            )
+        return (
+            torch.cat([self.obs, self.prev_done.to(self.obs.dtype)], dim=-1),
+            torch.cat([self.next_obs, self.done.to(self.next_obs.dtype)], dim=-1),
         )
 
 
@@ -180,6 +203,9 @@ class RewardDecoder(nn.Module):
     mse_reduction : {"sum", "mean"}
         How the squared error is reduced over the reward's dimensions (ours: ``"sum"``, the
         original: ``"mean"``; the same for a scalar reward).
+    done_input : bool
+        The states it reads carry their inner-episode-done flag (one more input each, as the
+        original's states with ``add_done_info``; see :meth:`TransitionBatch.states`).
     obs_embed, action_embed : int
         Input embeddings. ``0`` (default, today's decoder): the MLP reads the raw states and
         action. ``> 0`` reproduces the original's ``RewardDecoder`` (``models/decoder.py``, with
@@ -214,6 +240,7 @@ class RewardDecoder(nn.Module):
         mse_reduction: str = "sum",
         obs_embed: int = 0,
         action_embed: int = 0,
+        done_input: bool = False,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -222,6 +249,8 @@ class RewardDecoder(nn.Module):
         self.discrete_actions = discrete_actions
         self.use_obs = use_obs
         self.use_action = use_action
+        self.done_input = bool(done_input)
+        obs_dim = obs_dim + self.done_input
         obs_encoder = _embedding(owner, "obs_embed", obs_embed, obs_dim)
         action_encoder = _embedding(owner, "action_embed", action_embed, action_dim)
         # Registered only when used: the default decoder keeps today's parameter names.
@@ -236,9 +265,10 @@ class RewardDecoder(nn.Module):
 
     def predict(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         obs_encoder = getattr(self, "obs_encoder", None)
-        features = [_embedded(obs_encoder, batch.next_obs)]
+        obs, next_obs = batch.states(self.done_input, type(self).__name__)
+        features = [_embedded(obs_encoder, next_obs)]
         if self.use_obs:
-            features.append(_embedded(obs_encoder, batch.obs))
+            features.append(_embedded(obs_encoder, obs))
         if self.use_action:
             action = _action_features(batch.action, self.action_dim, self.discrete_actions)
             features.append(_embedded(getattr(self, "action_encoder", None), action))
@@ -268,6 +298,9 @@ class StateDecoder(nn.Module):
     mse_reduction : {"sum", "mean"}
         How the squared error is reduced over the state's dimensions: ``"sum"`` (ours) or
         ``"mean"`` (the original: with a 17-d state it weighs the term 17x less).
+    done_input : bool
+        s_t carries its inner-episode-done flag and s_{t+1} is predicted with its flag (one more
+        output), as the original's states with ``add_done_info``.
     obs_embed, action_embed : int
         Input embeddings. ``0`` (default, today's decoder): the MLP reads the raw s_t and a_t.
         ``> 0`` reproduces the original's ``StateTransitionDecoder``: s_t and a_t each pass
@@ -295,12 +328,15 @@ class StateDecoder(nn.Module):
         mse_reduction: str = "sum",
         obs_embed: int = 0,
         action_embed: int = 0,
+        done_input: bool = False,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
         self.mse_reduction = _check_mse_reduction(owner, mse_reduction)
         self.action_dim = action_dim
         self.discrete_actions = discrete_actions
+        self.done_input = bool(done_input)
+        obs_dim = obs_dim + self.done_input
         obs_encoder = _embedding(owner, "obs_embed", obs_embed, obs_dim)
         action_encoder = _embedding(owner, "action_embed", action_embed, action_dim)
         # Registered only when used: the default decoder keeps today's parameter names.
@@ -313,11 +349,12 @@ class StateDecoder(nn.Module):
 
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         action = _action_features(batch.action, self.action_dim, self.discrete_actions)
-        obs = _embedded(getattr(self, "obs_encoder", None), batch.obs)
+        obs, next_obs = batch.states(self.done_input, type(self).__name__)
+        obs = _embedded(getattr(self, "obs_encoder", None), obs)
         action = _embedded(getattr(self, "action_encoder", None), action)
         m, x = _pair(latent, torch.cat([obs, action], dim=-1))
         prediction = self.net(torch.cat([m, x], dim=-1))
-        target = batch.next_obs.unsqueeze(1).expand_as(prediction)
+        target = next_obs.unsqueeze(1).expand_as(prediction)
         return _squared_error(prediction, target, self.mse_reduction)
 
 

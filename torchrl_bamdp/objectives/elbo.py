@@ -269,7 +269,7 @@ class ELBOLoss(LossModule):
     def in_keys(self) -> list[NestedKey]:
         keys = self.tensor_keys
         in_keys = [keys.action, keys.next_observation, keys.reward]
-        if self._reads_done:
+        if self._reads_done or self._decoders_read_done:
             in_keys.append(keys.episode_done)
         if self.state_decoder is not None or self.reward_decoder is not None:
             in_keys.append(keys.observation)
@@ -280,6 +280,11 @@ class ELBOLoss(LossModule):
     @property
     def _reads_done(self) -> bool:
         return bool(getattr(self.encoder, "done_input", False))
+
+    @property
+    def _decoders_read_done(self) -> bool:
+        decoders = (self.reward_decoder, self.state_decoder)
+        return any(bool(getattr(d, "done_input", False)) for d in decoders)
 
     @property
     def out_keys(self) -> list[str]:
@@ -352,12 +357,20 @@ class ELBOLoss(LossModule):
         task = tensordict.get(keys.task, None) if self.task_decoder is not None else None
         if task is not None and task.ndim == 3:
             task = task[:, 0]  # the task is constant along a BAMDP trajectory
+        done = prev_done = None
+        if self._decoders_read_done:
+            done = self._required(tensordict, keys.episode_done)
+            # The flag of the state acted in: the previous transition's, 0 at a task start
+            # (the trajectories are whole tasks), as the policy's done input reads it.
+            prev_done = torch.cat([torch.zeros_like(done[:, :1]), done[:, :-1]], dim=1)
         return TransitionBatch(
             obs=obs,
             action=self._required(tensordict, keys.action),
             next_obs=next_obs,
             reward=self._required(tensordict, keys.reward),
             task=task,
+            done=done,
+            prev_done=prev_done,
         )
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -504,7 +517,6 @@ def _gather_steps(batch: TransitionBatch, index: torch.Tensor) -> TransitionBatc
         picked = x[rows, index]  # [N, K, L, ...]
         return picked.reshape(n * k, steps, *x.shape[2:])
 
-    task = None if batch.task is None else batch.task.repeat_interleave(k, dim=0)
-    return TransitionBatch(
-        pick(batch.obs), pick(batch.action), pick(batch.next_obs), pick(batch.reward), task
-    )
+    picked = batch.map_steps(pick)
+    picked.task = None if batch.task is None else batch.task.repeat_interleave(k, dim=0)
+    return picked

@@ -420,6 +420,7 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
             mse_reduction=mse,
             obs_embed=dec.reward_obs_embed,
             action_embed=dec.reward_action_embed,
+            done_input=dec.done_input,
         )
     state_decoder = (
         StateDecoder(
@@ -431,6 +432,7 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
             mse_reduction=mse,
             obs_embed=dec.state_obs_embed,
             action_embed=dec.state_action_embed,
+            done_input=dec.done_input,
         )
         if dec.state
         else None

@@ -97,6 +97,8 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     # RL2's policy input options (algo=rl2_original), added on 2026-12-02.
     "algo.rl2_memory": "hidden",
     "algo.policy_state": True,
+    # The decoders' done-flag input (the original's add_done_info), added on 2026-12-02.
+    "algo.decoders.done_input": False,
 }
 
 _MISSING = object()

@@ -269,6 +269,7 @@ class TrainCollector:
                 sync=True,
                 device=device,
                 cat_results=0,  # the workers' [n / k, T] parts along the env dimension
+                use_buffers=True,  # fixed specs (else TorchRL warns that it assumes so)
                 num_threads=config.train.num_threads,  # else TorchRL resets this process's
                 weight_sync_schemes={"policy": MultiProcessWeightSyncScheme()},
                 auto_register_policy_transforms=False,

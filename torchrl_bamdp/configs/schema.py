@@ -552,7 +552,8 @@ stratified evaluation (every task is tested equally often), or set train.eval_st
     #: Worker processes (``process``) or Ray actors (``ray``), each collecting
     #: ``env.num_envs / num_collectors`` of the tasks of every batch; 1 with ``single``.
     num_collectors: int = 1
-    #: ``ray`` only: the Ray cluster to join (``"auto"``, ``"<head-ip>:6379"``, ``"ray://..."``);
+    #: ``ray`` only: the Ray cluster to join, from one of its nodes (``"auto"``,
+    #: ``"<head-ip>:6379"``);
     #: ``null`` starts a local Ray with ``num_collectors`` CPUs.
     ray_address: str | None = None
 

@@ -21,7 +21,7 @@ VPY="$tmp/venv/bin/python"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 "$VPY" -m pip install --quiet --upgrade pip
 "$VPY" -m pip install --quiet "torch==$TORCH_VERSION"
-"$VPY" -m pip install --quiet ".[dev]"
+"$VPY" -m pip install --quiet ".[dev,distributed]"
 {
     echo "# Exact versions of every package the README's numbers were measured with."
     echo "# Used by ci/setup.sh (pip install -c constraints.txt); refresh with: bash ci/lock.sh"

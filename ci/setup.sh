@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install the package with its dev extras, idempotently.
+# Create .venv (if missing) and install the package with its dev and distributed extras,
+# idempotently.
 #
 # torch is installed first with an exact pin: `pip install torch==2.13.0` takes the CPU wheel
 # available on the build machines, whereas letting the package's `torch>=...` requirement pull
@@ -50,6 +51,7 @@ else
     "$VPY" -m pip install --quiet -c constraints.txt "torch==$TORCH_VERSION"
 fi
 
-"$VPY" -m pip install --quiet -c constraints.txt -e ".[dev]"
+# The distributed extra (Ray) too: the test suite runs the train.collector=ray path.
+"$VPY" -m pip install --quiet -c constraints.txt -e ".[dev,distributed]"
 echo "$want" > "$STAMP"
 echo "[setup] done: $("$VPY" -c 'import torch, torchrl; print(f"torch {torch.__version__}, torchrl {torchrl.__version__}")')"

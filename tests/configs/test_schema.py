@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -749,3 +750,58 @@ def test_elbo_semantics_from_the_command_line():
     assert cfg.algo.elbo.mse_reduction == "mean"
     with pytest.raises(ConfigError, match="subsample_mode"):
         load_config(_compose(["algo=varibad", "algo.elbo.subsample_mode=with_replacement"]))
+
+
+# -- train.collector (trainers/collection.py) --------------------------------------------------
+def test_train_collector_defaults_to_single_in_process_collection():
+    train = load_config({}).train
+    assert (train.collector, train.num_collectors, train.ray_address) == ("single", 1, None)
+    cfg = load_config(_compose(["train.collector=process", "train.num_collectors=4"]))
+    assert (cfg.train.collector, cfg.train.num_collectors) == ("process", 4)
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        (
+            {"collector": "foo"},
+            "config.train.collector must be one of ['single', 'process', 'ray'] (got 'foo')",
+        ),
+        (
+            {"collector": "process", "num_collectors": 0},
+            "config.train.num_collectors must be >= 1 (got 0)",
+        ),
+        (
+            {"num_collectors": 2},
+            "config.train.num_collectors=2 needs config.train.collector='process' or 'ray'",
+        ),
+        (
+            {"collector": "process", "num_collectors": 3},
+            "train.num_collectors (3) must divide env.num_envs (64)",
+        ),
+        (
+            {"collector": "process", "ray_address": "auto"},
+            "config.train.ray_address is an option of config.train.collector='ray'",
+        ),
+        ({"collector": "ray", "ray_address": " "}, "config.train.ray_address must be null"),
+    ],
+)
+def test_bad_train_collector_values_name_the_field(train, message):
+    assert message in load_error({"train": train})
+
+
+def test_train_collector_refuses_what_it_cannot_run():
+    mujoco = {"name": "cheetah_vel", "num_envs": 4, "workers": 2}
+    msg = load_error({"env": mujoco, "train": {"collector": "process", "num_collectors": 2}})
+    assert "env.workers=2 steps the training process's simulators" in msg
+    assert "set env.workers=0" in msg
+    msg = load_error({"device": "cuda", "train": {"collector": "process"}})
+    assert "config.device must be 'cpu' (got 'cuda')" in msg
+
+
+def test_train_collector_ray_without_ray_installed_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an absent package looks like to find_spec
+    msg = load_error({"train": {"collector": "ray", "num_collectors": 2}})
+    assert "config.train.collector='ray' needs Ray, which is not installed" in msg
+    assert "pip install 'torchrl_bamdp[distributed]'" in msg
+    assert load_config({"train": {"collector": "process"}}).train.collector == "process"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import re
@@ -87,6 +88,11 @@ LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
 ON_NONFINITE = ("skip", "stop")
+#: ``train.collector``: where training collection runs (``trainers/collection.py``): ``single``,
+#: one TorchRL ``Collector`` in the training process; ``process``, ``train.num_collectors``
+#: worker processes (TorchRL's ``MultiSyncCollector``); ``ray``, as many Ray actors
+#: (TorchRL's ``RayCollector``, ``pip install '.[distributed]'``).
+COLLECTORS = ("single", "process", "ray")
 #: ``cpu``, ``cuda``, ``cuda:<index>``, ``mps`` (what ``torch.device`` accepts for this project).
 DEVICE_PATTERN = re.compile(r"(cpu|mps|cuda)(:\d+)?")
 MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed take a signed 64-bit int
@@ -535,12 +541,21 @@ class AlgoConfig:
 
 @dataclass
 class TrainConfig:
-    """Budget, evaluation and checkpoint cadence, and what NaN/inf does (``on_nonfinite``).
+    """Budget, evaluation and checkpoint cadence, what NaN/inf does (``on_nonfinite``), and
+    where collection runs (``collector``, ``num_collectors``, ``ray_address``; see
+    :class:`~torchrl_bamdp.trainers.collection.TrainCollector`).
 
     Examples
     --------
     >>> TrainConfig().eval_stratified is None  # auto: resolved by Config.eval_stratified
     True
+    >>> load_config({"train": {"collector": "process", "num_collectors": 2}}).train.collector
+    'process'
+    >>> try:
+    ...     load_config({"train": {"collector": "threads"}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.train.collector must be one of ['single', 'process', 'ray'] (got 'threads')
     >>> try:
     ...     load_config({"train": {"eval_tasks": 20}})
     ... except ConfigError as err:
@@ -566,9 +581,42 @@ stratified evaluation (every task is tested equally often), or set train.eval_st
     max_skipped_updates: int = 10
     figures: bool = True
     figure_goal: list[int] | None = None
+    #: Where training collection runs (:data:`COLLECTORS`; README "Distributed collection").
+    collector: str = "single"
+    #: Worker processes (``process``) or Ray actors (``ray``), each collecting
+    #: ``env.num_envs / num_collectors`` of the tasks of every batch; 1 with ``single``.
+    num_collectors: int = 1
+    #: ``ray`` only: the Ray cluster to join, from one of its nodes (``"auto"``,
+    #: ``"<head-ip>:6379"``);
+    #: ``null`` starts a local Ray with ``num_collectors`` CPUs.
+    ray_address: str | None = None
 
     def validate(self, path: str) -> None:
         _at_least(path, "total_frames", self.total_frames, 1)
+        _choice(path, "collector", self.collector, COLLECTORS)
+        _at_least(path, "num_collectors", self.num_collectors, 1)
+        if self.collector == "single" and self.num_collectors != 1:
+            raise ConfigError(
+                f"{path}.num_collectors={self.num_collectors} needs {path}.collector='process' or "
+                f"'ray' (got {path}.collector='single', which collects in this process)"
+            )
+        if self.ray_address is not None:
+            if self.collector != "ray":
+                raise ConfigError(
+                    f"{path}.ray_address is an option of {path}.collector='ray' (got "
+                    f"{path}.collector={self.collector!r}): leave it null"
+                )
+            if not self.ray_address.strip():
+                raise ConfigError(
+                    f"{path}.ray_address must be null (a local Ray) or a cluster address such as "
+                    "'auto' or '<head-ip>:6379' (got '')"
+                )
+        if self.collector == "ray" and not module_available("ray"):
+            raise ConfigError(
+                f"{path}.collector='ray' needs Ray, which is not installed: pip install "
+                "'torchrl_bamdp[distributed]' (or '.[distributed]' in a checkout); or use "
+                f"{path}.collector='process' (worker processes on this machine)"
+            )
         if self.max_minutes is not None:
             _positive(path, "max_minutes", self.max_minutes)
         if self.steps_per_batch is not None:
@@ -652,6 +700,25 @@ class Config:
             raise ConfigError(
                 f"{path}.device must be 'cpu', 'mps', 'cuda' or 'cuda:<index>' "
                 f"(got {self.device!r})"
+            )
+        collectors = self.train.num_collectors
+        if self.env.num_envs % collectors != 0:
+            raise ConfigError(
+                f"train.num_collectors ({collectors}) must divide env.num_envs "
+                f"({self.env.num_envs}): every collector runs the same number of tasks"
+            )
+        if self.train.collector != "single" and self.env.workers:
+            raise ConfigError(
+                f"env.workers={self.env.workers} steps the training process's simulators in "
+                f"worker processes; with train.collector={self.train.collector!r} every "
+                "collector is a process of its own already: set env.workers=0 (or "
+                "train.collector='single')"
+            )
+        if self.train.collector != "single" and self.device != "cpu":
+            raise ConfigError(
+                f"train.collector={self.train.collector!r} collects and trains on the CPU: "
+                f"{path}.device must be 'cpu' (got {self.device!r}), or use "
+                "train.collector='single'"
             )
         steps = self.train.steps_per_batch or self.env.horizon
         if steps % self.env.horizon != 0:
@@ -806,6 +873,20 @@ class Config:
 
 
 # -- validation helpers ------------------------------------------------------------------------
+def module_available(name: str) -> bool:
+    """Whether ``import name`` would find the module, without importing it.
+
+    Examples
+    --------
+    >>> module_available("json"), module_available("no_such_module_here")
+    (True, False)
+    """
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent package missing, or sys.modules[name] is None
+        return False
+
+
 def _unregistered(
     path: str, name: str, names: tuple[str, ...], what: str, path_field: str, register: str
 ) -> ConfigError:

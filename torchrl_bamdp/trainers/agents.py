@@ -130,7 +130,11 @@ class Agent:
     (their parameters and buffers, minus what another entry holds already, e.g. VariBAD's
     encoder). ``make_transforms()`` is called once per env (training, each evaluation), so a
     state that every env must see, learnt or running, lives in a module the builder creates
-    once and the transforms share, as VariBAD's belief shares its encoder with the ELBO.
+    once and the transforms share, as VariBAD's belief shares its encoder with the ELBO. With
+    ``train.collector`` process or ray the same contract carries the state to the collectors:
+    each worker builds its own agent with the same builder, and after every update receives the
+    acting policy and the state of ``modules()`` (but actor and critic) and of its transforms
+    (:mod:`torchrl_bamdp.trainers.collection`); a state held anywhere else would stay stale there.
 
     Examples
     --------

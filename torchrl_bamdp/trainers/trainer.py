@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 from torch import nn
-from torchrl.collectors import Collector
 from torchrl.envs import TransformedEnv
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
@@ -49,6 +48,7 @@ from torchrl_bamdp.trainers.checkpoint import (
     save_trainer_checkpoint,
     trainer_state_dict,
 )
+from torchrl_bamdp.trainers.collection import TrainCollector
 from torchrl_bamdp.trainers.health import (
     HealthMonitor,
     format_terms,
@@ -112,7 +112,9 @@ class Trainer:
     """Train any agent of ``config.algo``: collect whole tasks, PPO on ``hyper_state``, ELBO.
 
     Every iteration collects ``env.num_envs x steps_per_batch`` frames with a TorchRL
-    ``Collector`` over the belief-transformed batched env, stores finished BAMDP trajectories in
+    ``Collector`` over the belief-transformed batched env (or, with ``train.collector`` process
+    or ray, with TorchRL's multi-process or Ray collectors over replicas of it, synced after every
+    update: :mod:`torchrl_bamdp.trainers.collection`), stores finished BAMDP trajectories in
     the trajectory buffer, runs the PPO epochs (ClipPPOLoss + GAE on ``hyper_state``) and the
     ELBO updates (VariBAD only), logs, evaluates on fixed test tasks and checkpoints. Agents
     that are not trained (``bayes_optimal``, ``random``) are only evaluated. ``Trainer(config,
@@ -178,6 +180,7 @@ class Trainer:
         env_cfg = config.env
         self.env = make_env_from_config(env_cfg, seed=config.seed, device=self.device)
         self.agent = (agent or build_agent)(config, self.env).to(self.device)
+        self._agent_builder = agent  # also builds the replicas of train.collector=process|ray
         self.train_env = self.agent.transformed_env(self.env)
 
         ppo = config.algo.ppo
@@ -529,13 +532,10 @@ class Trainer:
                 file=sys.stderr,
                 flush=True,
             )
-        collector = Collector(
-            self.train_env,
-            self.agent.acting_policy,
-            frames_per_batch=frames_per_batch,
-            total_frames=total,
-            device=self.device,
-            auto_register_policy_transforms=False,
+        # train.collector: here (single), or worker processes / Ray actors with their own copy
+        # of env, hyper-state transforms and policy, synced after every update.
+        collector = TrainCollector(
+            cfg, self.agent, self.train_env, total, frames=self.frames, builder=self._agent_builder
         )
         progress = ProgressBar(cfg.train.total_frames, self.frames, cfg.train.progress_bar)
         start, last_time, last_frames = time.perf_counter(), time.perf_counter(), self.frames
@@ -567,6 +567,7 @@ class Trainer:
                 # Entropy coefficient and learning rates for this batch's updates.
                 metrics.update(self.schedules.step(frames_before=self.frames - batch.numel()))
                 ppo_metrics, elbo_metrics = self._update(batch if healthy else None, worker)
+                collector.sync()  # the workers' policy and belief model (train.collector)
                 metrics.update({f"ppo/{key}": value for key, value in ppo_metrics.items()})
                 # An auxiliary loss's entries come named <name>/<entry>; the rest are the ELBO's.
                 metrics.update(

@@ -36,6 +36,10 @@ class TaskEnv(EnvBase, abc.ABC):
     #: with family-specific messages); :class:`~torchrl_bamdp.envs.bamdp.BAMDPEnv` then does
     #: not check them again. A user's env leaves it ``False`` and gets BAMDPEnv's spec check.
     validates_actions: bool = False
+    #: The name of the task distribution it samples (:mod:`torchrl_bamdp.task_distributions`;
+    #: ``all``: the family's one distribution). Families that declare several set it from
+    #: their ``tasks`` option.
+    task_distribution: str = "all"
 
     @abc.abstractmethod
     def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:

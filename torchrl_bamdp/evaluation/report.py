@@ -24,6 +24,7 @@ from torchrl_bamdp.evaluation.plots import (
     plot_per_episode_returns,
 )
 from torchrl_bamdp.policies.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
+from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 
 #: Display names, in the order of tables and legends.
 ALGO_LABELS = {
@@ -193,7 +194,7 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
     """
     from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
-    from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
+    from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv, candidate_goal_cells
     from torchrl_bamdp.modules import GridCellRewardDecoder
     from torchrl_bamdp.transforms import BELIEF_LOGVAR, BELIEF_MEAN, BELIEF_PROBS, ExactGridBelief
 
@@ -214,7 +215,11 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
         fixed_tasks=task,
     )
     env = TransformedEnv(base, agent.make_transforms())
-    env.append_transform(ExactGridBelief(grid))
+    # The exact posterior under the prior the agent was trained with (env.train_tasks), falling
+    # back to every goal for a goal outside it (see ExactGridBelief).
+    goals = grid_goal_cells(grid, config.env.train_tasks, config.env.split_seed)
+    fallback = None if config.env.train_tasks == ALL_TASKS else candidate_goal_cells(grid)
+    env.append_transform(ExactGridBelief(grid, candidates=torch.tensor(goals), fallback=fallback))
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         rollout = env.rollout(
             episodes * config.env.episode_length, agent.actor, break_when_any_done=False

@@ -58,6 +58,10 @@ ARCHITECTURE_FIELDS = (
     "env.grid_size",
     "env.episode_length",
     "env.episodes_per_task",
+    # The training task distribution: a resume on another one would train a different agent
+    # (and the belief oracle's prior is the training distribution's).
+    "env.train_tasks",
+    "env.split_seed",
     "algo.name",
     "algo.builder",
     "algo.encoder",
@@ -92,6 +96,9 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     "algo.ppo.done_input": False,
     # An algorithm of your own by import path (issue 16), added on 2026-12-02.
     "algo.builder": None,
+    # Named task distributions (issue 20): every run before them trained on the full one.
+    "env.train_tasks": "all",
+    "env.split_seed": 0,
 }
 
 _MISSING = object()

@@ -201,3 +201,16 @@ def test_bamdp_eval_with_an_unknown_test_distribution_exits_2(runs, capsys):
     assert err.value.code == 2
     message = capsys.readouterr().err
     assert "'heldout' is not a task distribution" in message and "'heldout_test'" in message
+
+
+def test_a_checkpoint_of_another_training_distribution_is_refused(runs, tmp_path):
+    import shutil
+
+    from torchrl_bamdp.trainers import CheckpointError
+
+    run = tmp_path / "copy"
+    shutil.copytree(runs / "rl2_seed0", run)
+    config = _config("rl2", eval_tasks=84)
+    config["env"] = {**config["env"], "train_tasks": "all", "test_tasks": []}
+    with pytest.raises(CheckpointError, match="env.train_tasks: checkpoint 'heldout_train'"):
+        Trainer(load_config(config), run)

@@ -316,7 +316,8 @@ def write_baseline_report(
 def run_tours(run_dir: str | Path, episodes: int = 2) -> str:
     """A GridNavi run's greedy tours next to the Bayes-optimal ones on the same tasks, as text.
 
-    One task per candidate goal (stratified), ``episodes`` inner episodes each; see
+    One task per goal of the run's training distribution (stratified), ``episodes`` inner
+    episodes each; see
     :func:`~torchrl_bamdp.evaluation.tours.gridnavi_tours` and
     :func:`~torchrl_bamdp.evaluation.tours.format_tours`. Raises ``ValueError`` for a run of
     another task family or ``episodes < 1``.
@@ -327,7 +328,8 @@ def run_tours(run_dir: str | Path, episodes: int = 2) -> str:
     if config.env.name != "gridworld":
         raise ValueError(f"tours need a GridNavi run; {run_dir} has env.name={config.env.name!r}")
     trainer = Trainer(config, run_dir, read_only=True)
-    goals = len(candidate_goal_cells(config.env.grid_size))
+    # One task per goal of the run's training distribution (env.train_tasks).
+    goals = config.num_finite_tasks or len(candidate_goal_cells(config.env.grid_size))
 
     def base_env():
         return make_env_from_config(

@@ -93,6 +93,9 @@ def test_a_runs_ood_record_covers_train_and_test_distributions(records):
     spec = GridNaviSpec(episode_length=LENGTH, episodes_per_task=6, goals=goals)
     assert test["bayes_optimal"] == pytest.approx(BayesOptimalGridNavi(spec).expected_returns())
     assert record["trained_episodes"] == 4 and record["episodes"] == 6 and record["time_features"]
+    per_goal = {tuple(t["task"]): t for t in test["per_task"]}  # every held-out goal, 16 times
+    assert set(per_goal) == {tuple(map(float, g)) for g in grid_goal_cells(5, "heldout_test")}
+    assert {t["count"] for t in per_goal.values()} == {16} and len(train["per_task"]) == 16
     assert any("critic_task" in p for p in record["privileged"])
 
 

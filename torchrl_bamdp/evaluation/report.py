@@ -413,6 +413,7 @@ def ood_report(runs: Sequence[Mapping[str, Any]], command: str | None = None) ->
                     "run_dir": r.get("run_dir"),
                     "frames": r["frames"],
                     "splits": {name: r["splits"][name]["mean"] for name in names},
+                    "per_task": {name: r["splits"][name].get("per_task", []) for name in names},
                 }
                 for r in mine
             ],

@@ -179,9 +179,10 @@ def evaluate_run_ood(
     ``episodes``, ``deterministic``, ``time_features`` (whether its hyper-state holds the
     time, which saturates past the trained horizon), ``privileged`` (what it reads beyond its
     belief) and ``splits``: per distribution, in order, ``role`` (``train``/``test``),
-    ``description``, ``disjoint_from_train``, ``bayes_optimal`` and the entries of
-    :meth:`~torchrl_bamdp.evaluation.meta_test.MetaTestResult.to_dict`. Aggregate several
-    with :func:`~torchrl_bamdp.evaluation.report.ood_report`.
+    ``description``, ``disjoint_from_train``, ``bayes_optimal``, the entries of
+    :meth:`~torchrl_bamdp.evaluation.meta_test.MetaTestResult.to_dict` and ``per_task``
+    (finite distributions, stratified: each task's mean per-episode returns; else empty).
+    Aggregate several with :func:`~torchrl_bamdp.evaluation.report.ood_report`.
 
     Examples
     --------
@@ -214,12 +215,15 @@ def evaluate_run_ood(
             family is not None and role == "test" and family.disjoint(config.env.train_tasks, name)
         )
         result = trainer.evaluate(num_tasks=num_tasks, episodes=k, distribution=name)
+        finite = config.eval_stratified and config.num_tasks_of(name) is not None
         splits[name] = {
             "role": role,
             "description": described,
             "disjoint_from_train": bool(disjoint),
             "bayes_optimal": bayes_optimal_returns(config, k, name),
             **result.to_dict(),
+            # A finite distribution's every task: which goals an agent finds and exploits.
+            "per_task": result.per_task() if finite else [],
         }
     return {
         "run_dir": str(run_dir),

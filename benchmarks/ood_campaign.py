@@ -42,6 +42,7 @@ from pathlib import Path
 
 from torchrl_bamdp.cli import compose_config, resolve_run
 from torchrl_bamdp.configs import config_to_dict
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
@@ -150,6 +151,34 @@ def summary(out_dir: Path) -> dict | None:
     return ood_report(runs, command=command)
 
 
+def goal_table(report: dict, distribution: str = "heldout_test") -> str:
+    """Per held-out goal and run: the return of each episode (from the runs' ``per_task``)."""
+    seeds = [(a, p) for a, v in report["algorithms"].items() for p in v["per_seed"]]
+    goals = sorted({tuple(t["task"]) for _, p in seeds for t in p["per_task"][distribution]})
+    if not goals:
+        return ""
+    header = ["run", *(f"goal {tuple(int(c) for c in g)}" for g in goals)]
+    lines = [
+        f"Per goal of `{distribution}`: return per episode 1-{report['episodes']} "
+        "(greedy; every goal is one deterministic task)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for algo, p in seeds:
+        by_goal = {tuple(t["task"]): t["mean"] for t in p["per_task"][distribution]}
+        cells = [" ".join(f"{m:.1f}" for m in by_goal[g]) if g in by_goal else "" for g in goals]
+        label = report["algorithms"][algo]["label"]
+        lines.append(f"| {label} seed {p['seed']} | " + " | ".join(cells) + " |")
+    # The reference: the Bayes-optimal agent that knows this prior, on each goal.
+    cells = tuple(tuple(int(c) for c in g) for g in goals)
+    spec = GridNaviSpec(episodes_per_task=report["episodes"], goals=cells)
+    solver = BayesOptimalGridNavi(spec)
+    row = [" ".join(f"{m:.1f}" for m in solver.simulate(g)) for g in cells]
+    lines.append("| Bayes-optimal (knows this prior) | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
@@ -199,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     from torchrl_bamdp.evaluation.report import ood_markdown
 
     write_result_json(out_dir / "summary.json", report)
-    table = ood_markdown(report)
+    table = ood_markdown(report) + "\n" + goal_table(report)
     (out_dir / "summary.md").write_text(table)
     print(table)
     return report

@@ -2,24 +2,26 @@
 
 Allowed dependencies (a row may import the parts it lists, and itself; nothing else)::
 
-    part         may import
-    -----------  ---------------------------------------------------------------------------
-    registry     - (the standard library only: configs validate without loading torch)
-    algorithms   registry (the standard library otherwise, like registry)
-    utils        -
-    host_sync    - (torch only: a debugging mode any layer's tests use)
-    configs      utils, registry, algorithms
-    envs         utils, registry
-    modules      utils, envs
-    transforms   utils, envs, modules
-    objectives   utils, envs, modules
-    data         utils, envs
-    policies     utils, envs, modules, transforms
-    evaluation   utils, configs, envs, modules, transforms, policies
-    trainers     utils, registry, algorithms, configs, envs, modules, transforms, objectives,
-                 data, policies, evaluation
-    cli          everything but demo
-    demo         everything but cli
+    part                may import
+    ------------------  --------------------------------------------------------------------
+    task_distributions  - (the standard library only; every part below may import it)
+    registry            task_distributions (the standard library otherwise: configs validate
+                        without loading torch)
+    algorithms          registry (the standard library otherwise, like registry)
+    utils               -
+    host_sync           - (torch only: a debugging mode any layer's tests use)
+    configs             utils, registry, algorithms
+    envs                utils, registry
+    modules             utils, envs
+    transforms          utils, envs, modules
+    objectives          utils, envs, modules
+    data                utils, envs
+    policies            utils, envs, modules, transforms
+    evaluation          utils, configs, envs, modules, transforms, policies
+    trainers            utils, registry, algorithms, configs, envs, modules, transforms,
+                        objectives, data, policies, evaluation
+    cli                 everything but demo
+    demo                everything but cli
 
 So ``envs`` imports nothing above it, ``evaluation`` never imports ``trainers`` or ``cli`` (it
 takes an agent, env or policy; opening a run directory is ``trainers/runs.py``), ``trainers``
@@ -66,6 +68,10 @@ ALLOWED: dict[str, set[str]] = {
         "evaluation",
     },
 }
+# The named task distributions (plain data and cell sets) are read by every layer above them.
+for _deps in ALLOWED.values():
+    _deps.add("task_distributions")
+ALLOWED["task_distributions"] = set()
 _BELOW_ENTRY_POINTS = set(ALLOWED)
 ALLOWED["cli"] = _BELOW_ENTRY_POINTS
 ALLOWED["demo"] = _BELOW_ENTRY_POINTS

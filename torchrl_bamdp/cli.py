@@ -313,7 +313,8 @@ def train_main() -> None:
 
 EVAL_USAGE = (
     "usage: bamdp-eval run_dir=<run directory, or a folder of runs> [run_dir=...] [tasks=210] "
-    "[episodes=<k>] [deterministic=true] [out=<path stem for a multi-run summary>]"
+    "[episodes=<k>] [deterministic=true] [test_tasks=<distribution>,...] "
+    "[out=<path stem for a multi-run summary>]"
 )
 PLOT_USAGE = (
     "usage: bamdp-plot run_dir=<run directory, or a folder of runs> [run_dir=...] "
@@ -359,6 +360,19 @@ def eval_main(argv: list[str] | None = None) -> None:
     default ``meta_test_summary`` in the folder given, or in the working directory). Runs are
     opened read-only: their config, metrics and logger are left untouched.
 
+    Out of distribution: with test task distributions (``test_tasks=heldout_test,...``, names
+    the run's task family declares, or the run's own ``env.test_tasks`` when the argument is
+    not given; ``test_tasks=`` with nothing turns them off), every run is also meta-tested on
+    each of them, on ``tasks`` tasks of ``episodes`` episodes each (``episodes`` may exceed the
+    trained number: the original meta-tests GridNavi on 6), and an OOD report is written:
+    ``ood_report.json`` / ``ood_report.md`` in the run directory, or ``<out>_ood.json`` /
+    ``<out>_ood.md`` for several runs (one pair per env, training distribution and split seed,
+    suffixed ``_<env>-<train_tasks>-split<seed>`` when there are several). It holds the
+    per-episode mean +- s.e. (over tasks for one run, over seeds for several) in distribution
+    and per test distribution side by side, with the exact Bayes-optimal returns of each
+    distribution's prior for GridNavi (schema: :func:`~torchrl_bamdp.evaluation.report.
+    check_ood_report`). The in-distribution numbers also fill ``meta_test.*`` / ``<out>.*``.
+
     Examples
     --------
     A misspelt argument (``task`` for ``tasks``) is a usage error, exit code 2:
@@ -369,7 +383,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     ...     print("exit code", err.code)
     exit code 2
     """
-    allowed = {"tasks", "episodes", "deterministic", "out"}
+    allowed = {"tasks", "episodes", "deterministic", "out", "test_tasks"}
     paths, args = _parse_args(argv, allowed, EVAL_USAGE, "bamdp-eval")
     try:
         for key in ("tasks", "episodes"):
@@ -390,25 +404,73 @@ def eval_main(argv: list[str] | None = None) -> None:
     _eval_many(runs, args, Path(args.get("out", default_out)))
 
 
+def _test_tasks_arg(args: dict[str, str]) -> list[str] | None:
+    """``test_tasks=a,b`` as a list (``None`` when not given: each run's env.test_tasks)."""
+    if "test_tasks" not in args:
+        return None
+    return [name.strip() for name in args["test_tasks"].split(",") if name.strip()]
+
+
+def _deterministic_arg(args: dict[str, str]) -> bool | None:
+    return None if "deterministic" not in args else args["deterministic"].lower() == "true"
+
+
+def _wants_ood(run_dir: Path, test_tasks: list[str] | None) -> bool:
+    if test_tasks is not None:
+        return bool(test_tasks)
+    config = read_config_file(run_dir / "config.json")
+    return bool(((config.get("env") or {}).get("test_tasks")) or [])
+
+
+def _in_distribution(record: dict[str, Any]) -> dict[str, Any]:
+    """The in-distribution result of an OOD record, shaped like ``evaluate_run``'s report."""
+    split = record["splits"][record["train_tasks"]]
+    keys = ("run_dir", "env", "algo", "seed", "frames", "train_seconds")
+    result = ("num_tasks", "episodes", "mean", "stderr", "total_mean")
+    return {**{k: record[k] for k in keys}, **{k: split[k] for k in result}}
+
+
+def _write_ood(records: list[dict[str, Any]], stem: Path) -> None:
+    """One OOD report per (env, training distribution, split seed): JSON + Markdown."""
+    from torchrl_bamdp.evaluation.report import ood_markdown, ood_report
+    from torchrl_bamdp.utils import write_result_json
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for record in records:
+        key = (record["env"], record["train_tasks"], record["split_seed"])
+        groups.setdefault(key, []).append(record)
+    command = "bamdp-eval " + " ".join(sys.argv[1:]) if sys.argv[1:] else None
+    for (env, train_tasks, split_seed), group in groups.items():
+        suffix = "" if len(groups) == 1 else f"_{env}-{train_tasks}-split{split_seed}"
+        out = stem.with_name(stem.name + suffix)
+        report = ood_report(group, command=command)
+        write_result_json(out.with_suffix(".json"), report)
+        table = ood_markdown(report)
+        out.with_suffix(".md").write_text(table)
+        print(table, end="")
+        print(f"bamdp-eval: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+
+
 def _eval_many(runs: list[Path], args: dict[str, str], out: Path) -> None:
     from torchrl_bamdp.evaluation.report import aggregate, group_by_env, markdown_table
     from torchrl_bamdp.trainers import CheckpointError
-    from torchrl_bamdp.trainers.runs import evaluate_run
+    from torchrl_bamdp.trainers.runs import evaluate_run, evaluate_run_ood
 
-    deterministic = None
-    if "deterministic" in args:
-        deterministic = args["deterministic"].lower() == "true"
-    reports = []
+    deterministic = _deterministic_arg(args)
+    test_tasks = _test_tasks_arg(args)
+    reports, records = [], []
     for run_dir in runs:
+        kwargs = {
+            "tasks": int(args["tasks"]) if "tasks" in args else None,
+            "episodes": int(args["episodes"]) if "episodes" in args else None,
+            "deterministic": deterministic,
+        }
         try:
-            reports.append(
-                evaluate_run(
-                    run_dir,
-                    tasks=int(args["tasks"]) if "tasks" in args else None,
-                    episodes=int(args["episodes"]) if "episodes" in args else None,
-                    deterministic=deterministic,
-                )
-            )
+            if _wants_ood(run_dir, test_tasks):
+                records.append(evaluate_run_ood(run_dir, test_tasks=test_tasks, **kwargs))
+                reports.append(_in_distribution(records[-1]))
+            else:
+                reports.append(evaluate_run(run_dir, **kwargs))
         except (CheckpointError, FileNotFoundError, ConfigError, ValueError) as err:
             print(f"bamdp-eval: {run_dir}: {err}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
@@ -428,6 +490,12 @@ def _eval_many(runs: list[Path], args: dict[str, str], out: Path) -> None:
     out.with_suffix(".md").write_text(table)
     print(table, end="")
     print(f"bamdp-eval: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    if records:
+        try:
+            _write_ood(records, out.with_name(out.name + "_ood"))
+        except ValueError as err:
+            print(f"bamdp-eval: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
 
 
 def _eval_one(run_dir: Path, args: dict[str, str]) -> None:
@@ -446,6 +514,36 @@ def _eval_one(run_dir: Path, args: dict[str, str]) -> None:
     episodes = int(args.get("episodes", config.train.eval_episodes or config.env.episodes_per_task))
     from torchrl_bamdp.trainers import CheckpointError, Trainer
 
+    test_tasks = _test_tasks_arg(args)
+    if test_tasks is None:
+        test_tasks = list(config.env.test_tasks)
+    if test_tasks:
+        from torchrl_bamdp.trainers.runs import evaluate_run_ood, ood_distributions
+
+        try:  # before the run is opened: a misspelt name costs nothing
+            ood_distributions(config, test_tasks)
+        except ConfigError as err:
+            print(f"bamdp-eval: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+
+        try:
+            record = evaluate_run_ood(
+                run_dir,
+                test_tasks=test_tasks,
+                tasks=tasks,
+                episodes=episodes,
+                deterministic=_deterministic_arg(args),
+            )
+        except (CheckpointError, FileNotFoundError, ConfigError, ValueError) as err:
+            print(f"bamdp-eval: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+        split = _in_distribution(record)
+        report = {"run_dir": str(run_dir), "frames": record["frames"]}
+        report.update((k, split[k]) for k in ("num_tasks", "episodes", "mean", "stderr"))
+        report["total_mean"] = split["total_mean"]
+        _write_meta_test(run_dir, report)
+        _write_ood([record], run_dir / "ood_report")
+        return
     try:
         trainer = Trainer(config, run_dir, read_only=True)
     except (CheckpointError, FileNotFoundError) as err:
@@ -456,10 +554,16 @@ def _eval_one(run_dir: Path, args: dict[str, str]) -> None:
     except ValueError as err:  # e.g. tasks not a multiple of the GridNavi goals (stratified)
         print(f"bamdp-eval: {err}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    report = {"run_dir": str(run_dir), "frames": trainer.frames, **result.to_dict()}
+    _write_meta_test(
+        run_dir, {"run_dir": str(run_dir), "frames": trainer.frames, **result.to_dict()}
+    )
+
+
+def _write_meta_test(run_dir: Path, report: dict[str, Any]) -> None:
+    """``meta_test.json`` and the per-episode ``meta_test.md`` table of one run."""
     (run_dir / "meta_test.json").write_text(json.dumps(report, indent=2))
     lines = ["| episode | return (mean +- s.e.) |", "|---|---|"]
-    for k, (m, s) in enumerate(zip(result.mean, result.stderr, strict=True)):
+    for k, (m, s) in enumerate(zip(report["mean"], report["stderr"], strict=True)):
         lines.append(f"| {k + 1} | {m:.3f} +- {s:.3f} |")
     (run_dir / "meta_test.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -13,8 +13,9 @@ build it by name. A config can also name a factory by import path (``env.factory
 "my_pkg.tasks:make_env"``), which needs no registration and survives in the run's
 ``config.json``, so ``bamdp-train``, ``bamdp-eval`` and a resume in another process find it.
 
-This module imports nothing but the standard library: the shipped families are registered by
-import path and loaded only when built, so configs validate without loading torch.
+This module imports nothing but the standard library (and
+:mod:`torchrl_bamdp.task_distributions`, itself standard-library only): the shipped families are
+registered by import path and loaded only when built, so configs validate without loading torch.
 
 Examples
 --------
@@ -33,6 +34,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from torchrl_bamdp.task_distributions import (
+    ALL_TASKS,
+    CHEETAH_VEL_DISTRIBUTIONS,
+    GRID_DISTRIBUTIONS,
+    TaskDistribution,
+    grid_goal_cells,
+)
 
 #: The reward decoders a family can declare (``algo.decoders.reward=auto`` picks its own).
 REWARD_DECODER_KINDS = ("mse", "grid_cells")
@@ -71,12 +80,21 @@ class TaskFamily:
         ``workers``); the others must stay at their defaults.
     figures : tuple of str
         The family-specific figures it supports (``belief_heatmap``: GridNavi's Fig 3a/3b).
+    task_distributions : tuple of TaskDistribution
+        Its named task distributions (:mod:`torchrl_bamdp.task_distributions`), which
+        ``env.train_tasks`` / ``env.test_tasks`` select and its factory samples with
+        ``tasks=<name>`` (and ``split_seed=``). ``all``, the family's one distribution when it
+        declares none, is always among them (:attr:`distributions`).
 
     Examples
     --------
     >>> family = TaskFamily("gridworld", "torchrl_bamdp.envs.gridworld:GridNaviEnv")
     >>> family.load().__name__
     'GridNaviEnv'
+    >>> family.distribution_names
+    ('all',)
+    >>> get_task_family("gridworld").disjoint("heldout_train", "heldout_test")
+    True
     """
 
     name: str
@@ -86,6 +104,43 @@ class TaskFamily:
     finite_tasks: int | Callable[[Mapping[str, Any]], int] | None = None
     options: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
+    task_distributions: tuple[TaskDistribution, ...] = ()
+
+    @property
+    def distributions(self) -> dict[str, TaskDistribution]:
+        """Its task distributions by name, ``all`` first (declared or implicit)."""
+        out = {ALL_TASKS: TaskDistribution(ALL_TASKS, "the family's task distribution")}
+        out.update((d.name, d) for d in self.task_distributions)
+        return out
+
+    @property
+    def distribution_names(self) -> tuple[str, ...]:
+        """The names ``env.train_tasks`` / ``env.test_tasks`` accept, ``all`` first."""
+        return tuple(self.distributions)
+
+    def distribution(self, name: str, field: str = "env.train_tasks") -> TaskDistribution:
+        """The distribution ``name``; a ``ValueError`` naming ``field`` and the declared ones.
+
+        Examples
+        --------
+        >>> try:
+        ...     get_task_family("cheetah_vel").distribution("gap", "env.test_tasks")
+        ... except ValueError as err:
+        ...     print(str(err).split(" (declared")[0])
+        env.test_tasks: 'gap' is not a task distribution of env.name='cheetah_vel'
+        """
+        distributions = self.distributions
+        if name not in distributions:
+            raise ValueError(
+                f"{field}: {name!r} is not a task distribution of env.name={self.name!r} "
+                f"(declared: {list(distributions)})"
+            )
+        return distributions[name]
+
+    def disjoint(self, a: str, b: str) -> bool:
+        """Whether distributions ``a`` and ``b`` are declared disjoint (on either side)."""
+        distributions = self.distributions
+        return distributions[a].is_disjoint_from(b) or distributions[b].is_disjoint_from(a)
 
     def num_tasks(self, env_config: Mapping[str, Any]) -> int | None:
         """How many tasks its finite uniform task set holds for these env settings (``None``:
@@ -162,6 +217,7 @@ def register_task_family(
     finite_tasks: int | Callable[[Mapping[str, Any]], int] | None = None,
     options: tuple[str, ...] = (),
     figures: tuple[str, ...] = (),
+    task_distributions: tuple[TaskDistribution, ...] = (),
 ) -> TaskFamily:
     """Register a task family under ``name`` (the call the shipped families use too).
 
@@ -180,8 +236,10 @@ def register_task_family(
         One line for listings.
     replace : bool
         Allow replacing a family of the same name (otherwise that is an error).
-    reward_decoder, finite_tasks, options, figures
-        Its declared traits (:class:`TaskFamily`).
+    reward_decoder, finite_tasks, options, figures, task_distributions
+        Its declared traits (:class:`TaskFamily`). A family that declares task distributions
+        has a factory taking ``tasks=<name>`` (and ``split_seed=<int>`` if one is ``seeded``);
+        ``finite_tasks(env_config)`` then sees ``env_config["train_tasks"]``.
 
     Examples
     --------
@@ -234,6 +292,22 @@ def register_task_family(
             f"finite_tasks of task family {name!r} must be a positive int, a callable or None "
             f"(got {finite_tasks!r})"
         )
+    task_distributions = tuple(task_distributions)
+    declared = [d.name for d in task_distributions if isinstance(d, TaskDistribution)]
+    if len(declared) != len(task_distributions):
+        raise ValueError(
+            f"task_distributions of task family {name!r} must be TaskDistribution objects "
+            f"(torchrl_bamdp.task_distributions.TaskDistribution; got {task_distributions!r})"
+        )
+    if len(set(declared)) != len(declared):
+        raise ValueError(f"task_distributions of task family {name!r} repeat a name ({declared})")
+    for d in task_distributions:
+        unknown = sorted(set(d.disjoint_from) - set(declared) - {ALL_TASKS})
+        if unknown:
+            raise ValueError(
+                f"task distribution {d.name!r} of task family {name!r} is declared disjoint "
+                f"from {unknown}, which it does not declare (declared: {declared})"
+            )
     family = TaskFamily(
         name,
         factory,
@@ -242,6 +316,7 @@ def register_task_family(
         finite_tasks=finite_tasks,
         options=tuple(options),
         figures=tuple(figures),
+        task_distributions=task_distributions,
     )
     _FAMILIES[name] = family
     return family
@@ -280,8 +355,15 @@ def get_task_family(name: str) -> TaskFamily:
 
 # -- the shipped families, registered the way a user registers theirs ---------------------------
 def _grid_goals(env_config: Mapping[str, Any]) -> int:
-    """GridNavi's goals: every cell but the four next to the start."""
-    return int(env_config.get("grid_size", 5)) ** 2 - 4
+    """GridNavi's goals under the training distribution (all: every cell but the four next to
+    the start)."""
+    return len(
+        grid_goal_cells(
+            int(env_config.get("grid_size") or 5),
+            env_config.get("train_tasks") or ALL_TASKS,
+            int(env_config.get("split_seed") or 0),
+        )
+    )
 
 
 _MUJOCO = {"options": ("workers",)}
@@ -295,6 +377,7 @@ _SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
             "finite_tasks": _grid_goals,
             "options": ("grid_size",),
             "figures": ("belief_heatmap",),
+            "task_distributions": GRID_DISTRIBUTIONS,
         },
     ),
     (
@@ -313,7 +396,7 @@ _SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
         "cheetah_vel",
         "torchrl_bamdp.envs.mujoco:CheetahVelEnv",
         "HalfCheetah, target velocity",
-        _MUJOCO,
+        {**_MUJOCO, "task_distributions": CHEETAH_VEL_DISTRIBUTIONS},
     ),
     (
         "cheetah_dir",

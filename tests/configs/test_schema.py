@@ -805,3 +805,65 @@ def test_train_collector_ray_without_ray_installed_says_how_to_install_it(monkey
     assert "config.train.collector='ray' needs Ray, which is not installed" in msg
     assert "pip install 'torchrl_bamdp[distributed]'" in msg
     assert load_config({"train": {"collector": "process"}}).train.collector == "process"
+
+
+# -- named task distributions (issue 20) --------------------------------------------------------
+def test_task_distributions_default_to_the_full_one():
+    env = load_config({}).env
+    assert (env.train_tasks, env.test_tasks, env.split_seed) == ("all", [], 0)
+
+
+def test_a_heldout_split_configures_and_counts_its_training_goals():
+    config = load_config(
+        {
+            "env": {"train_tasks": "heldout_train", "test_tasks": ["heldout_test"]},
+            "train": {"eval_tasks": 80},
+        }
+    )
+    assert config.num_finite_tasks == 16 and config.num_tasks_of("heldout_test") == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"train_tasks": "heldout"}, "config.env.train_tasks: 'heldout'"),
+        ({"test_tasks": ["region_test", "gap_test"]}, "config.env.test_tasks: 'gap_test'"),
+        ({"name": "cheetah_vel", "test_tasks": ["heldout_test"]}, "env.name='cheetah_vel'"),
+    ],
+)
+def test_an_unknown_distribution_lists_the_declared_ones(env, field):
+    with pytest.raises(ConfigError, match="is not a task distribution") as err:
+        load_config({"env": env})
+    assert field in str(err.value) and "(declared: ['all'," in str(err.value)
+
+
+def test_inconsistent_distributions_are_refused():
+    with pytest.raises(ConfigError, match="test_tasks must not hold config.env.train_tasks"):
+        load_config({"env": {"name": "cheetah_vel", "test_tasks": ["all"]}})
+    with pytest.raises(ConfigError, match="test_tasks repeats a name"):
+        load_config({"env": {"test_tasks": ["region_test", "region_test"]}})
+    with pytest.raises(ConfigError, match="split_seed draws the seeded task distributions only"):
+        load_config({"env": {"split_seed": 2, "test_tasks": ["region_test"]}})
+    with pytest.raises(ConfigError, match="split_seed must be >= 0"):
+        load_config({"env": {"split_seed": -1}})
+    # Every test distribution is meta-tested on train.eval_tasks stratified tasks.
+    with pytest.raises(ConfigError, match=r"multiple of the 5 tasks of env.test_tasks.*e\.g\. 80"):
+        load_config(
+            {
+                "env": {"train_tasks": "heldout_train", "test_tasks": ["heldout_test"]},
+                "train": {"eval_tasks": 32},
+            }
+        )
+
+
+def test_distributions_from_the_command_line():
+    from torchrl_bamdp.cli import compose_config
+
+    config = compose_config(
+        [
+            "env=cheetah_vel",
+            "env.train_tasks=gap_train",
+            "env.test_tasks=[gap_test]",
+        ]
+    )
+    assert (config.env.train_tasks, config.env.test_tasks) == ("gap_train", ["gap_test"])

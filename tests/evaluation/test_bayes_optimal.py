@@ -482,3 +482,40 @@ def test_policy_runs_in_a_collector_and_meta_test():
         returns = per_episode_returns(batch[:, 8 * task : 8 * (task + 1)], 2)
         assert returns.double().mean(0).tolist() == pytest.approx(expected, abs=1e-5)
     assert meta_test(env, policy, 2, 4).mean == pytest.approx(expected, abs=1e-5)
+
+
+# -- a goal prior on a subset of the goals (a task distribution, issue 20) ---------------------
+@pytest.mark.parametrize(
+    ("tasks", "episodes"), [("heldout_test", 6), ("region_test", 3), ("heldout_train", 2)]
+)
+def test_subset_prior_dp_equals_the_policy_rolled_out_on_that_distribution(tasks, episodes):
+    """The env's distribution is the policy's prior (from_env) and the DP's (spec.goals)."""
+    from torchrl_bamdp.task_distributions import grid_goal_cells
+
+    goals = grid_goal_cells(5, tasks)
+    base = make_env(num_envs=len(goals), tasks=tasks, stratified=True, episodes_per_task=episodes)
+    env = TransformedEnv(base, exact_belief_transforms())
+    policy = BayesOptimalPolicy.from_env(env)
+    assert policy.problem.goals == tuple(goals)
+    rollout = env.rollout(15 * episodes, policy, break_when_any_done=False)
+    simulated = per_episode_returns(rollout, episodes).double().mean(0).tolist()
+    spec = GridNaviSpec(episodes_per_task=episodes, goals=tuple(goals))
+    assert simulated == pytest.approx(BayesOptimalGridNavi(spec).expected_returns(), abs=1e-5)
+
+
+def test_subset_prior_is_worth_more_than_the_full_one_in_episode_one():
+    """Fewer goals to search: the 5 held-out goals are found sooner than 1 of 21."""
+    from torchrl_bamdp.task_distributions import grid_goal_cells
+
+    held = GridNaviSpec(episodes_per_task=6, goals=tuple(grid_goal_cells(5, "heldout_test")))
+    returns = BayesOptimalGridNavi(held).expected_returns()
+    assert returns == pytest.approx([9.28, 11.48, 11.48, 11.48, 11.48, 11.48])
+    assert (
+        returns[0] > BayesOptimalGridNavi(GridNaviSpec(episodes_per_task=6)).expected_returns()[0]
+    )
+
+
+@pytest.mark.parametrize("goals", [(), ((0, 0),), ((2, 0), (2, 0)), ((9, 9),), "ab"])
+def test_bad_goal_priors_are_refused(goals):
+    with pytest.raises(ValueError, match="GridNaviSpec.goals must be a non-empty tuple"):
+        GridNaviSpec(goals=goals)

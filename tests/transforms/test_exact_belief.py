@@ -373,3 +373,61 @@ def test_landing_cell_is_the_true_observation_on_every_step():
     assert torch.equal(landed, true_cell[..., 0] * 5 + true_cell[..., 1])
     ends = rollout["next", "episode_done"][..., 0] & ~rollout["next", "done"][..., 0]
     assert bool((rollout["next", "true_observation"][ends] != 0).any())  # a real check
+
+
+# -- whose prior: the env's, or a training prior with a fallback (issue 20) -----------------------
+def _walk(env: TransformedEnv, actions: list[int]) -> TensorDictBase:
+    """Step a 1-env belief env through ``actions``; return the last tensordict (root side)."""
+    td = env.reset()
+    for action in actions:
+        td["action"] = torch.tensor([action])
+        td = step_mdp(env.step(td))
+    return td
+
+
+def _support(td: TensorDictBase) -> set[int]:
+    return set((td[BELIEF_PROBS][0] > 0).nonzero().flatten().tolist())
+
+
+def test_default_prior_is_the_attached_envs_task_distribution():
+    """The agent that knows the prior of the tasks it is given (the Bayes-optimal reference)."""
+    from torchrl_bamdp.task_distributions import grid_goal_cells
+
+    env = TransformedEnv(make_env(num_envs=2, tasks="heldout_test"), exact_belief_transforms())
+    cells = {x * 5 + y for x, y in grid_goal_cells(5, "heldout_test")}
+    assert _support(env.reset()) == cells
+    check_env_specs(env, seed=0)
+
+
+def test_training_prior_falls_back_once_every_training_goal_is_ruled_out():
+    """Prior U({(2,0), (3,0)}), fallback every goal; true goal (4, 0), outside the prior."""
+    goal = torch.tensor([[4.0, 0.0]])
+    base = BAMDPEnv(GridNaviEnv(num_envs=1), 15, 2, fixed_tasks=goal)
+    belief = ExactGridBelief(
+        candidates=torch.tensor([[2, 0], [3, 0]]), fallback=candidate_goal_cells(5)
+    )
+    env = TransformedEnv(base, belief)
+    assert _support(env.reset()) == {10, 15}
+    td = _walk(env, [2, 2])  # (1,0) then (2,0): one training goal left
+    assert _support(td) == {15}
+    td = _walk(env, [2, 2, 2])  # (3,0) too: the training prior is empty -> every other goal
+    expected = {x * 5 + y for x, y in candidate_goal_cells(5).tolist()} - {10, 15}
+    assert _support(td) == expected
+    assert torch.allclose(td[BELIEF_PROBS][0, list(expected)], torch.tensor(1 / len(expected)))
+    td = _walk(env, [2, 2, 2, 2])  # lands on (4, 0): the goal
+    assert _support(td) == {20}
+
+
+def test_a_goal_found_outside_the_training_prior_is_believed():
+    base = BAMDPEnv(GridNaviEnv(num_envs=1), 15, 2, fixed_tasks=torch.tensor([[2.0, 0.0]]))
+    belief = ExactGridBelief(candidates=torch.tensor([[4, 4]]), fallback=candidate_goal_cells(5))
+    env = TransformedEnv(base, belief)
+    td = _walk(env, [2, 2])  # (2, 0): reward 1 where the training prior has no mass
+    assert _support(td) == {10}
+
+
+def test_without_fallback_an_outside_goal_is_an_error_naming_the_cure():
+    base = BAMDPEnv(GridNaviEnv(num_envs=1), 15, 2, fixed_tasks=torch.tensor([[2.0, 0.0]]))
+    env = TransformedEnv(base, ExactGridBelief(candidates=torch.tensor([[4, 4]])))
+    with pytest.raises(ValueError, match="give the transform a fallback prior"):
+        _walk(env, [2, 2])

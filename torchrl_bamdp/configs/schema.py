@@ -30,6 +30,7 @@ from torchrl_bamdp.registry import (
     load_factory,
     task_family_names,
 )
+from torchrl_bamdp.task_distributions import ALL_TASKS
 
 
 class ConfigError(ValueError):
@@ -106,10 +107,27 @@ class EnvConfig:
     (bit-identical results; 0: in the training process, see
     :class:`~torchrl_bamdp.envs.MujocoTaskEnv`).
 
+    ``train_tasks`` is the task distribution training samples (and the in-distribution
+    meta-test), ``test_tasks`` the out-of-distribution ones ``bamdp-eval`` reports next to it,
+    ``split_seed`` the seed of the seeded ones (which GridNavi goals are held out): names the
+    family declares (:attr:`~torchrl_bamdp.registry.TaskFamily.distribution_names`; see
+    :mod:`torchrl_bamdp.task_distributions`). They are task-family settings, not evaluation
+    settings, because a run's training distribution is what the OOD ones are out of: declared
+    next to it, a run directory says what it was trained on and what it is tested on.
+
     Examples
     --------
     >>> load_config({"env": {"episodes_per_task": 2}}).env.horizon
     30
+    >>> split = {"train_tasks": "heldout_train", "test_tasks": ["heldout_test"]}
+    >>> env = load_config({"env": split, "train": {"eval_tasks": 80}}).env
+    >>> env.train_tasks, env.test_tasks
+    ('heldout_train', ['heldout_test'])
+    >>> try:
+    ...     load_config({"env": {"test_tasks": ["held_out"]}})
+    ... except ConfigError as err:
+    ...     print(str(err).split(" (declared")[0])
+    config.env.test_tasks: 'held_out' is not a task distribution of env.name='gridworld'
     >>> EnvConfig(name="cheetah_vel", grid_size=7).validate("config.env")
     Traceback (most recent call last):
     ...
@@ -138,6 +156,13 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     factory: str | None = None
     #: Keyword options of the family's factory (a user's family; e.g. ``{"size": 7}``).
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The task distribution to train on (and to meta-test in distribution): ``all`` (the
+    #: family's full one) or one it declares, e.g. GridNavi's ``heldout_train``.
+    train_tasks: str = ALL_TASKS
+    #: Out-of-distribution test distributions ``bamdp-eval`` reports next to ``train_tasks``.
+    test_tasks: list[str] = field(default_factory=list)
+    #: Seed of the seeded task distributions (GridNavi's ``heldout_*``: which goals are held out).
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
         family = self.family
@@ -202,6 +227,36 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
             raise ConfigError(
                 f"{path}.workers must be <= {path}.num_envs = {self.num_envs} (got "
                 f"{self.workers}): each worker process steps at least one simulator"
+            )
+        self._validate_distributions(path)
+
+    def _validate_distributions(self, path: str) -> None:
+        _at_least(path, "split_seed", self.split_seed, 0)
+        if self.train_tasks in self.test_tasks:
+            raise ConfigError(
+                f"{path}.test_tasks must not hold {path}.train_tasks={self.train_tasks!r}: it is "
+                f"the in-distribution column of every OOD report already (got {self.test_tasks})"
+            )
+        if len(set(self.test_tasks)) != len(self.test_tasks):
+            raise ConfigError(f"{path}.test_tasks repeats a name (got {self.test_tasks})")
+        family = self.family
+        if family is None:  # a family by import path: its factory checks the names when built
+            return
+        seeded = []
+        fields = (("train_tasks", [self.train_tasks]), ("test_tasks", self.test_tasks))
+        for field_name, names in fields:
+            for name in names:
+                try:
+                    distribution = family.distribution(name, f"{path}.{field_name}")
+                except ValueError as err:
+                    raise ConfigError(str(err)) from None
+                seeded += [name] if distribution.seeded else []
+        if self.split_seed != 0 and not seeded:
+            names = [d.name for d in family.task_distributions if d.seeded]
+            raise ConfigError(
+                f"{path}.split_seed draws the seeded task distributions only ({names or 'none'} "
+                f"of env.name={self.name!r}), and neither {path}.train_tasks nor "
+                f"{path}.test_tasks names one: leave it at 0 (got {self.split_seed})"
             )
 
     @property
@@ -783,11 +838,25 @@ class Config:
             )
         # A family by import path declares its task set when built: the Trainer checks it then.
         if self.eval_stratified and tasks is not None and self.train.eval_tasks % tasks != 0:
+            of = (
+                ""
+                if self.env.train_tasks == ALL_TASKS
+                else f" (env.train_tasks={self.env.train_tasks!r})"
+            )
             raise ConfigError(
                 f"train.eval_tasks ({self.train.eval_tasks}) must be a multiple of the {tasks} "
-                f"tasks of env.name={self.env.name!r} with stratified evaluation (every task is "
-                "tested equally often), or set train.eval_stratified=false"
+                f"tasks of env.name={self.env.name!r}{of} with stratified evaluation (every task "
+                "is tested equally often), or set train.eval_stratified=false"
             )
+        for name in self.env.test_tasks if self.eval_stratified else ():
+            count = self.num_tasks_of(name)
+            if count is not None and self.train.eval_tasks % count != 0:
+                raise ConfigError(
+                    f"train.eval_tasks ({self.train.eval_tasks}) must also be a multiple of the "
+                    f"{count} tasks of env.test_tasks entry {name!r} (each test distribution is "
+                    f"meta-tested on train.eval_tasks stratified tasks; e.g. "
+                    f"{math.lcm(count, tasks or 1)}), or set train.eval_stratified=false"
+                )
         frames_per_batch = self.frames_per_batch
         if frames_per_batch % self.algo.ppo.minibatches != 0:
             raise ConfigError(
@@ -803,11 +872,25 @@ class Config:
 
     @property
     def num_finite_tasks(self) -> int | None:
-        """Size of the env's task set if it is finite (GridNavi goals, directions), else None, as
-        its registration declares (``TaskFamily.finite_tasks``; ``None`` for a family by import
-        path, whose env declares it when built: ``TaskEnv.task_support``)."""
+        """Size of the env's (training) task set if it is finite (GridNavi goals, directions),
+        else None, as its registration declares (``TaskFamily.finite_tasks``; ``None`` for a
+        family by import path, whose env declares it when built: ``TaskEnv.task_support``)."""
+        return self.num_tasks_of(self.env.train_tasks)
+
+    def num_tasks_of(self, distribution: str) -> int | None:
+        """Size of the finite task set of the env's task distribution ``distribution`` (a name
+        the family declares), ``None`` when continuous or unknown before the env is built.
+
+        Examples
+        --------
+        >>> config = load_config({})
+        >>> config.num_tasks_of("heldout_train"), config.num_tasks_of("heldout_test")
+        (16, 5)
+        """
         family = self.env.family
-        return None if family is None else family.num_tasks(dataclasses.asdict(self.env))
+        if family is None:
+            return None
+        return family.num_tasks({**dataclasses.asdict(self.env), "train_tasks": distribution})
 
     def has_figure(self, figure: str) -> bool:
         """Whether this run can draw a family-specific figure: declared by its task family
@@ -1024,7 +1107,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
 'num_envs'? (valid keys: bamdp_end, check_actions, episode_length, episodes_per_task, \
-factory, grid_size, kwargs, name, num_envs, sync_free, workers)
+factory, grid_size, kwargs, name, num_envs, split_seed, sync_free, test_tasks, train_tasks, \
+workers)
     """
     data = dict(data or {})
     # The same composition as `bamdp-train algo=<algo.name> env=<env.name>` (one source of

@@ -11,6 +11,7 @@ from torchrl_bamdp.envs.bamdp import BAMDPEnv
 from torchrl_bamdp.envs.gridworld import GridNaviEnv
 from torchrl_bamdp.envs.task_env import TaskEnv
 from torchrl_bamdp.registry import get_task_family, load_factory, task_family_names
+from torchrl_bamdp.task_distributions import ALL_TASKS
 
 #: The shipped task families (all registered through
 #: :func:`torchrl_bamdp.registry.register_task_family`, as a user's are).
@@ -32,6 +33,8 @@ def make_env(
     check_actions: str = "full",
     end: str = "truncated",
     sync_free: bool | None = None,
+    tasks: str = ALL_TASKS,
+    split_seed: int = 0,
     **family_kwargs,
 ) -> BAMDPEnv:
     """Build the batched BAMDP env of a task family.
@@ -72,14 +75,29 @@ def make_env(
     sync_free : bool, optional
         Step without host syncs (:class:`~torchrl_bamdp.envs.BAMDPEnv`; ``env.sync_free``);
         ``None``: on accelerators only.
+    tasks : str
+        The task distribution to sample (``env.train_tasks``; a name the family declares, see
+        :mod:`torchrl_bamdp.task_distributions`); ``all``, the family's one distribution, is
+        not passed to the factory, so families without named distributions need no option.
+    split_seed : int
+        Seed of the seeded distributions (GridNavi's held-out goals; ``env.split_seed``),
+        passed to factories that take it.
 
     Examples
     --------
     >>> env = make_env("gridworld", num_envs=4, seed=0)
     >>> env.horizon
     60
+    >>> len(make_env("gridworld", num_envs=5, tasks="heldout_test", stratified=True).fixed_tasks)
+    5
     """
-    task_env = _make_task_env(name, num_envs, seed, device, dict(family_kwargs), factory)
+    options = dict(family_kwargs)
+    if tasks != ALL_TASKS:
+        if factory is None:  # a registered family names the ones it declares
+            get_task_family(name).distribution(tasks, field=f"make_env({name!r}): tasks")
+        options["tasks"] = tasks
+    options["split_seed"] = split_seed
+    task_env = _make_task_env(name, num_envs, seed, device, options, factory)
     fixed_tasks = None
     if stratified:
         support = task_env.task_support()
@@ -110,8 +128,9 @@ def make_env_from_config(
 
     ``env_config`` is a :class:`~torchrl_bamdp.configs.schema.EnvConfig` (or anything with its
     fields): ``name``, ``num_envs``, ``episode_length``, ``episodes_per_task``, ``grid_size``,
-    ``workers``, ``bamdp_end``, ``check_actions``, ``sync_free``, ``factory`` and ``kwargs`` (a
-    user's family: its factory and options).
+    ``workers``, ``bamdp_end``, ``check_actions``, ``sync_free``, ``train_tasks`` (as
+    ``tasks``; a meta-test on another distribution passes ``tasks=<name>`` in ``changes``),
+    ``split_seed``, ``factory`` and ``kwargs`` (a user's family: its factory and options).
 
     Examples
     --------
@@ -131,6 +150,8 @@ def make_env_from_config(
         "end": getattr(env_config, "bamdp_end", "truncated"),
         "check_actions": getattr(env_config, "check_actions", "full"),
         "sync_free": getattr(env_config, "sync_free", None),
+        "tasks": getattr(env_config, "train_tasks", ALL_TASKS),
+        "split_seed": getattr(env_config, "split_seed", 0),
         **dict(getattr(env_config, "kwargs", None) or {}),
         **changes,
     }
@@ -173,6 +194,8 @@ def _make_task_env(
         options.pop("grid_size", None)
     if "workers" not in accepted and options.get("workers", 0) == 0:
         options.pop("workers", None)  # in-process, as the pure-torch families always are
+    if "split_seed" not in accepted:  # only the seeded task distributions use it
+        options.pop("split_seed", None)
     if "seed" in accepted:  # MuJoCo: the simulators' reset noise; pure-torch envs have none
         options.setdefault("seed", 0 if seed is None else int(seed))
     known = accepted - {"num_envs", "device"}
@@ -183,6 +206,12 @@ def _make_task_env(
             f"{sorted(known - {'seed'}) or 'none'}"
             + (" (grid_size is a GridNavi option)" if "grid_size" in unknown else "")
             + (" (workers is a MuJoCo option)" if "workers" in unknown else "")
+            + (
+                f" (tasks={options['tasks']!r}: this family declares no task distributions but "
+                "'all')"
+                if "tasks" in unknown
+                else ""
+            )
         )
     task_env = build(num_envs=num_envs, device=device, **options)
     if not isinstance(task_env, TaskEnv):

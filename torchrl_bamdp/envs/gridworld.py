@@ -14,6 +14,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 
 from torchrl_bamdp.envs.task_env import TaskEnv
+from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 
 # Action index -> (dx, dy). Order fixed by the reference: noop, up, right, down, left.
 GRID_MOVES = ((0, 0), (0, 1), (1, 0), (0, -1), (-1, 0))
@@ -72,6 +73,13 @@ class GridNaviEnv(TaskEnv):
         Reward for being on the goal after a step, and for any other step.
     device : torch.device or str
         Where the state lives; every operation is a batched tensor op, so any device works.
+    tasks : str
+        The task distribution: the goals it draws from, uniformly (``all``: the 21 candidate
+        goals; ``heldout_train``/``heldout_test``, ``region_train``/``region_test``: see
+        :mod:`torchrl_bamdp.task_distributions`). :attr:`candidate_goals` are its goals, what
+        the exact belief and the Bayes-optimal policy built from this env take as the prior.
+    split_seed : int
+        Which goals the ``heldout_*`` distributions hold out.
 
     Examples
     --------
@@ -82,6 +90,13 @@ class GridNaviEnv(TaskEnv):
     >>> td = env.rand_step(td)
     >>> td["next", "reward"].shape
     torch.Size([8, 1])
+
+    The 5 goals held out of training (by ``split_seed``), and the 16 left to train on:
+
+    >>> GridNaviEnv(tasks="heldout_test").task_support().tolist()
+    [[0.0, 2.0], [1.0, 2.0], [2.0, 4.0], [3.0, 3.0], [4.0, 0.0]]
+    >>> len(GridNaviEnv(tasks="heldout_train").task_support())
+    16
     """
 
     validates_actions = True  # its _step checks the values, with its own message
@@ -93,15 +108,25 @@ class GridNaviEnv(TaskEnv):
         goal_reward: float = 1.0,
         step_penalty: float = -0.1,
         device: torch.device | str = "cpu",
+        tasks: str = ALL_TASKS,
+        split_seed: int = 0,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1 (got {num_envs})")
+        candidate_goal_cells(grid_size)  # checks grid_size
+        try:
+            goals = grid_goal_cells(grid_size, tasks, split_seed)
+        except ValueError as err:
+            raise ValueError(f"{type(self).__name__}: {err}") from None
         super().__init__(device=device, batch_size=torch.Size([num_envs]))
         self.num_envs = num_envs
         self.grid_size = grid_size
         self.goal_reward = float(goal_reward)
         self.step_penalty = float(step_penalty)
-        self.candidate_goals = candidate_goal_cells(grid_size).to(self.device)
+        self.task_distribution = tasks
+        self.split_seed = int(split_seed)
+        #: The goals of its task distribution, ``[G, 2]`` long (all 21 candidates by default).
+        self.candidate_goals = torch.tensor(goals, dtype=torch.long, device=self.device)
         self._moves = torch.tensor(GRID_MOVES, dtype=torch.long, device=self.device)
         self._position = torch.zeros(num_envs, 2, dtype=torch.long, device=self.device)
         self._goal = self.candidate_goals[-1].expand(num_envs, 2).clone()
@@ -144,7 +169,8 @@ class GridNaviEnv(TaskEnv):
         return self.candidate_goals[index.to(self.device)].float()
 
     def task_support(self) -> torch.Tensor:
-        """The 21 (for a 5x5 grid) candidate goals, each equally likely."""
+        """The goals of its task distribution (the 21 candidates of a 5x5 grid by default),
+        each equally likely."""
         return self.candidate_goals.float()
 
     # -- dynamics ----------------------------------------------------------------------------

@@ -44,6 +44,10 @@ class TaskEnv(EnvBase, abc.ABC):
     #: no boolean-mask indexing): set by :class:`BAMDPEnv` (``sync_free``), read by
     #: :meth:`_reset_mask_and_task`. Pure-torch families are written without syncs anyway.
     sync_free: bool = False
+    #: The name of the task distribution it samples (:mod:`torchrl_bamdp.task_distributions`;
+    #: ``all``: the family's one distribution). Families that declare several set it from
+    #: their ``tasks`` option.
+    task_distribution: str = "all"
 
     @abc.abstractmethod
     def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:

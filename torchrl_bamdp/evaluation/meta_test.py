@@ -19,15 +19,39 @@ class MetaTestResult:
     ----------
     returns : torch.Tensor
         ``[num_tasks, episodes]`` undiscounted return of each inner episode of each task.
+    tasks : torch.Tensor, optional
+        ``[num_tasks, task_dim]``: the task of each row (what :func:`meta_test` records).
 
     Examples
     --------
     >>> r = MetaTestResult(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     >>> r.mean, r.num_tasks
     ([2.0, 3.0], 2)
+    >>> r = MetaTestResult(torch.tensor([[1.0], [3.0], [2.0]]), torch.tensor([[2.0], [4.0], [2.0]]))
+    >>> r.per_task()
+    [{'task': [2.0], 'count': 2, 'mean': [1.5]}, {'task': [4.0], 'count': 1, 'mean': [3.0]}]
     """
 
     returns: torch.Tensor
+    tasks: torch.Tensor | None = None
+
+    def per_task(self) -> list[dict]:
+        """Mean per-episode returns of each distinct task (in the order of first appearance):
+        for a finite task set meta-tested stratified, each task's exact return with greedy
+        actions. Empty without :attr:`tasks`."""
+        if self.tasks is None:
+            return []
+        out: dict[tuple, list] = {}
+        for task, row in zip(self.tasks.tolist(), self.returns.tolist(), strict=True):
+            out.setdefault(tuple(task), []).append(row)
+        return [
+            {
+                "task": list(task),
+                "count": len(rows),
+                "mean": torch.tensor(rows, dtype=torch.float64).mean(0).tolist(),
+            }
+            for task, rows in out.items()
+        ]
 
     @property
     def num_tasks(self) -> int:
@@ -176,4 +200,8 @@ def meta_test(
             break_when_any_done=False,
             auto_cast_to_device=True,
         )
-    return MetaTestResult(per_episode_returns(rollout, episodes).cpu())
+    tasks = rollout.get("task", None)
+    return MetaTestResult(
+        per_episode_returns(rollout, episodes).cpu(),
+        None if tasks is None else tasks[:, 0].reshape(rollout.shape[0], -1).cpu(),
+    )

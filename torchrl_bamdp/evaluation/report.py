@@ -24,6 +24,7 @@ from torchrl_bamdp.evaluation.plots import (
     plot_per_episode_returns,
 )
 from torchrl_bamdp.policies.bayes_optimal import BayesOptimalGridNavi, GridNaviSpec
+from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 
 #: Display names, in the order of tables and legends.
 ALGO_LABELS = {
@@ -194,7 +195,7 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
     """
     from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
-    from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv
+    from torchrl_bamdp.envs import BAMDPEnv, GridNaviEnv, candidate_goal_cells
     from torchrl_bamdp.modules import GridCellRewardDecoder
     from torchrl_bamdp.transforms import BELIEF_LOGVAR, BELIEF_MEAN, BELIEF_PROBS, ExactGridBelief
 
@@ -215,7 +216,11 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
         fixed_tasks=task,
     )
     env = TransformedEnv(base, agent.make_transforms())
-    env.append_transform(ExactGridBelief(grid))
+    # The exact posterior under the prior the agent was trained with (env.train_tasks), falling
+    # back to every goal for a goal outside it (see ExactGridBelief).
+    goals = grid_goal_cells(grid, config.env.train_tasks, config.env.split_seed)
+    fallback = None if config.env.train_tasks == ALL_TASKS else candidate_goal_cells(grid)
+    env.append_transform(ExactGridBelief(grid, candidates=torch.tensor(goals), fallback=fallback))
     with set_exploration_type(ExplorationType.DETERMINISTIC):
         rollout = env.rollout(
             episodes * config.env.episode_length, agent.actor, break_when_any_done=False
@@ -272,25 +277,373 @@ def last_eval_report(run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def bayes_optimal_returns(config, episodes: int) -> list[float] | None:
+def bayes_optimal_returns(
+    config, episodes: int, distribution: str | None = None
+) -> list[float] | None:
     """Exact Bayes-optimal per-episode returns for a GridNavi config (``None`` for other envs).
+
+    ``distribution`` is the task distribution whose prior the Bayes-optimal agent knows
+    (default ``env.train_tasks``); it plans for ``episodes`` episodes.
 
     Examples
     --------
     >>> from torchrl_bamdp.configs import load_config
     >>> [round(r, 2) for r in bayes_optimal_returns(load_config({}), episodes=4)]
     [4.0, 11.07, 11.07, 11.07]
+    >>> [round(r, 2) for r in bayes_optimal_returns(load_config({}), 2, "heldout_test")]
+    [9.28, 11.48]
     >>> print(bayes_optimal_returns(load_config({"env": {"name": "point_robot_sparse"}}), 4))
     None
     """
     if config.env.name != "gridworld":
         return None
+    distribution = distribution or config.env.train_tasks
+    goals = None
+    if distribution != ALL_TASKS:
+        goals = tuple(grid_goal_cells(config.env.grid_size, distribution, config.env.split_seed))
     spec = GridNaviSpec(
         grid_size=config.env.grid_size,
         episode_length=config.env.episode_length,
         episodes_per_task=episodes,
+        goals=goals,
     )
     return BayesOptimalGridNavi(spec).expected_returns()
+
+
+# -- out-of-distribution reports --------------------------------------------------------------
+#: The ``schema`` entry of an OOD report (:func:`ood_report`); checked by :func:`check_ood_report`.
+OOD_SCHEMA = "torchrl_bamdp.ood_report/1"
+#: Keys of one run's OOD record (``trainers.runs.evaluate_run_ood``) that every run of a report
+#: must share: they define what the columns are.
+OOD_RUN_IDENTITY = ("env", "train_tasks", "split_seed", "trained_episodes", "episodes")
+
+
+def ood_report(runs: Sequence[Mapping[str, Any]], command: str | None = None) -> dict[str, Any]:
+    """Aggregate per-run OOD records over seeds: per algorithm and task distribution, the
+    per-episode mean return and its standard error over seeds, next to the Bayes-optimal
+    reference of each distribution's prior.
+
+    ``runs`` are records of ``torchrl_bamdp.trainers.runs.evaluate_run_ood`` (one per trained
+    run): all of one env, training distribution, split seed, trained and meta-tested number of
+    episodes, and meta-tested on the same distributions. The report's layout is checked by
+    :func:`check_ood_report` (``schema`` :data:`OOD_SCHEMA`); :func:`ood_markdown` renders it.
+
+    Examples
+    --------
+    >>> def run(algo, seed, train, test):
+    ...     split = lambda role, mean: {"role": role, "num_tasks": 80, "mean": mean,
+    ...         "stderr": [0.0, 0.0], "total_mean": sum(mean), "bayes_optimal": [9.0, 11.0],
+    ...         "description": "", "disjoint_from_train": role == "test"}
+    ...     return {"run_dir": f"runs/{algo}{seed}", "env": "gridworld", "algo": algo,
+    ...             "seed": seed, "frames": 10, "train_seconds": 60.0,
+    ...             "train_tasks": "heldout_train", "split_seed": 0, "trained_episodes": 1,
+    ...             "episodes": 2, "deterministic": True, "time_features": False,
+    ...             "privileged": [], "splits": {"heldout_train": split("train", train),
+    ...                                          "heldout_test": split("test", test)}}
+    >>> report = ood_report([run("rl2", 0, [1.0, 2.0], [0.0, 1.0]),
+    ...                      run("rl2", 1, [3.0, 4.0], [2.0, 1.0])])
+    >>> check_ood_report(report)
+    >>> rl2 = report["algorithms"]["rl2"]["splits"]
+    >>> rl2["heldout_train"]["mean"], rl2["heldout_test"]["stderr"]
+    ([2.0, 3.0], [1.0, 0.0])
+    """
+    if not runs:
+        raise ValueError("ood_report needs at least one run record")
+    first = runs[0]
+    for key in OOD_RUN_IDENTITY:
+        values = sorted({json.dumps(r.get(key)) for r in runs})
+        if len(values) > 1:
+            raise ValueError(
+                f"runs with different {key} ({', '.join(values)}) cannot share one OOD report; "
+                "report each group on its own"
+            )
+    names = list(first["splits"])
+    for r in runs:
+        if list(r["splits"]) != names:
+            raise ValueError(
+                f"run {r.get('run_dir')} was meta-tested on {list(r['splits'])}, not {names}; "
+                "evaluate every run on the same task distributions"
+            )
+    distributions = {}
+    for name in names:
+        split = first["splits"][name]
+        distributions[name] = {
+            "role": split["role"],
+            "description": split.get("description", ""),
+            "disjoint_from_train": bool(split.get("disjoint_from_train", False)),
+            "num_tasks": split["num_tasks"],
+            "bayes_optimal": split.get("bayes_optimal"),
+        }
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(r["algo"], []).append(r)
+    order = {name: i for i, name in enumerate(ALGO_LABELS)}
+    algorithms: dict[str, Any] = {}
+    for algo in sorted(groups, key=lambda a: (order.get(a, len(order)), a)):
+        mine = sorted(groups[algo], key=lambda r: r["seed"])
+        seeds = [r["seed"] for r in mine]
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"runs of {algo!r} repeat a seed ({seeds}); one run per seed")
+        splits = {}
+        for name in names:
+            means = torch.tensor([r["splits"][name]["mean"] for r in mine], dtype=torch.float64)
+            n = means.shape[0]
+            totals = means.sum(1)
+            if n > 1:
+                stderr = (means.std(0) / math.sqrt(n)).tolist()
+                total_stderr = float(totals.std() / math.sqrt(n))
+            else:  # one run: the spread over its test tasks
+                stderr = [float(v) for v in mine[0]["splits"][name]["stderr"]]
+                total_stderr = math.nan
+            splits[name] = {
+                "mean": means.mean(0).tolist(),
+                "stderr": stderr,
+                "total_mean": float(totals.mean()),
+                "total_stderr": total_stderr,
+            }
+        algorithms[algo] = {
+            "label": ALGO_LABELS.get(algo, algo),
+            "seeds": seeds,
+            "frames": [r["frames"] for r in mine],
+            "train_seconds": [r["train_seconds"] for r in mine],
+            "privileged": sorted({p for r in mine for p in r.get("privileged", [])}),
+            "splits": splits,
+            "per_seed": [
+                {
+                    "seed": r["seed"],
+                    "run_dir": r.get("run_dir"),
+                    "frames": r["frames"],
+                    "splits": {name: r["splits"][name]["mean"] for name in names},
+                    "per_task": {name: r["splits"][name].get("per_task", []) for name in names},
+                }
+                for r in mine
+            ],
+        }
+    over_seeds = max(len(group) for group in groups.values()) > 1
+    actions = " (greedy actions)" if first.get("deterministic", True) else " (sampled actions)"
+    notes = [
+        (
+            "mean +- s.e. over training seeds of each run's mean return per episode over its "
+            "test tasks (one seed: the s.e. is over its test tasks)"
+            if over_seeds
+            else "mean +- s.e. over the test tasks of one run"
+        )
+        + actions,
+        "Bayes-optimal: the exact expected return (dynamic programming) of the agent that knows "
+        "each distribution's prior and plans for the meta-tested number of episodes",
+    ]
+    if first["episodes"] > first["trained_episodes"] and any(r.get("time_features") for r in runs):
+        notes.append(
+            f"episodes {first['trained_episodes'] + 1}-{first['episodes']} are beyond the "
+            f"{first['trained_episodes']} trained: the agents' time features "
+            "(algo.ppo.time_features) saturate at the last trained episode there (they read "
+            f"episode {first['trained_episodes']})"
+        )
+    if "belief_oracle" in algorithms:
+        notes.append(
+            "the belief oracle keeps its training prior (env.train_tasks) on every distribution; "
+            "once the rewards rule out all its training goals its posterior falls back to the "
+            "goals not ruled out"
+        )
+    return {
+        "schema": OOD_SCHEMA,
+        "command": command,
+        "env": first["env"],
+        "train_tasks": first["train_tasks"],
+        "split_seed": first["split_seed"],
+        "trained_episodes": first["trained_episodes"],
+        "episodes": first["episodes"],
+        "deterministic": bool(first.get("deterministic", True)),
+        "stderr_over": "seeds" if over_seeds else "tasks",
+        "distributions": distributions,
+        "algorithms": algorithms,
+        "notes": notes,
+    }
+
+
+def _require(report: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str):
+    if key not in report:
+        raise ValueError(f"OOD report: {where} has no {key!r} entry")
+    value = report[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"OOD report: {where}.{key} must be {kind} (got {type(value).__name__})")
+    return value
+
+
+def _check_series(values: Any, length: int, where: str, allow_nan: bool = True) -> None:
+    if not isinstance(values, list) or len(values) != length:
+        raise ValueError(f"OOD report: {where} must be a list of {length} numbers (got {values!r})")
+    for v in values:
+        ok = isinstance(v, int | float) and not isinstance(v, bool)
+        if not ok or (not allow_nan and math.isnan(v)) or math.isinf(v):
+            raise ValueError(f"OOD report: {where} holds {v!r}, not a finite number")
+
+
+def check_ood_report(report: Mapping[str, Any]) -> None:
+    """Raise a ``ValueError`` naming the entry unless ``report`` has the layout of
+    :func:`ood_report` (schema :data:`OOD_SCHEMA`).
+
+    Top level: ``schema``, ``command``, ``env``, ``train_tasks``, ``split_seed``,
+    ``trained_episodes``, ``episodes``, ``deterministic``, ``stderr_over`` (``seeds``, or
+    ``tasks`` when every algorithm has one run), ``notes``, and
+
+    * ``distributions``: by name, the training one first (``role`` ``train``) and every test one
+      (``role`` ``test``), each with ``description``, ``disjoint_from_train``, ``num_tasks`` and
+      ``bayes_optimal`` (``episodes`` values, or ``null`` where no exact reference exists);
+    * ``algorithms``: by name, each with ``label``, ``seeds``, ``frames``, ``train_seconds``,
+      ``privileged`` (what it reads beyond the belief) and ``splits``: for every distribution
+      ``mean`` and ``stderr`` (``episodes`` values; over seeds, or over the test tasks of an
+      algorithm's one run), ``total_mean``, ``total_stderr`` (``NaN`` with one run); and
+      ``per_seed``.
+
+    Examples
+    --------
+    >>> check_ood_report({"schema": "something else"})
+    Traceback (most recent call last):
+    ...
+    ValueError: OOD report: schema must be 'torchrl_bamdp.ood_report/1' (got 'something else')
+    """
+    if report.get("schema") != OOD_SCHEMA:
+        raise ValueError(
+            f"OOD report: schema must be {OOD_SCHEMA!r} (got {report.get('schema')!r})"
+        )
+    for key, kind in (
+        ("env", str),
+        ("train_tasks", str),
+        ("split_seed", int),
+        ("trained_episodes", int),
+        ("episodes", int),
+        ("deterministic", bool),
+        ("stderr_over", str),
+        ("notes", list),
+    ):
+        _require(report, key, kind, "report")
+    if report["stderr_over"] not in ("seeds", "tasks"):
+        raise ValueError(
+            f"OOD report: stderr_over must be 'seeds' or 'tasks' (got {report['stderr_over']!r})"
+        )
+    episodes = report["episodes"]
+    distributions = _require(report, "distributions", dict, "report")
+    roles = [d.get("role") for d in distributions.values()]
+    if (
+        not roles
+        or roles[0] != "train"
+        or roles.count("train") != 1
+        or set(roles)
+        - {
+            "train",
+            "test",
+        }
+    ):
+        raise ValueError(
+            "OOD report: distributions must list the training one first (role 'train') and "
+            f"then test ones (role 'test'); got roles {roles}"
+        )
+    if list(distributions)[0] != report["train_tasks"]:
+        raise ValueError(
+            f"OOD report: the first distribution {list(distributions)[0]!r} is not "
+            f"train_tasks={report['train_tasks']!r}"
+        )
+    for name, d in distributions.items():
+        where = f"distributions.{name}"
+        _require(d, "description", str, where)
+        _require(d, "disjoint_from_train", bool, where)
+        _require(d, "num_tasks", int, where)
+        if d.get("bayes_optimal") is not None:
+            _check_series(d["bayes_optimal"], episodes, f"{where}.bayes_optimal", allow_nan=False)
+    algorithms = _require(report, "algorithms", dict, "report")
+    if not algorithms:
+        raise ValueError("OOD report: algorithms is empty")
+    for algo, entry in algorithms.items():
+        where = f"algorithms.{algo}"
+        _require(entry, "label", str, where)
+        seeds = _require(entry, "seeds", list, where)
+        for key in ("frames", "train_seconds", "per_seed"):
+            if len(_require(entry, key, list, where)) != len(seeds):
+                raise ValueError(f"OOD report: {where}.{key} must have one entry per seed")
+        _require(entry, "privileged", list, where)
+        splits = _require(entry, "splits", dict, where)
+        if list(splits) != list(distributions):
+            raise ValueError(
+                f"OOD report: {where}.splits must cover the distributions {list(distributions)} "
+                f"in order (got {list(splits)})"
+            )
+        for name, split in splits.items():
+            _check_series(split.get("mean"), episodes, f"{where}.splits.{name}.mean", False)
+            _check_series(split.get("stderr"), episodes, f"{where}.splits.{name}.stderr")
+            for key in ("total_mean", "total_stderr"):
+                _require(split, key, float, f"{where}.splits.{name}")
+
+
+def ood_markdown(report: Mapping[str, Any]) -> str:
+    """An OOD report (:func:`ood_report`) as Markdown: one row per episode, and for every task
+    distribution (the training one first) one column per algorithm (mean +- s.e. over seeds)
+    and the Bayes-optimal reference of that distribution's prior, side by side.
+
+    Examples
+    --------
+    >>> report = {"env": "gridworld", "train_tasks": "a", "split_seed": 0, "episodes": 1,
+    ...           "trained_episodes": 1, "notes": [],
+    ...           "distributions": {"a": {"role": "train", "description": "", "num_tasks": 4,
+    ...                                   "disjoint_from_train": False, "bayes_optimal": [2.0]},
+    ...                             "b": {"role": "test", "description": "", "num_tasks": 4,
+    ...                                   "disjoint_from_train": True, "bayes_optimal": None}},
+    ...           "algorithms": {"rl2": {"label": "RL2", "seeds": [0], "privileged": [],
+    ...               "frames": [9], "splits": {
+    ...                   "a": {"mean": [1.0], "stderr": [math.nan], "total_mean": 1.0,
+    ...                         "total_stderr": math.nan},
+    ...                   "b": {"mean": [0.5], "stderr": [math.nan], "total_mean": 0.5,
+    ...                         "total_stderr": math.nan}}}}}
+    >>> print(ood_markdown(report).splitlines()[-3])
+    | 1 | 1.000 | 2.000 | 0.500 |
+    """
+    distributions = report["distributions"]
+    algorithms = report["algorithms"]
+
+    def cell(mean: float, se: float) -> str:
+        return f"{mean:.3f}" if math.isnan(se) else f"{mean:.3f} +- {se:.3f}"
+
+    def kind(name: str) -> str:
+        d = distributions[name]
+        if d["role"] == "train":
+            return "in distribution"
+        return (
+            "OOD, disjoint from training" if d["disjoint_from_train"] else "test, overlaps training"
+        )
+
+    lines = [
+        f"**{report['env']}**: trained on `{report['train_tasks']}` (split seed "
+        f"{report['split_seed']}) with {report['trained_episodes']} episodes per task, "
+        f"meta-tested for {report['episodes']} episodes per task.",
+        "",
+    ]
+    for name, d in distributions.items():
+        described = f": {d['description']}" if d.get("description") else ""
+        lines.append(f"- `{name}` ({kind(name)}, {d['num_tasks']} test tasks){described}")
+    for algo in algorithms.values():
+        seeds = len(algo["seeds"])
+        frames = "/".join(str(f) for f in sorted(set(algo["frames"])))
+        privileged = f"; reads {', '.join(algo['privileged'])}" if algo["privileged"] else ""
+        lines.append(f"- {algo['label']}: {seeds} seed(s), {frames} frames per run{privileged}")
+    lines.append("")
+    header, rows = ["episode"], [[str(k + 1)] for k in range(report["episodes"])] + [["total"]]
+    for name, d in distributions.items():
+        for algo in algorithms.values():
+            header.append(f"{algo['label']} `{name}`")
+            split = algo["splits"][name]
+            for k, (m, se) in enumerate(zip(split["mean"], split["stderr"], strict=True)):
+                rows[k].append(cell(m, se))
+            rows[-1].append(cell(split["total_mean"], split["total_stderr"]))
+        if d.get("bayes_optimal") is not None:
+            header.append(f"Bayes-optimal `{name}`")
+            for k, value in enumerate(d["bayes_optimal"]):
+                rows[k].append(f"{value:.3f}")
+            rows[-1].append(f"{sum(d['bayes_optimal']):.3f}")
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", *(f"Note: {note}." for note in report.get("notes", []))]
+    return "\n".join(lines) + "\n"
 
 
 def write_figures(

@@ -59,6 +59,7 @@ from tensordict.utils import NestedKey
 from torchrl.envs import EnvBase
 
 from torchrl_bamdp.envs.bamdp import BAMDPEnv
+from torchrl_bamdp.task_distributions import GRID_DISTRIBUTIONS, grid_goal_cells
 from torchrl_bamdp.transforms.exact_belief import BELIEF_PROBS, find_grid_navi
 
 __all__ = [
@@ -100,6 +101,10 @@ class GridNaviSpec:
         Reward of a step whose new position is the goal; must exceed ``step_penalty``.
     step_penalty : float
         Reward of every other step.
+    goals : tuple of (int, int), optional
+        The support of the goal prior (uniform over it), a subset of the candidate goals: a
+        task distribution's goals (e.g. ``grid_goal_cells(5, "heldout_test")`` of
+        :mod:`torchrl_bamdp.task_distributions`). ``None``: every candidate goal.
 
     Examples
     --------
@@ -108,6 +113,8 @@ class GridNaviSpec:
     21
     >>> GridNaviSpec(grid_size=3).candidate_goals()
     [(0, 2), (1, 2), (2, 0), (2, 1), (2, 2)]
+    >>> GridNaviSpec(grid_size=3, goals=((2, 2), (0, 2))).candidate_goals()
+    [(0, 2), (2, 2)]
     """
 
     grid_size: int = 5
@@ -115,6 +122,7 @@ class GridNaviSpec:
     episodes_per_task: int = 4
     goal_reward: float = 1.0
     step_penalty: float = -0.1
+    goals: tuple[Cell, ...] | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.grid_size) or self.grid_size < 3:
@@ -140,6 +148,19 @@ class GridNaviSpec:
                 "GridNaviSpec.goal_reward must be a finite number greater than step_penalty "
                 f"(got goal_reward={self.goal_reward!r}, step_penalty={self.step_penalty!r})"
             )
+        if self.goals is not None:
+            try:
+                goals = tuple(sorted({(int(x), int(y)) for x, y in self.goals}))
+            except (TypeError, ValueError):
+                goals = ()
+            n = self.grid_size
+            allowed = {(x, y) for x in range(n) for y in range(n) if not (x <= 1 and y <= 1)}
+            if not goals or not set(goals) <= allowed or len(goals) != len(tuple(self.goals)):
+                raise ValueError(
+                    "GridNaviSpec.goals must be a non-empty tuple of distinct cells (x, y) of the "
+                    f"{n}x{n} grid other than the four nearest the start (got {self.goals!r})"
+                )
+            object.__setattr__(self, "goals", goals)  # frozen: normalised once, sorted
 
     def candidate_goals(self) -> list[Cell]:
         """Return the possible goal cells, sorted: every cell but the four nearest the start.
@@ -156,6 +177,8 @@ class GridNaviSpec:
         """
         if self.grid_size < 3:
             raise ValueError(f"GridNaviSpec.grid_size must be >= 3 (got {self.grid_size})")
+        if self.goals is not None:
+            return list(self.goals)
         n = self.grid_size
         return [(x, y) for x in range(n) for y in range(n) if not (x <= 1 and y <= 1)]
 
@@ -234,8 +257,9 @@ class BayesOptimalGridNavi:
     def expected_returns(self) -> list[float]:
         """Expected return of each episode ``1..K`` under the Bayes-optimal policy.
 
-        The expectation is exact over the uniform goal prior; the policy maximises the
-        expected total return of the whole task (not of each episode alone).
+        The expectation is exact over the uniform goal prior (over ``spec.goals``, all the
+        candidates by default); the policy maximises the expected total return of the whole
+        task (not of each episode alone).
 
         Examples
         --------
@@ -652,9 +676,9 @@ class BayesOptimalPolicy(TensorDictModuleBase):
     def from_env(cls, env: EnvBase, **keys: NestedKey) -> BayesOptimalPolicy:
         """Build the policy for the GridNavi BAMDP inside ``env`` (a transformed ``BAMDPEnv``).
 
-        Grid size and rewards come from its :class:`~torchrl_bamdp.envs.GridNaviEnv`, episode
-        length and episodes per task from its :class:`~torchrl_bamdp.envs.BAMDPEnv`; ``keys``
-        are passed to the constructor.
+        Grid size, rewards and the goal prior (its task distribution's goals) come from its
+        :class:`~torchrl_bamdp.envs.GridNaviEnv`, episode length and episodes per task from its
+        :class:`~torchrl_bamdp.envs.BAMDPEnv`; ``keys`` are passed to the constructor.
 
         Examples
         --------
@@ -674,12 +698,17 @@ class BayesOptimalPolicy(TensorDictModuleBase):
                 "length and the number of episodes per task come from it)"
             )
         grid = find_grid_navi(bamdp)
+        goals = tuple(tuple(cell) for cell in grid.candidate_goals.tolist())
         spec = GridNaviSpec(
             grid_size=grid.grid_size,
             episode_length=bamdp.episode_length,
             episodes_per_task=bamdp.episodes_per_task,
             goal_reward=grid.goal_reward,
             step_penalty=grid.step_penalty,
+            # The env's task distribution is the prior (None: every candidate, the default).
+            goals=None
+            if len(goals) == len(GridNaviSpec(grid.grid_size).candidate_goals())
+            else goals,
         )
         return cls(spec, **keys)
 
@@ -795,11 +824,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--grid-size", type=int, default=defaults.grid_size)
     parser.add_argument("--episode-length", type=int, default=defaults.episode_length)
     parser.add_argument("--episodes", type=int, default=defaults.episodes_per_task)
+    parser.add_argument(
+        "--tasks",
+        default="all",
+        choices=[d.name for d in GRID_DISTRIBUTIONS],
+        help="the goal prior: a GridNavi task distribution (torchrl_bamdp.task_distributions)",
+    )
+    parser.add_argument("--split-seed", type=int, default=0)
     args = parser.parse_args(argv)
+    goals = None
+    if args.tasks != "all":
+        goals = tuple(grid_goal_cells(args.grid_size, args.tasks, args.split_seed))
     spec = GridNaviSpec(
         grid_size=args.grid_size,
         episode_length=args.episode_length,
         episodes_per_task=args.episodes,
+        goals=goals,
     )
     solver = BayesOptimalGridNavi(spec)
     print(

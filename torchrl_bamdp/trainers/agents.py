@@ -43,7 +43,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_bamdp.algorithms import resolve_builder
 from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
-from torchrl_bamdp.envs import BAMDPEnv
+from torchrl_bamdp.envs import BAMDPEnv, candidate_goal_cells
 from torchrl_bamdp.modules import (
     BeliefEncoder,
     GridCellRewardDecoder,
@@ -58,6 +58,7 @@ from torchrl_bamdp.modules.actor_critic import (
 )
 from torchrl_bamdp.objectives import ELBOLoss
 from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
+from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 from torchrl_bamdp.transforms import varibad_transforms
 from torchrl_bamdp.transforms.belief import (
     BELIEF_DECODED,
@@ -354,6 +355,15 @@ def build_oracle(config: Config, env: BAMDPEnv) -> Agent:
 def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
     """The belief oracle (GridNavi): PPO on [observation, exact posterior over goal cells].
 
+    Its posterior is under the prior of its *training* tasks (``env.train_tasks``), in every
+    env it acts in: a belief oracle is the policy trained on the exact posterior of the task
+    distribution it was trained on. Meta-tested on another distribution (``env.test_tasks``)
+    it keeps that prior; trained on a subset of the goals, its posterior falls back to every
+    candidate goal once the rewards rule out all the trained ones (``fallback`` of
+    :class:`~torchrl_bamdp.transforms.ExactGridBelief`: the limit of a prior with an
+    infinitesimal weight on the other goals). The agent that knows the test prior is the
+    Bayes-optimal one (``bayes_optimal``, whose belief is the env's own).
+
     Examples
     --------
     >>> from torchrl_bamdp.configs import load_config
@@ -361,15 +371,33 @@ def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
     >>> config = load_config({"algo": {"name": "belief_oracle"}})
     >>> build_belief_oracle(config, make_env(num_envs=2)).trains_policy
     True
+    >>> config = load_config({"algo": {"name": "belief_oracle"}, "train": {"eval_tasks": 80},
+    ...                       "env": {"train_tasks": "heldout_train"}})
+    >>> agent = build_belief_oracle(config, make_env(num_envs=2, tasks="heldout_train"))
+    >>> test_env = agent.transformed_env(make_env(num_envs=2, tasks="heldout_test"))
+    >>> int((test_env.reset()["belief", "probs"][0] > 0).sum())  # the 16 training goals
+    16
     """
-    grid = config.env.grid_size
+    env_cfg = config.env
+    grid = env_cfg.grid_size
     actor, critic = _actor_critic(config, env, _obs_dim(env), grid * grid)
-    agent = Agent("belief_oracle", actor, critic, lambda: exact_belief_transforms(grid))
+    goals = torch.tensor(grid_goal_cells(grid, env_cfg.train_tasks, env_cfg.split_seed))
+    # Trained on every goal: no other goal can appear, and the transforms stay as they were.
+    fallback = None if env_cfg.train_tasks == ALL_TASKS else candidate_goal_cells(grid)
+
+    def make_transforms() -> Compose:
+        return exact_belief_transforms(grid, candidates=goals, fallback=fallback)
+
+    agent = Agent("belief_oracle", actor, critic, make_transforms)
     return with_time_features(agent, config)
 
 
 def build_bayes_optimal(config: Config, env: BAMDPEnv) -> Agent:
     """The exact Bayes-optimal GridNavi policy on the exact posterior (not trained).
+
+    It knows the prior of whatever env it acts in (its belief's prior is that env's task
+    distribution, and it plans for that env's horizon): on a test distribution it is the
+    reference an agent trained elsewhere is compared with.
 
     Examples
     --------

@@ -58,6 +58,10 @@ ARCHITECTURE_FIELDS = (
     "env.grid_size",
     "env.episode_length",
     "env.episodes_per_task",
+    # The training task distribution: a resume on another one would train a different agent
+    # (and the belief oracle's prior is the training distribution's).
+    "env.train_tasks",
+    "env.split_seed",
     "algo.name",
     "algo.builder",
     "algo.encoder",
@@ -99,6 +103,9 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     "algo.policy_state": True,
     # The decoders' done-flag input (the original's add_done_info), added on 2026-12-02.
     "algo.decoders.done_input": False,
+    # Named task distributions (issue 20): every run before them trained on the full one.
+    "env.train_tasks": "all",
+    "env.split_seed": 0,
 }
 
 _MISSING = object()

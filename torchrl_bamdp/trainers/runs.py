@@ -18,7 +18,7 @@ from typing import Any
 
 from torchrl.envs import TransformedEnv
 
-from torchrl_bamdp.configs.schema import read_run_config
+from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, ConfigError, read_run_config
 from torchrl_bamdp.envs.factory import make_env_from_config
 from torchrl_bamdp.envs.gridworld import candidate_goal_cells
 from torchrl_bamdp.evaluation.report import (
@@ -33,7 +33,15 @@ from torchrl_bamdp.trainers.trainer import Trainer, environment_info
 from torchrl_bamdp.transforms import exact_belief_transforms
 from torchrl_bamdp.utils import write_result_json
 
-__all__ = ["evaluate_run", "main", "open_run", "run_tours", "write_baseline_report"]
+__all__ = [
+    "evaluate_run",
+    "evaluate_run_ood",
+    "main",
+    "ood_distributions",
+    "open_run",
+    "run_tours",
+    "write_baseline_report",
+]
 
 
 def open_run(run_dir: str | Path, **train_overrides: Any) -> Trainer:
@@ -98,6 +106,140 @@ def evaluate_run(
         "frames": trainer.frames,
         "train_seconds": trainer.train_seconds,
         **result.to_dict(),
+    }
+
+
+def ood_distributions(config, test_tasks: Sequence[str] | None = None) -> list[str]:
+    """The task distributions an OOD meta-test of a run covers: its training one
+    (``env.train_tasks``) first, then ``test_tasks`` (default ``env.test_tasks``).
+
+    Raises a :class:`~torchrl_bamdp.configs.ConfigError` naming the declared distributions
+    for a name the run's task family does not declare, or for the training distribution
+    among the test ones.
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> ood_distributions(load_config({}), ["region_test"])
+    ['all', 'region_test']
+    >>> try:
+    ...     ood_distributions(load_config({}), ["heldout"])
+    ... except ConfigError as err:
+    ...     print(str(err).split(" (declared")[0])
+    test_tasks: 'heldout' is not a task distribution of env.name='gridworld'
+    """
+    env = config.env
+    tests = list(env.test_tasks if test_tasks is None else test_tasks)
+    if env.train_tasks in tests:
+        raise ConfigError(
+            f"test_tasks: {env.train_tasks!r} is the run's training distribution "
+            f"(env.train_tasks), reported in distribution already; name other ones"
+        )
+    family = env.family
+    if family is not None:
+        for name in tests:
+            try:
+                family.distribution(name, "test_tasks")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+    return [env.train_tasks, *dict.fromkeys(tests)]
+
+
+def _privileged(config) -> list[str]:
+    """What an agent reads beyond its belief (named in every results table, DESIGN.md §7)."""
+    out = []
+    ppo = config.algo.ppo
+    if config.algo.name in ("oracle",):
+        out.append("the true task (oracle)")
+    if ppo.critic_task and config.algo.name not in ("bayes_optimal", "random"):
+        out.append("the true task in its critic during training (algo.ppo.critic_task)")
+    if config.algo.name in VARIBAD_ALGOS and "decoded" in config.policy_belief:
+        out.append(f"the decoded per-cell belief (algo.policy_belief={config.policy_belief})")
+    return out
+
+
+def evaluate_run_ood(
+    run_dir: str | Path,
+    test_tasks: Sequence[str] | None = None,
+    tasks: int | None = None,
+    episodes: int | None = None,
+    deterministic: bool | None = None,
+) -> dict[str, Any]:
+    """Meta-test one run's checkpoint in distribution and on each test distribution.
+
+    The run is meta-tested on ``tasks`` seeded test tasks (default ``train.eval_tasks``; the
+    same number from each distribution, stratified on finite ones) of ``episodes`` inner
+    episodes (default ``train.eval_episodes`` or the trained ``env.episodes_per_task``; more
+    than trained is a longer meta-test horizon) from its training distribution and from each
+    of ``test_tasks`` (default ``env.test_tasks``; see :func:`ood_distributions`). For GridNavi
+    each distribution carries the exact Bayes-optimal per-episode returns under its prior.
+
+    Returns the run's identity (``run_dir``, ``env``, ``algo``, ``seed``, ``frames``,
+    ``train_seconds``), the split (``train_tasks``, ``split_seed``), ``trained_episodes``,
+    ``episodes``, ``deterministic``, ``time_features`` (whether its hyper-state holds the
+    time, which saturates past the trained horizon), ``privileged`` (what it reads beyond its
+    belief) and ``splits``: per distribution, in order, ``role`` (``train``/``test``),
+    ``description``, ``disjoint_from_train``, ``bayes_optimal``, the entries of
+    :meth:`~torchrl_bamdp.evaluation.meta_test.MetaTestResult.to_dict` and ``per_task``
+    (finite distributions, stratified: each task's mean per-episode returns; else empty).
+    Aggregate several with :func:`~torchrl_bamdp.evaluation.report.ood_report`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4,
+    ...                    "train_tasks": "heldout_train", "test_tasks": ["heldout_test"]},
+    ...                    "train": {"total_frames": 240, "eval_tasks": 80,
+    ...                              "progress_bar": False, "figures": False}})
+    >>> run_dir = tempfile.mkdtemp()
+    >>> _ = Trainer(cfg, run_dir).train()
+    >>> record = evaluate_run_ood(run_dir, episodes=6)
+    >>> {name: (s["role"], s["num_tasks"]) for name, s in record["splits"].items()}
+    {'heldout_train': ('train', 80), 'heldout_test': ('test', 80)}
+    >>> [round(r, 2) for r in record["splits"]["heldout_test"]["bayes_optimal"]][:2]
+    [9.28, 11.48]
+    """
+    overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
+    trainer = open_run(run_dir, **overrides)
+    config = trainer.config
+    names = ood_distributions(config, test_tasks)
+    num_tasks = tasks or config.train.eval_tasks
+    k = episodes or config.train.eval_episodes or config.env.episodes_per_task
+    family = config.env.family
+    splits: dict[str, Any] = {}
+    for name in names:
+        role = "train" if name == config.env.train_tasks else "test"
+        described = family.distributions[name].description if family is not None else ""
+        disjoint = (
+            family is not None and role == "test" and family.disjoint(config.env.train_tasks, name)
+        )
+        result = trainer.evaluate(num_tasks=num_tasks, episodes=k, distribution=name)
+        finite = config.eval_stratified and config.num_tasks_of(name) is not None
+        splits[name] = {
+            "role": role,
+            "description": described,
+            "disjoint_from_train": bool(disjoint),
+            "bayes_optimal": bayes_optimal_returns(config, k, name),
+            **result.to_dict(),
+            # A finite distribution's every task: which goals an agent finds and exploits.
+            "per_task": result.per_task() if finite else [],
+        }
+    return {
+        "run_dir": str(run_dir),
+        "env": config.env.name,
+        "algo": config.algo.name,
+        "seed": config.seed,
+        "frames": trainer.frames,
+        "train_seconds": trainer.train_seconds,
+        "train_tasks": config.env.train_tasks,
+        "split_seed": config.env.split_seed,
+        "trained_episodes": config.env.episodes_per_task,
+        "episodes": k,
+        "deterministic": config.train.eval_deterministic,
+        "time_features": bool(trainer.agent.trains_policy and config.algo.ppo.time_features),
+        "privileged": _privileged(config),
+        "splits": splits,
     }
 
 
@@ -178,7 +320,8 @@ def write_baseline_report(
 def run_tours(run_dir: str | Path, episodes: int = 2) -> str:
     """A GridNavi run's greedy tours next to the Bayes-optimal ones on the same tasks, as text.
 
-    One task per candidate goal (stratified), ``episodes`` inner episodes each; see
+    One task per goal of the run's training distribution (stratified), ``episodes`` inner
+    episodes each; see
     :func:`~torchrl_bamdp.evaluation.tours.gridnavi_tours` and
     :func:`~torchrl_bamdp.evaluation.tours.format_tours`. Raises ``ValueError`` for a run of
     another task family or ``episodes < 1``.
@@ -189,7 +332,8 @@ def run_tours(run_dir: str | Path, episodes: int = 2) -> str:
     if config.env.name != "gridworld":
         raise ValueError(f"tours need a GridNavi run; {run_dir} has env.name={config.env.name!r}")
     trainer = Trainer(config, run_dir, read_only=True)
-    goals = len(candidate_goal_cells(config.env.grid_size))
+    # One task per goal of the run's training distribution (env.train_tasks).
+    goals = config.num_finite_tasks or len(candidate_goal_cells(config.env.grid_size))
 
     def base_env():
         return make_env_from_config(

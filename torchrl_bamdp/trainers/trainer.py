@@ -285,7 +285,9 @@ class Trainer:
                 kept.append(line)
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
-    def _make_eval_env(self, num_tasks: int, episodes: int) -> TransformedEnv:
+    def _make_eval_env(
+        self, num_tasks: int, episodes: int, distribution: str | None = None
+    ) -> TransformedEnv:
         env_cfg = self.config.env
         env = make_env_from_config(
             env_cfg,
@@ -294,6 +296,7 @@ class Trainer:
             num_envs=num_tasks,
             episodes_per_task=episodes,
             stratified=self.config.eval_stratified,
+            tasks=distribution or env_cfg.train_tasks,
         )
         return self.agent.transformed_env(env)
 
@@ -465,15 +468,22 @@ class Trainer:
         num_tasks: int | None = None,
         episodes: int | None = None,
         policy: Any | None = None,
+        distribution: str | None = None,
     ) -> MetaTestResult:
         """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``).
 
         ``policy`` defaults to the trained actor; pass e.g.
         ``uniform_random_policy(trainer.env.action_spec.n)`` for a reference on the same tasks.
+        ``distribution`` names the task distribution the test tasks come from (default
+        ``env.train_tasks``: in distribution; e.g. one of ``env.test_tasks``). ``episodes`` may
+        exceed the trained ``env.episodes_per_task`` (the original meta-tests GridNavi agents
+        on 6): the agent's transforms carry on past the trained horizon, and its time features
+        (``algo.ppo.time_features``) stay at their last trained value (see
+        :func:`~torchrl_bamdp.transforms.time_features`).
         """
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
-        env = self._make_eval_env(num_tasks or train.eval_tasks, episodes)
+        env = self._make_eval_env(num_tasks or train.eval_tasks, episodes, distribution)
         try:
             return meta_test(
                 env,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
-from torchrl.data import Bounded, Composite
+from torchrl.data import Bounded, Categorical, Composite
 from torchrl.envs import EnvBase
 from torchrl.envs.transforms import Compose, Transform
 
@@ -22,9 +22,17 @@ from torchrl_bamdp.envs.bamdp import BAMDPEnv
 from torchrl_bamdp.envs.gridworld import GRID_MOVES, GridNaviEnv, candidate_goal_cells, grid_move
 from torchrl_bamdp.transforms.belief import hyper_state_transform
 
-__all__ = ["BELIEF_PROBS", "ExactGridBelief", "exact_belief_transforms", "find_grid_navi"]
+__all__ = [
+    "BELIEF_CONSISTENT",
+    "BELIEF_PROBS",
+    "ExactGridBelief",
+    "exact_belief_transforms",
+    "find_grid_navi",
+]
 
 BELIEF_PROBS: tuple[str, str] = ("belief", "probs")
+#: The cells not ruled out by any reward so far (carried only with a ``fallback`` prior).
+BELIEF_CONSISTENT: tuple[str, str] = ("belief", "consistent")
 
 # A reward at least this close to ``goal_reward`` means "the agent landed on the goal".
 _GOAL_TOLERANCE = 1e-6
@@ -86,8 +94,16 @@ class ExactGridBelief(Transform):
         Reward of a step that lands on the goal; a reward ``>= goal_reward - 1e-6`` counts as
         "the goal is here", anything lower as "not here".
     candidates : torch.Tensor, optional
-        ``[G, 2]`` integer cells ``(x, y)`` that may be the goal, each with prior ``1 / G``;
-        defaults to :func:`~torchrl_bamdp.envs.candidate_goal_cells` (21 cells on a 5x5 grid).
+        ``[G, 2]`` integer cells ``(x, y)`` that may be the goal, each with prior ``1 / G``.
+        ``None`` (default): the goals of the GridNavi env the transform is attached to (its
+        task distribution), read at its first reset; all cells but the four nearest the start
+        (:func:`~torchrl_bamdp.envs.candidate_goal_cells`, 21 on a 5x5 grid) until then.
+    fallback : torch.Tensor, optional
+        ``[F, 2]`` cells of the prior that takes over when the rewards rule out every one of
+        ``candidates`` (the ``eps -> 0`` limit of ``(1 - eps) U(candidates) + eps
+        U(fallback)``, see the module docstring): an agent trained on some goals meeting
+        others. The transform then also carries :data:`BELIEF_CONSISTENT`, the cells no reward
+        has ruled out. ``None``: no fallback (the data ruling out every candidate is an error).
     action_key, reward_key, observation_key : NestedKey
         Where to read a_t and the position s_t (root tensordict) and r_{t+1} (next tensordict).
 
@@ -104,6 +120,17 @@ class ExactGridBelief(Transform):
     >>> td = env.step(td)
     >>> int((td["next", "belief", "probs"] > 0).sum(-1)[0])
     21
+
+    Trained on 16 goals, tested on the 5 held out: the posterior keeps the training prior until
+    the rewards rule out all 16, then falls back to the goals no reward has ruled out.
+
+    >>> from torchrl_bamdp.envs import candidate_goal_cells, make_env
+    >>> from torchrl_bamdp.task_distributions import grid_goal_cells
+    >>> oracle = ExactGridBelief(candidates=torch.tensor(grid_goal_cells(5, "heldout_train")),
+    ...                          fallback=candidate_goal_cells(5))
+    >>> env = TransformedEnv(make_env(num_envs=1, tasks="heldout_test"), oracle)
+    >>> int((env.reset()["belief", "probs"] > 0).sum())
+    16
     """
 
     def __init__(
@@ -114,40 +141,81 @@ class ExactGridBelief(Transform):
         action_key: NestedKey = "action",
         reward_key: NestedKey = "reward",
         observation_key: NestedKey = "observation",
+        fallback: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(
-            in_keys=[action_key, reward_key, observation_key],
-            out_keys=[BELIEF_PROBS],
-        )
-        if candidates is None:
-            candidates = candidate_goal_cells(grid_size)
-        candidates = torch.as_tensor(candidates)
-        if candidates.is_floating_point():
-            if not bool((candidates == candidates.round()).all()):
-                raise ValueError("ExactGridBelief: candidates must be integer cells (x, y)")
-            candidates = candidates.round()
-        candidates = candidates.long()
-        if candidates.ndim != 2 or candidates.shape[-1] != 2 or len(candidates) == 0:
-            raise ValueError(
-                "ExactGridBelief: candidates must be a non-empty [G, 2] tensor of cells (x, y), "
-                f"got shape {tuple(candidates.shape)}"
-            )
-        if bool(((candidates < 0) | (candidates >= grid_size)).any()):
-            raise ValueError(
-                f"ExactGridBelief: every candidate cell must lie on the {grid_size}x{grid_size} "
-                f"grid, got {candidates.tolist()}"
-            )
+        out_keys = [BELIEF_PROBS] if fallback is None else [BELIEF_PROBS, BELIEF_CONSISTENT]
+        super().__init__(in_keys=[action_key, reward_key, observation_key], out_keys=out_keys)
         self.grid_size = int(grid_size)
         self.goal_reward = float(goal_reward)
         self.action_key = action_key
         self.reward_key = reward_key
         self.observation_key = observation_key
-        num_cells = self.grid_size * self.grid_size
-        support = torch.zeros(num_cells, dtype=torch.bool)
-        support[candidates[:, 0] * self.grid_size + candidates[:, 1]] = True
-        self.register_buffer("candidates", candidates)
-        self.register_buffer("prior", support.float() / support.sum())
+        #: Whether the prior is the attached env's task distribution (``candidates=None``),
+        #: read at the first reset.
+        self.prior_from_env = candidates is None
+        self._adopted_env_prior = False
+        cells = self._check_cells(
+            candidate_goal_cells(grid_size) if candidates is None else candidates, "candidates"
+        )
+        self.register_buffer("candidates", cells)
+        self.register_buffer("prior", self._uniform(cells))
         self.register_buffer("moves", torch.tensor(GRID_MOVES, dtype=torch.long))
+        self.has_fallback = fallback is not None
+        if fallback is not None:
+            self.register_buffer(
+                "fallback_prior", self._uniform(self._check_cells(fallback, "fallback"))
+            )
+
+    def _check_cells(self, cells: torch.Tensor, what: str) -> torch.Tensor:
+        cells = torch.as_tensor(cells)
+        if cells.is_floating_point():
+            if not bool((cells == cells.round()).all()):
+                raise ValueError(f"ExactGridBelief: {what} must be integer cells (x, y)")
+            cells = cells.round()
+        cells = cells.long().cpu()
+        if cells.ndim != 2 or cells.shape[-1] != 2 or len(cells) == 0:
+            raise ValueError(
+                f"ExactGridBelief: {what} must be a non-empty [G, 2] tensor of cells (x, y), "
+                f"got shape {tuple(cells.shape)}"
+            )
+        if bool(((cells < 0) | (cells >= self.grid_size)).any()):
+            raise ValueError(
+                f"ExactGridBelief: every {what} cell must lie on the {self.grid_size}x"
+                f"{self.grid_size} grid, got {cells.tolist()}"
+            )
+        return cells
+
+    def _uniform(self, cells: torch.Tensor) -> torch.Tensor:
+        support = torch.zeros(self.grid_size * self.grid_size, dtype=torch.bool)
+        support[cells[:, 0] * self.grid_size + cells[:, 1]] = True
+        return support.float() / support.sum()
+
+    def _adopt_env_prior(self) -> None:
+        """With ``candidates=None``: take the attached GridNavi env's goals as the prior (once)."""
+        if not self.prior_from_env or self._adopted_env_prior:
+            return
+        parent = self.parent
+        if parent is None:
+            return
+        try:
+            grid = find_grid_navi(parent)
+        except TypeError:
+            return  # not a GridNavi env: the default candidates stand
+        if grid.grid_size != self.grid_size:
+            raise ValueError(
+                f"{type(self).__name__}(grid_size={self.grid_size}) is attached to a GridNavi "
+                f"env of grid_size={grid.grid_size}"
+            )
+        cells = self._check_cells(grid.candidate_goals.cpu(), "candidates")
+        self.candidates = cells.to(self.prior.device)
+        self.prior = self._uniform(cells).to(self.prior.device)
+        self._adopted_env_prior = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A checkpoint of a transform attached to an env holds that env's prior: adopt it first,
+        # so that the buffers have the shapes being loaded.
+        self._adopt_env_prior()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @classmethod
     def from_env(cls, env: EnvBase, **kwargs) -> ExactGridBelief:
@@ -155,7 +223,7 @@ class ExactGridBelief(Transform):
 
         Grid size, goal reward and candidate cells are read from the
         :class:`~torchrl_bamdp.envs.GridNaviEnv` (see :func:`find_grid_navi`); ``kwargs`` (the
-        keys) are passed to the constructor.
+        keys, or ``fallback``) are passed to the constructor.
 
         Examples
         --------
@@ -164,17 +232,13 @@ class ExactGridBelief(Transform):
         9
         """
         grid = find_grid_navi(env)
+        kwargs.setdefault("candidates", grid.candidate_goals.cpu())
         if grid.step_penalty >= grid.goal_reward - _GOAL_TOLERANCE:
             raise ValueError(
                 f"{cls.__name__}: the env's step_penalty ({grid.step_penalty}) must be below its "
                 f"goal_reward ({grid.goal_reward}) for rewards to tell the goal apart"
             )
-        return cls(
-            grid_size=grid.grid_size,
-            goal_reward=grid.goal_reward,
-            candidates=grid.candidate_goals.cpu(),
-            **kwargs,
-        )
+        return cls(grid_size=grid.grid_size, goal_reward=grid.goal_reward, **kwargs)
 
     @property
     def num_cells(self) -> int:
@@ -187,12 +251,57 @@ class ExactGridBelief(Transform):
     def _reset(
         self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase
     ) -> TensorDictBase:
+        self._adopt_env_prior()
         # A full-batch prior is written; on partial resets EnvBase.reset keeps the belief of the
         # envs that were not reset (it merges with the "_reset" mask).
-        tensordict_reset.set(
-            BELIEF_PROBS, self._prior(tensordict_reset.batch_size, tensordict_reset.device)
-        )
+        batch, device = tensordict_reset.batch_size, tensordict_reset.device
+        tensordict_reset.set(BELIEF_PROBS, self._prior(batch, device))
+        if self.has_fallback:
+            everything = torch.ones(*batch, self.num_cells, dtype=torch.bool, device=device)
+            tensordict_reset.set(BELIEF_CONSISTENT, everything)
         return tensordict_reset
+
+    def posterior(self, consistent: torch.Tensor) -> torch.Tensor:
+        """The posterior given the ``[*batch, N*N]`` cells consistent with every reward so far:
+        the prior restricted to them, or, where that is empty, the ``fallback`` prior restricted
+        to them (see the module docstring).
+
+        Examples
+        --------
+        >>> t = ExactGridBelief(grid_size=3, candidates=torch.tensor([[2, 2]]),
+        ...                     fallback=candidate_goal_cells(3))
+        >>> consistent = torch.ones(1, 9, dtype=torch.bool)
+        >>> t.posterior(consistent)[0, 8].item()
+        1.0
+        >>> consistent[0, 8] = False  # (2, 2) ruled out: the other 4 goals of the 3x3 grid
+        >>> (t.posterior(consistent)[0] * 4).tolist()
+        [0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+        """
+        unnormalised = self.prior.to(consistent.device) * consistent
+        total = unnormalised.sum(-1, keepdim=True)
+        if self.has_fallback:
+            fallback = self.fallback_prior.to(consistent.device) * consistent
+            use = total <= 0
+            unnormalised = torch.where(use, fallback, unnormalised)
+            total = torch.where(use, fallback.sum(-1, keepdim=True), total)
+        if not self._sync_free():  # a host sync: see update
+            self._raise_if_empty(total.squeeze(-1))
+        return unnormalised / total
+
+    def _raise_if_empty(self, total: torch.Tensor) -> None:
+        empty = total <= 0
+        if bool(empty.any()):
+            batch = total.shape
+            envs = (
+                empty.nonzero().tolist() if len(batch) > 1 else empty.nonzero().flatten().tolist()
+            )
+            raise ValueError(
+                f"{type(self).__name__}: the rewards rule out every candidate goal in env(s) "
+                f"{envs[:10]}{' ...' if len(envs) > 10 else ''} (batch indices): the data are not "
+                "GridNavi data with this grid, goal reward and candidate set (a hand-made "
+                "tensordict, a belief not reset on a new task, or a test goal outside the "
+                "prior's support: give the transform a fallback prior)"
+            )
 
     def _get(self, source: TensorDictBase, key: NestedKey, where: str) -> torch.Tensor:
         value = source.get(key, None)
@@ -268,23 +377,13 @@ class ExactGridBelief(Transform):
         >>> t.update(prior, torch.tensor([[0.0, 1.0]]), torch.tensor([1]), torch.tensor([[1.0]]))
         tensor([[0., 0., 1., 0., 0., 0., 0., 0., 0.]])
         """
-        batch = probs.shape[:-1]
         consistent = self.consistent_goals(probs, position, action, reward)
         unnormalised = self.prior.to(probs.device) * ((probs > 0) & consistent)
         total = unnormalised.sum(-1, keepdim=True)
-        empty = total.squeeze(-1) <= 0
         # The check reads a value (a host sync): skipped in a sync-free env (BAMDPEnv's
         # sync_free, e.g. on a GPU), where an impossible reward gives NaN probabilities instead.
-        if not self._sync_free() and bool(empty.any()):
-            envs = (
-                empty.nonzero().tolist() if len(batch) > 1 else empty.nonzero().flatten().tolist()
-            )
-            raise ValueError(
-                f"{type(self).__name__}: the rewards rule out every candidate goal in env(s) "
-                f"{envs[:10]}{' ...' if len(envs) > 10 else ''} (batch indices): the data are not "
-                "GridNavi data with this grid, goal reward and candidate set (a hand-made "
-                "tensordict, or a belief not reset on a new task?)"
-            )
+        if not self._sync_free():
+            self._raise_if_empty(total.squeeze(-1))
         return unnormalised / total
 
     def _sync_free(self) -> bool:
@@ -331,7 +430,13 @@ class ExactGridBelief(Transform):
         position = self._get(tensordict, self.observation_key, "root")
         action = self._get(tensordict, self.action_key, "root")
         reward = self._get(next_tensordict, self.reward_key, "next")
-        next_tensordict.set(BELIEF_PROBS, self.update(probs, position, action, reward))
+        if not self.has_fallback:
+            next_tensordict.set(BELIEF_PROBS, self.update(probs, position, action, reward))
+            return next_tensordict
+        consistent = self._get(tensordict, BELIEF_CONSISTENT, "root")
+        consistent = consistent & self.consistent_goals(probs, position, action, reward)
+        next_tensordict.set(BELIEF_CONSISTENT, consistent)
+        next_tensordict.set(BELIEF_PROBS, self.posterior(consistent))
         return next_tensordict
 
     def _call(self, next_tensordict: TensorDictBase) -> TensorDictBase:
@@ -344,6 +449,7 @@ class ExactGridBelief(Transform):
         )
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        self._adopt_env_prior()
         batch = self.parent.batch_size
         observation_spec[BELIEF_PROBS] = Bounded(
             0.0,
@@ -352,6 +458,10 @@ class ExactGridBelief(Transform):
             dtype=torch.float32,
             device=observation_spec.device,
         )
+        if self.has_fallback:
+            observation_spec[BELIEF_CONSISTENT] = Categorical(
+                2, shape=(*batch, self.num_cells), dtype=torch.bool, device=observation_spec.device
+            )
         return observation_spec
 
 
@@ -363,6 +473,7 @@ def exact_belief_transforms(
     reward_key: NestedKey = "reward",
     observation_key: NestedKey = "observation",
     out_key: NestedKey = "hyper_state",
+    fallback: torch.Tensor | None = None,
 ) -> Compose:
     """The exact posterior followed by ``hyper_state = [observation, probs]``.
 
@@ -383,6 +494,7 @@ def exact_belief_transforms(
         action_key=action_key,
         reward_key=reward_key,
         observation_key=observation_key,
+        fallback=fallback,
     )
     return grid_belief_hyper_state(belief, observation_key, out_key)
 

@@ -48,6 +48,7 @@ import torch
 from gymnasium.envs.mujoco.humanoid_v5 import mass_center
 
 from torchrl_bamdp.envs.mujoco.base import MujocoTaskEnv
+from torchrl_bamdp.task_distributions import ALL_TASKS, VELOCITY_INTERVALS, interval_length
 
 __all__ = [
     "MUJOCO_FAMILIES",
@@ -73,21 +74,80 @@ class CheetahVelEnv(_CheetahTaskEnv):
     Reward ``-|v_x - v*| - 0.05 * |a|^2`` with ``v_x`` the root x velocity
     (``(x_after - x_before) / dt``, as v5); no termination. Observation: v5's 17 dims.
 
+    Parameters
+    ----------
+    tasks : str
+        The task distribution, uniform on a union of intervals
+        (:data:`~torchrl_bamdp.task_distributions.VELOCITY_INTERVALS`): ``all`` (``[0, 3)``,
+        the original), ``extrapolation_train`` / ``extrapolation_test`` (``[0, 2)`` /
+        ``[2, 3)``), ``gap_train`` / ``gap_test`` (``[0, 1) u [2, 3)`` / ``[1, 2)``).
+    num_envs, seed, terminate_when_unhealthy, gym_kwargs, device, workers
+        As :class:`~torchrl_bamdp.envs.mujoco.base.MujocoTaskEnv`.
+
     Examples
     --------
     >>> env = CheetahVelEnv(num_envs=2)
     >>> env.sample_tasks(3, torch.Generator().manual_seed(0)).shape
     torch.Size([3, 1])
+    >>> gap = CheetahVelEnv(num_envs=1, tasks="gap_test").sample_tasks(100)
+    >>> bool(((gap >= 1) & (gap < 2)).all())
+    True
     """
 
     max_velocity: ClassVar[float] = 3.0
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        seed: int = 0,
+        terminate_when_unhealthy: bool = False,
+        gym_kwargs: Mapping[str, Any] | None = None,
+        device: torch.device | str = "cpu",
+        workers: int = 0,
+        tasks: str = ALL_TASKS,
+    ) -> None:
+        if tasks not in VELOCITY_INTERVALS:
+            raise ValueError(
+                f"{type(self).__name__}: tasks={tasks!r} is not a cheetah_vel task distribution "
+                f"(declared: {list(VELOCITY_INTERVALS)})"
+            )
+        self.task_distribution = tasks
+        #: The support of its target velocities: half-open intervals ``[low, high)``.
+        self.velocity_intervals = VELOCITY_INTERVALS[tasks]
+        super().__init__(
+            num_envs=num_envs,
+            seed=seed,
+            terminate_when_unhealthy=terminate_when_unhealthy,
+            gym_kwargs=gym_kwargs,
+            device=device,
+            workers=workers,
+        )
 
     @property
     def task_dim(self) -> int:
         return 1
 
     def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return (torch.rand(num, 1, generator=generator) * self.max_velocity).to(self.device)
+        # One float32 uniform draw per task, laid onto the union of the intervals by length:
+        # for the default [0, 3) that is the original's u * 3 exactly (the same tasks as before
+        # the distributions existed). Each value is kept below its interval's upper end, so
+        # rounding never lands a sample on a neighbouring distribution's support.
+        u = torch.rand(num, 1, generator=generator)
+        if self.velocity_intervals == ((0.0, self.max_velocity),):
+            return (u * self.max_velocity).to(self.device)
+        position = u.double() * interval_length(self.velocity_intervals)
+        velocity = torch.zeros_like(u)
+        start = 0.0
+        for low, high in self.velocity_intervals:
+            inside = (position >= start) & (position < start + (high - low))
+            value = (low + (position - start)).float()
+            below = torch.nextafter(torch.tensor(high), torch.tensor(low))
+            velocity = torch.where(inside, torch.minimum(value, below), velocity)
+            start += high - low
+        return velocity.to(self.device)
+
+    def _worker_kwargs(self) -> dict[str, Any]:
+        return {**super()._worker_kwargs(), "tasks": self.task_distribution}
 
     def _task_reward(
         self, velocity: np.ndarray, position: np.ndarray, task: np.ndarray

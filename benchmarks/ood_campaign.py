@@ -1,0 +1,238 @@
+"""Out-of-distribution campaign of issue 20: GridNavi with held-out goals.
+
+VariBAD, RL2 and the belief oracle are trained on 16 of GridNavi's 21 goals
+(``env.train_tasks=heldout_train``; the other 5, drawn by ``env.split_seed=0``, are never
+seen in training) for 4 episodes per task, and their *final* greedy policies are meta-tested
+for **6** episodes per task (as the original evaluates GridNavi) on the 16 training goals (in
+distribution) and on the 5 held-out ones (``heldout_test``, out of distribution), with the
+exact Bayes-optimal per-episode returns under each split's prior (the agent that knows the test
+prior and plans for 6 episodes) as the reference. Each algorithm runs at its shipped GridNavi
+defaults (``bamdp-train algo=<algo> env=gridworld``), which for all three include the
+privileged critic (``algo.ppo.critic_task``: the critic, not the policy, reads the true goal
+during training) and, for VariBAD, the decoded per-cell belief as policy input
+(``algo.policy_belief=auto`` = ``decoded``); the tables say so.
+
+The belief oracle keeps the prior it was trained with (the 16 goals; see
+``torchrl_bamdp.trainers.agents.build_belief_oracle``): on a held-out goal its exact posterior
+runs out of training goals and falls back to the goals no reward has ruled out.
+
+Resumable, one run at a time, interleaved by seed (seed 0 of every algorithm first): each
+(algorithm, seed) trains in ``<runs-root>/<algo>/seed<k>`` (checkpointed; a killed run resumes)
+and, once at its frame budget, is meta-tested and written to ``<out-dir>/<algo>_seed<k>.json``;
+runs with a JSON are skipped. ``--max-minutes`` bounds one invocation. The summary
+(``summary.json`` / ``summary.md``: per-episode mean +- s.e. over seeds, in and out of
+distribution side by side) is rebuilt from the JSON files of the finished runs::
+
+    .venv/bin/python benchmarks/ood_campaign.py --seeds 0 1 2 --max-minutes 90
+    .venv/bin/python benchmarks/ood_campaign.py --summary   # the table of what is done
+
+``--train-only`` trains without meta-testing (a second invocation with ``--evaluate-only``
+meta-tests the runs that reached their budget, e.g. while the first goes on training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from torchrl_bamdp.cli import compose_config, resolve_run
+from torchrl_bamdp.configs import config_to_dict
+from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
+from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.trainer import environment_info
+from torchrl_bamdp.utils import write_result_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ALGORITHMS = ("varibad", "rl2", "belief_oracle")
+#: The split: train on 16 goals, hold 5 out (drawn by split seed 0), 4 episodes per task.
+SPLIT = [
+    "env=gridworld",
+    "env.train_tasks=heldout_train",
+    "env.test_tasks=[heldout_test]",
+    "env.split_seed=0",
+    # 80 = 5 x 16 = 16 x 5: every goal of either split equally often (stratified).
+    "train.eval_tasks=80",
+]
+EVAL_EPISODES = 6
+EVAL_TASKS = 80
+EVAL_FRAMES = 100_000  # meta-test (in distribution, 4 episodes) every ~100k training frames
+TRAINED_MARKER = "ood_campaign_trained.json"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def learning_curve(run_dir: Path) -> list[dict]:
+    """Every meta-test of the run during training (``eval.jsonl``, in distribution)."""
+    path = run_dir / "eval.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"frames": r["frames"], "mean": [round(m, 3) for m in r["mean"]]} for r in rows]
+
+
+def train_one(algo: str, seed: int, args: argparse.Namespace, deadline: float) -> bool:
+    """Train (or continue) one run; whether it has reached its frame budget."""
+    run_dir = Path(args.runs_root) / algo / f"seed{seed}"
+    if (run_dir / TRAINED_MARKER).exists():
+        return True
+    minutes = max(1.0, (deadline - time.time()) / 60)
+    train = [
+        f"train.total_frames={args.frames}",
+        f"train.max_minutes={minutes:.1f}",
+        "train.progress_bar=false",
+        "train.figures=false",
+    ]
+    if (run_dir / "config.json").exists():
+        config, _ = resolve_run({"resume": str(run_dir)}, train)
+    else:
+        overrides = [f"algo={algo}", *SPLIT, f"seed={seed}", f"run_dir={run_dir}", *train]
+        config, _ = resolve_run(config_to_dict(compose_config(overrides)), [])
+    config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
+    print(f"[{time.strftime('%H:%M:%S')}] train {algo} seed {seed}: {run_dir}", flush=True)
+    trainer = Trainer(config, run_dir)
+    result = trainer.train()
+    if result["frames"] < args.frames:
+        print(f"  stopped at {result['frames']:,} frames (time); resumes next invocation")
+        return False
+    marker = {"frames": result["frames"], "train_seconds": round(trainer.train_seconds, 1)}
+    (run_dir / TRAINED_MARKER).write_text(json.dumps(marker))
+    print(f"  trained {result['frames']:,} frames in {trainer.train_seconds / 60:.1f} min")
+    return True
+
+
+def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
+    """Meta-test a trained run in and out of distribution; the run's JSON record."""
+    from torchrl_bamdp.trainers.runs import evaluate_run_ood
+
+    run_dir = Path(args.runs_root) / algo / f"seed{seed}"
+    report = evaluate_run_ood(run_dir, tasks=EVAL_TASKS, episodes=EVAL_EPISODES)
+    config = json.loads((run_dir / "config.json").read_text())
+    return {
+        "benchmark": "ood_campaign",
+        "algo": algo,
+        "seed": seed,
+        "overrides": [f"algo={algo}", *SPLIT],
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": environment_info(seed),
+        **report,
+        "learning_curve": learning_curve(run_dir),
+        "config": config,
+    }
+
+
+def summary(out_dir: Path) -> dict | None:
+    """The OOD report over the finished runs (``None`` before the first)."""
+    runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*_seed*.json"))]
+    if not runs:
+        return None
+    from torchrl_bamdp.evaluation.report import ood_report
+
+    command = "python benchmarks/ood_campaign.py --seeds 0 1 2"
+    return ood_report(runs, command=command)
+
+
+def goal_table(report: dict, distribution: str = "heldout_test") -> str:
+    """Per held-out goal and run: the return of each episode (from the runs' ``per_task``)."""
+    seeds = [(a, p) for a, v in report["algorithms"].items() for p in v["per_seed"]]
+    goals = sorted({tuple(t["task"]) for _, p in seeds for t in p["per_task"][distribution]})
+    if not goals:
+        return ""
+    header = ["run", *(f"goal {tuple(int(c) for c in g)}" for g in goals)]
+    lines = [
+        f"Per goal of `{distribution}`: return per episode 1-{report['episodes']} "
+        "(greedy; every goal is one deterministic task)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for algo, p in seeds:
+        by_goal = {tuple(t["task"]): t["mean"] for t in p["per_task"][distribution]}
+        cells = [" ".join(f"{m:.1f}" for m in by_goal[g]) if g in by_goal else "" for g in goals]
+        label = report["algorithms"][algo]["label"]
+        lines.append(f"| {label} seed {p['seed']} | " + " | ".join(cells) + " |")
+    # The reference: the Bayes-optimal agent that knows this prior, on each goal.
+    cells = tuple(tuple(int(c) for c in g) for g in goals)
+    spec = GridNaviSpec(episodes_per_task=report["episodes"], goals=cells)
+    solver = BayesOptimalGridNavi(spec)
+    row = [" ".join(f"{m:.1f}" for m in solver.simulate(g)) for g in cells]
+    lines.append("| Bayes-optimal (knows this prior) | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--frames", type=int, default=2_000_000)
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=600.0,
+        help="wall-clock bound of this invocation (resume with the same command)",
+    )
+    parser.add_argument("--runs-root", default="runs/ood_campaign")
+    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/ood"))
+    parser.add_argument("--summary", action="store_true", help="only rebuild the summary")
+    phase = parser.add_mutually_exclusive_group()
+    phase.add_argument("--train-only", action="store_true", help="train, do not meta-test")
+    phase.add_argument(
+        "--evaluate-only", action="store_true", help="meta-test runs at their budget only"
+    )
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.time() + 60 * args.max_minutes
+    for seed in [] if args.summary else args.seeds:
+        for algo in args.algos:
+            out = out_dir / f"{algo}_seed{seed}.json"
+            if out.exists():
+                continue
+            if time.time() > deadline - 60:
+                break
+            if args.evaluate_only:
+                run_dir = Path(args.runs_root) / algo / f"seed{seed}"
+                if not (run_dir / TRAINED_MARKER).exists():
+                    continue
+            elif not train_one(algo, seed, args, deadline):
+                continue
+            if args.train_only:
+                continue
+            record = evaluate_one(algo, seed, args)
+            write_result_json(out, record)
+            splits = {k: [round(m, 2) for m in v["mean"]] for k, v in record["splits"].items()}
+            print(f"  wrote {out}: {splits}", flush=True)
+    report = summary(out_dir)
+    if report is None:
+        print("no finished runs yet")
+        return None
+    from torchrl_bamdp.evaluation.report import ood_markdown
+
+    write_result_json(out_dir / "summary.json", report)
+    table = ood_markdown(report) + "\n" + goal_table(report)
+    (out_dir / "summary.md").write_text(table)
+    print(table)
+    return report
+
+
+if __name__ == "__main__":
+    main()

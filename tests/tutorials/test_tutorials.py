@@ -86,8 +86,8 @@ EXPECTED = {
         "printed": [
             "hyper_state size: 27 = 2 (position) + 25 (visit map)",
             "exact DP values: 4.000 11.071 11.071 11.071",
-            "registered algorithms: varibad, varibad_original, rl2, oracle, belief_oracle, "
-            "bayes_optimal, random, visit_map",
+            "registered algorithms: varibad, varibad_original, rl2, rl2_original, oracle, "
+            "belief_oracle, bayes_optimal, random, visit_map",
             "reopened 'visit_map' run at 960 frames, same meta-test: True",
         ],
     },

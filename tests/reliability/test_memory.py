@@ -76,9 +76,12 @@ def test_soak_report_schema(soak, tmp_path, capsys):
     assert not missing, missing
     # The sampled maximum may be below the RSS at the start when this process freed memory
     # that earlier tests of the same pytest run used; the high-water mark bounds both.
-    # Samples are rounded to 0.01 MB, the high-water mark is not: allow the rounding.
-    assert 0 < memory["rss_start_mb"] <= memory["rss_peak_vmhwm_mb"] + 0.01
-    assert 0 < memory["rss_max_mb"] <= memory["rss_peak_vmhwm_mb"] + 0.01
+    # Samples are rounded to 0.01 MB, and the kernel updates VmHWM lazily (per-thread RSS
+    # counters are folded in from time to time), so a VmRSS sample can read a little above it:
+    # seen 775.73 vs 775.66 MB in a fresh-clone run. Allow 1% of the peak.
+    slack = 0.01 * memory["rss_peak_vmhwm_mb"]
+    assert 0 < memory["rss_start_mb"] <= memory["rss_peak_vmhwm_mb"] + slack
+    assert 0 < memory["rss_max_mb"] <= memory["rss_peak_vmhwm_mb"] + slack
     assert isinstance(memory["flat"], bool)
 
     samples = report["samples"]

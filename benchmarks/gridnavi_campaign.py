@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from torchrl_bamdp.cli import compose_config, resolve_run
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.runs import learning_curve
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 
@@ -72,25 +72,6 @@ def bayes_optimal_returns(config) -> list[float]:
         episodes_per_task=config.env.episodes_per_task,
     )
     return BayesOptimalGridNavi(spec).expected_returns()
-
-
-def learning_curve(run_dir: Path) -> list[dict]:
-    """Every meta-test of the run (``eval.jsonl``): frames and per-episode mean returns."""
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{"frames": r["frames"], "mean": [round(m, 3) for m in r["mean"]]} for r in rows]
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) -> dict | None:
@@ -120,6 +101,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
     evaluation = result["eval"]
     bayes = bayes_optimal_returns(config)
     ratios = [m / b for m, b in zip(evaluation["mean"], bayes, strict=True)]
+    versions = environment_info(seed)  # its git_commit is the run's commit
     return {
         "benchmark": "gridnavi_campaign",
         "variant": variant,
@@ -127,14 +109,14 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
         "seed": seed,
         "frames": result["frames"],
         "train_seconds": round(trainer.train_seconds, 1),
-        "commit": commit(),
+        "commit": (versions["git_commit"] or "unknown")[:7],
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpus": os.cpu_count(),
         },
-        "versions": environment_info(seed),
+        "versions": versions,
         "eval_tasks": evaluation["num_tasks"],
         "mean": evaluation["mean"],
         "stderr": evaluation["stderr"],

@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from torchrl_bamdp.cli import compose_config, resolve_run
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.runs import learning_curve
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 
@@ -63,25 +63,6 @@ EVAL_EPISODES = 6
 EVAL_TASKS = 80
 EVAL_FRAMES = 100_000  # meta-test (in distribution, 4 episodes) every ~100k training frames
 TRAINED_MARKER = "ood_campaign_trained.json"
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def learning_curve(run_dir: Path) -> list[dict]:
-    """Every meta-test of the run during training (``eval.jsonl``, in distribution)."""
-    path = run_dir / "eval.jsonl"
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [{"frames": r["frames"], "mean": [round(m, 3) for m in r["mean"]]} for r in rows]
 
 
 def train_one(algo: str, seed: int, args: argparse.Namespace, deadline: float) -> bool:
@@ -121,19 +102,20 @@ def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
     run_dir = Path(args.runs_root) / algo / f"seed{seed}"
     report = evaluate_run_ood(run_dir, tasks=EVAL_TASKS, episodes=EVAL_EPISODES)
     config = json.loads((run_dir / "config.json").read_text())
+    versions = environment_info(seed)  # its git_commit is the run's commit
     return {
         "benchmark": "ood_campaign",
         "algo": algo,
         "seed": seed,
         "overrides": [f"algo={algo}", *SPLIT],
-        "commit": commit(),
+        "commit": (versions["git_commit"] or "unknown")[:7],
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpus": os.cpu_count(),
         },
-        "versions": environment_info(seed),
+        "versions": versions,
         **report,
         "learning_curve": learning_curve(run_dir),
         "config": config,

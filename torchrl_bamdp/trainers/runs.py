@@ -12,6 +12,7 @@ never imports ``trainers``, so the dependency is one way (``trainers -> evaluati
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,38 @@ def evaluate_run(
     >>> report["algo"], report["num_tasks"], report["episodes"], len(report["mean"])
     ('random', 21, 2, 2)
     """
-    overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
-    trainer = open_run(run_dir, **overrides)
+    trainer = _open_for_evaluation(run_dir, deterministic)
     result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
+    return {**_run_identity(run_dir, trainer), **result.to_dict()}
+
+
+def learning_curve(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every meta-test the run logged while training (``eval.jsonl``): its frames and
+    per-episode mean returns (rounded to 3 decimals); ``[]`` before the first one.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "eval.jsonl").write_text(json.dumps({"frames": 9, "mean": [1.23456]}) + chr(10))
+    >>> learning_curve(d)
+    [{'frames': 9, 'mean': [1.235]}]
+    """
+    path = Path(run_dir) / "eval.jsonl"
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{"frames": r["frames"], "mean": [round(m, 3) for m in r["mean"]]} for r in rows]
+
+
+def _open_for_evaluation(run_dir: str | Path, deterministic: bool | None) -> Trainer:
+    """:func:`open_run`, with ``train.eval_deterministic`` overridden when given."""
+    overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
+    return open_run(run_dir, **overrides)
+
+
+def _run_identity(run_dir: str | Path, trainer: Trainer) -> dict[str, Any]:
+    """What every evaluation record says of the run it evaluated."""
     config = trainer.config
     return {
         "run_dir": str(run_dir),
@@ -105,7 +135,6 @@ def evaluate_run(
         "seed": config.seed,
         "frames": trainer.frames,
         "train_seconds": trainer.train_seconds,
-        **result.to_dict(),
     }
 
 
@@ -200,8 +229,7 @@ def evaluate_run_ood(
     >>> [round(r, 2) for r in record["splits"]["heldout_test"]["bayes_optimal"]][:2]
     [9.28, 11.48]
     """
-    overrides = {} if deterministic is None else {"eval_deterministic": deterministic}
-    trainer = open_run(run_dir, **overrides)
+    trainer = _open_for_evaluation(run_dir, deterministic)
     config = trainer.config
     names = ood_distributions(config, test_tasks)
     num_tasks = tasks or config.train.eval_tasks
@@ -226,12 +254,7 @@ def evaluate_run_ood(
             "per_task": result.per_task() if finite else [],
         }
     return {
-        "run_dir": str(run_dir),
-        "env": config.env.name,
-        "algo": config.algo.name,
-        "seed": config.seed,
-        "frames": trainer.frames,
-        "train_seconds": trainer.train_seconds,
+        **_run_identity(run_dir, trainer),
         "train_tasks": config.env.train_tasks,
         "split_seed": config.env.split_seed,
         "trained_episodes": config.env.episodes_per_task,

@@ -33,6 +33,8 @@ still makes a cycle); docstring examples are not imports.
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,16 +132,75 @@ def _edges() -> list[tuple[str, str, str]]:
     return edges
 
 
-@pytest.mark.parametrize("name", SUBPACKAGES)
-def test_subpackage_imports_on_its_own(name):
-    """A fresh interpreter: no import-order luck from other parts loaded first."""
+# One interpreter loads the third-party stack (torch, tensordict, TorchRL: the slow part of an
+# import, ~5 s) once, then forks a child per subpackage; each child starts with no
+# ``torchrl_bamdp`` module loaded, so an import that only works after another part was loaded
+# first still fails there, as it would in a fresh interpreter.
+_FORK_IMPORTS = """
+import importlib, json, os, sys, traceback
+for module in sys.argv[1].split(","):
+    importlib.import_module(module)
+assert not [m for m in sys.modules if m.startswith("torchrl_bamdp")]
+results = {}
+for name in sys.argv[2:]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            __import__("torchrl_bamdp." + name)
+            message = ""
+        except BaseException:
+            message = traceback.format_exc() or "failed"
+        os.write(write, message.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    results[name] = message or ("" if status == 0 else f"child exited with status {status}")
+print(json.dumps(results))
+"""
+
+THIRD_PARTY = "torch,tensordict,torchrl,torchrl.envs,torchrl.objectives,torchrl.collectors"
+
+
+@pytest.fixture(scope="module")
+def import_errors() -> dict[str, str]:
+    """``{subpackage: traceback}`` of importing each subpackage on its own ("" = it imported)."""
     result = subprocess.run(
-        [sys.executable, "-c", f"import torchrl_bamdp.{name}"],
+        [sys.executable, "-c", _FORK_IMPORTS, THIRD_PARTY, *SUBPACKAGES],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_subpackage_imports_on_its_own(name, import_errors):
+    """No import-order luck from other parts of the package loaded first."""
+    assert import_errors[name] == "", import_errors[name]
+
+
+def test_the_import_check_sees_a_broken_subpackage(tmp_path):
+    """The forked import reports a failing import (here: a package whose import raises)."""
+    (tmp_path / "torchrl_bamdp").mkdir()
+    (tmp_path / "torchrl_bamdp" / "__init__.py").write_text("")
+    (tmp_path / "torchrl_bamdp" / "broken.py").write_text("import torchrl_bamdp.missing\n")
+    (tmp_path / "torchrl_bamdp" / "fine.py").write_text("X = 1\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_IMPORTS, "json", "broken", "fine"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    errors = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "ModuleNotFoundError" in errors["broken"] and errors["fine"] == ""
 
 
 def test_every_part_is_in_the_dependency_table():

@@ -41,7 +41,7 @@ import statistics
 import time
 from pathlib import Path
 
-from torchrl_bamdp.cli import compose_config, resolve_run
+from torchrl_bamdp.cli import compose_or_resume
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer
@@ -84,11 +84,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
         "train.progress_bar=false",
         "train.figures=false",
     ]
-    if (run_dir / "config.json").exists():
-        config, _ = resolve_run({"resume": str(run_dir)}, train)
-    else:
-        overrides = [*VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}", *train]
-        config, _ = resolve_run(config_to_dict(compose_config(overrides)), [])
+    config = compose_or_resume(run_dir, [*VARIANTS[variant], f"seed={seed}"], train)
     # Meta-test every ~EVAL_FRAMES frames whatever the batch size (16 or 64 envs), so that every
     # variant spends the same on evaluation and its learning curve has the same resolution.
     config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))

@@ -39,8 +39,7 @@ import platform
 import time
 from pathlib import Path
 
-from torchrl_bamdp.cli import compose_config, resolve_run
-from torchrl_bamdp.configs import config_to_dict
+from torchrl_bamdp.cli import compose_or_resume
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.runs import learning_curve
@@ -77,11 +76,7 @@ def train_one(algo: str, seed: int, args: argparse.Namespace, deadline: float) -
         "train.progress_bar=false",
         "train.figures=false",
     ]
-    if (run_dir / "config.json").exists():
-        config, _ = resolve_run({"resume": str(run_dir)}, train)
-    else:
-        overrides = [f"algo={algo}", *SPLIT, f"seed={seed}", f"run_dir={run_dir}", *train]
-        config, _ = resolve_run(config_to_dict(compose_config(overrides)), [])
+    config = compose_or_resume(run_dir, [f"algo={algo}", *SPLIT, f"seed={seed}"], train)
     config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
     print(f"[{time.strftime('%H:%M:%S')}] train {algo} seed {seed}: {run_dir}", flush=True)
     trainer = Trainer(config, run_dir)

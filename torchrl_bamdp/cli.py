@@ -13,6 +13,7 @@ from torchrl_bamdp.configs.compose import CONFIG_DIR, compose_dict, config_group
 from torchrl_bamdp.configs.schema import (
     Config,
     ConfigError,
+    config_to_dict,
     load_config,
     read_config_file,
     read_run_config,
@@ -229,6 +230,39 @@ directory?
     return config, run_dir
 
 
+def compose_or_resume(
+    run_dir: str | Path, overrides: list[str], train_overrides: list[str] | None = None
+) -> Config:
+    """The config to train ``run_dir`` with: a new run, or the continuation of the one there.
+
+    A campaign script's start-or-continue step (what ``bamdp-train`` does with and without
+    ``resume=``): where ``run_dir`` holds a run (its ``config.json``), the saved config with only
+    ``train_overrides`` on top (a budget or a wall-clock bound; the run's own settings are
+    kept); otherwise ``overrides + train_overrides`` composed like the command line, with
+    ``run_dir`` as the run directory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()) / "run"
+    >>> compose_or_resume(d, ["env.num_envs=8"], ["train.total_frames=960"]).env.num_envs
+    8
+    >>> _ = d.mkdir(), (d / "config.json").write_text(json.dumps(config_to_dict(
+    ...     compose_or_resume(d, ["env.num_envs=8"]))))
+    >>> config = compose_or_resume(d, ["env.num_envs=16"], ["train.total_frames=1920"])
+    >>> config.env.num_envs, config.train.total_frames, config.resume == str(d)
+    (8, 1920, True)
+    """
+    run_dir = Path(run_dir)
+    train_overrides = list(train_overrides or [])
+    if (run_dir / "config.json").exists():
+        config, _ = resolve_run({"resume": str(run_dir)}, train_overrides)
+    else:
+        composed = compose_config([*overrides, f"run_dir={run_dir}", *train_overrides])
+        config, _ = resolve_run(config_to_dict(composed), [])
+    return config
+
+
 def _train(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
@@ -260,7 +294,8 @@ def run_training(config: Config, run_dir: Path) -> dict[str, Any]:
     --------
     >>> import tempfile
     >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"total_frames": 240,
-    ...                    "eval_tasks": 21, "progress_bar": False}})
+    ...                    "eval_tasks": 21, "progress_bar": False,
+    ...                    "figures": False}})  # figures: seconds of matplotlib
     >>> run_training(cfg, Path(tempfile.mkdtemp()))["frames"]
     240
     """

@@ -28,6 +28,7 @@ TINY = [
     "train.eval_interval=1",
     "train.checkpoint_interval=1",
     "train.progress_bar=false",
+    "train.figures=false",
     "seed=0",
 ]
 

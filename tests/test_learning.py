@@ -20,6 +20,7 @@ def _train(tmp_path, frames: int, eval_tasks: int) -> tuple[Trainer, dict]:
                 "eval_tasks": eval_tasks,
                 "checkpoint_interval": 0,
                 "progress_bar": False,
+                "figures": False,
                 "eval_deterministic": False,
             },
         }

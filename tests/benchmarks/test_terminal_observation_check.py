@@ -40,7 +40,12 @@ def test_on_a_tiny_run(load_script, tmp_path):
         {
             "env": {"num_envs": 4},
             "algo": {"ppo": {"minibatches": 4}},
-            "train": {"total_frames": 240, "eval_tasks": 21, "progress_bar": False},
+            "train": {
+                "total_frames": 240,
+                "eval_tasks": 21,
+                "progress_bar": False,
+                "figures": False,
+            },
         }
     )
     Trainer(config, tmp_path / "run").train()

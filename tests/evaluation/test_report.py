@@ -48,6 +48,7 @@ TINY = [
     "train.total_frames=480",
     "train.eval_tasks=21",
     "train.progress_bar=false",
+    "train.figures=false",
     "train.eval_interval=1",
 ]
 FIGURES = ("fig4_per_episode", "fig4_learning_curves", "fig3a_belief_rollout", "fig3b_latents")

@@ -86,7 +86,12 @@ def test_main_prints_a_runs_tours_next_to_the_bayes_optimal_ones(tmp_path, capsy
         {
             "env": {"num_envs": 4},
             "algo": {"ppo": {"minibatches": 4}, "elbo": {"batch_trajectories": 8}},
-            "train": {"total_frames": 240, "eval_tasks": 21, "progress_bar": False},
+            "train": {
+                "total_frames": 240,
+                "eval_tasks": 21,
+                "progress_bar": False,
+                "figures": False,
+            },
         }
     )
     Trainer(config, tmp_path / "run").train()

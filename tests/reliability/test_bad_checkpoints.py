@@ -41,6 +41,7 @@ def tiny(**changes) -> dict:
             "eval_interval": 0,
             "checkpoint_interval": 0,
             "progress_bar": False,
+            "figures": False,
         },
     }
     for path, value in changes.items():

@@ -54,6 +54,7 @@ def train_args(run_dir: Path, iterations: int, checkpoint_interval: int, *extra:
         "train.eval_interval=5",
         "train.eval_tasks=21",
         "train.progress_bar=false",
+        "train.figures=false",
         "algo.ppo.minibatches=4",
         "algo.elbo.batch_trajectories=8",
         "seed=0",
@@ -283,6 +284,7 @@ def tiny_config(iterations: int, checkpoint_interval: int, eval_interval: int):
                 "eval_interval": eval_interval,
                 "checkpoint_interval": checkpoint_interval,
                 "progress_bar": False,
+                "figures": False,
             },
         }
     )

@@ -85,6 +85,7 @@ def online_run(tmp_path: Path, base_url: str, **env_extra: str):
         "train.eval_tasks=21",
         "train.checkpoint_interval=1",
         "train.progress_bar=false",
+        "train.figures=false",
         f"run_dir={run_dir}",
     ]
     start = time.monotonic()

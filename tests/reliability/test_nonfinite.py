@@ -36,6 +36,7 @@ def tiny(total_frames: int = 480, **train) -> dict:
             "eval_interval": 0,
             "checkpoint_interval": 0,
             "progress_bar": False,
+            "figures": False,
             **train,
         },
     }

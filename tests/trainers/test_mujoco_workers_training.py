@@ -13,7 +13,13 @@ from torchrl_bamdp.trainers.agents import build_agent
 TINY = {
     "env": {"name": "cheetah_vel", "num_envs": 4, "episode_length": 6, "episodes_per_task": 2},
     "algo": {"ppo": {"minibatches": 2, "hidden": [16]}, "elbo": {"batch_trajectories": 2}},
-    "train": {"total_frames": 96, "eval_tasks": 2, "eval_interval": 1, "progress_bar": False},
+    "train": {
+        "total_frames": 96,
+        "eval_tasks": 2,
+        "eval_interval": 1,
+        "progress_bar": False,
+        "figures": False,
+    },
 }
 
 

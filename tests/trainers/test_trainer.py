@@ -34,6 +34,7 @@ def tiny(total_frames: int = 480, **sections) -> dict:
             "eval_interval": 1,
             "checkpoint_interval": 1,
             "progress_bar": False,
+            "figures": False,
         },
     }
     _merge(data, sections)

@@ -321,6 +321,7 @@ def test_cli_trains_resumes_evaluates_and_plots_an_algorithm_by_import_path(tmp_
         "algo.ppo.minibatches=4",
         "train.eval_tasks=21",
         "train.progress_bar=false",
+        "train.figures=false",
     ]
     proc = run(["bamdp-train", *common, "train.total_frames=240", f"run_dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -26,6 +26,7 @@ ENV = {
     "episode_length": 8,
     "episodes_per_task": 2,
 }
+# Figures on: a registered family's figures are part of what this file checks.
 TRAIN = {"total_frames": 256, "eval_tasks": 16, "eval_interval": 1, "progress_bar": False}
 
 
@@ -123,6 +124,7 @@ def test_cli_trains_resumes_evaluates_and_plots_a_family_by_import_path(tmp_path
         "algo.ppo.minibatches=4",
         "train.eval_tasks=16",
         "train.progress_bar=false",
+        "train.figures=false",
     ]
     proc = run(["bamdp-train", *common, "train.total_frames=128", f"run_dir={run_dir}"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -32,7 +32,8 @@ def wandb_env(tmp_path, monkeypatch):
     yield
 
 
-def config(total_frames: int):
+def config(total_frames: int, figures: bool = False):
+    """A tiny W&B-offline run; figures only where a test checks them (they take seconds)."""
     return load_config(
         {
             "env": {"num_envs": 4},
@@ -42,6 +43,7 @@ def config(total_frames: int):
                 "eval_tasks": 21,
                 "eval_interval": 1,
                 "progress_bar": False,
+                "figures": figures,
             },
         }
     )
@@ -95,7 +97,7 @@ def test_other_run_dirs_get_other_ids(tmp_path, wandb_env):
 
 def test_wandb_gets_figures_tables_name_and_group(tmp_path, wandb_env):
     run_dir = tmp_path / "run"
-    Trainer(config(240), run_dir).train()
+    Trainer(config(240, figures=True), run_dir).train()
     (run,) = offline_runs(run_dir)
     data = next(run.glob("*.wandb")).read_bytes()
     # the run's name and group encode env, algo and seed

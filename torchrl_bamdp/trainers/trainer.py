@@ -154,7 +154,8 @@ class Trainer:
     >>> import tempfile
     >>> from torchrl_bamdp.configs import load_config
     >>> cfg = load_config({"env": {"num_envs": 4}, "train": {"total_frames": 240,
-    ...                    "eval_tasks": 21, "progress_bar": False}})
+    ...                    "eval_tasks": 21, "progress_bar": False,
+    ...                    "figures": False}})  # figures: seconds of matplotlib
     >>> result = Trainer(cfg, tempfile.mkdtemp()).train()
     >>> result["frames"]
     240

@@ -91,6 +91,20 @@ EXPECTED = {
             "reopened 'visit_map' run at 960 frames, same meta-test: True",
         ],
     },
+    "06_beyond_the_paper": {
+        "figures": ["heldout_split.png"],
+        "printed": [
+            "heldout split (split_seed=0): 16 training goals, held out: "
+            "[(0, 2), (1, 2), (2, 4), (3, 3), (4, 0)]",
+            "the split never overlaps: True",
+            "Bayes-optimal per episode under heldout_train: 5.58 10.94 10.94 10.94 10.94 10.94",
+            "Bayes-optimal per episode under heldout_test: 9.28 11.48 11.48 11.48 11.48 11.48",
+            "trained VariBAD on heldout_train for 960 frames",
+            "heldout_test   (test, out of distribution):",
+            "| episode | VariBAD `heldout_train` | Bayes-optimal `heldout_train` | VariBAD "
+            "`heldout_test` | Bayes-optimal `heldout_test` |",
+        ],
+    },
 }
 
 
@@ -184,6 +198,15 @@ def test_tutorial_runs(tutorial: Path, tmp_path: Path):
         for name in ("varibad", "belief_oracle", "rl2", "oracle", "visit_map"):
             saved = json.loads((out / "runs" / name / "config.json").read_text())
             assert saved["algo"]["name"] == name  # the user's agent runs under its own name
+    if tutorial.stem == "06_beyond_the_paper":
+        from torchrl_bamdp.evaluation.report import check_ood_report
+
+        report = json.loads((out / "ood_report.json").read_text())
+        check_ood_report(report)
+        assert list(report["distributions"]) == ["heldout_train", "heldout_test"]
+        assert report["episodes"] == 6 and report["trained_episodes"] == 4
+        saved = json.loads((out / "ood_run" / "config.json").read_text())
+        assert saved["env"]["train_tasks"] == "heldout_train"
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])

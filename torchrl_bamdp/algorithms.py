@@ -243,6 +243,11 @@ _SHIPPED = (
         f"{_AGENTS}:build_varibad",
         "VariBAD as the official implementation configures it",
     ),
+    (
+        "varibad_switching",
+        f"{_AGENTS}:build_varibad",
+        "VariBAD for unannounced task switches: never reset, switching-prior ELBO",
+    ),
     ("rl2", f"{_AGENTS}:build_rl2", "RL2: a GRU memory trained end to end by PPO"),
     ("rl2_original", f"{_AGENTS}:build_rl2", "RL2 as the official implementation configures it"),
     ("oracle", f"{_AGENTS}:build_oracle", "PPO on the true task (the upper reference)"),

@@ -349,7 +349,7 @@ def train_main() -> None:
 EVAL_USAGE = (
     "usage: bamdp-eval run_dir=<run directory, or a folder of runs> [run_dir=...] [tasks=210] "
     "[episodes=<k>] [deterministic=true] [test_tasks=<distribution>,...] "
-    "[out=<path stem for a multi-run summary>]"
+    "[switching_hazard=<h> horizon=<steps>] [out=<path stem for a multi-run summary>]"
 )
 PLOT_USAGE = (
     "usage: bamdp-plot run_dir=<run directory, or a folder of runs> [run_dir=...] "
@@ -419,6 +419,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     exit code 2
     """
     allowed = {"tasks", "episodes", "deterministic", "out", "test_tasks"}
+    allowed |= {"switching_hazard", "horizon"}
     paths, args = _parse_args(argv, allowed, EVAL_USAGE, "bamdp-eval")
     try:
         for key in ("tasks", "episodes"):
@@ -431,12 +432,91 @@ def eval_main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_BAD_INPUT)
+    if "switching_hazard" in args or "horizon" in args or _all_switching(paths):
+        _eval_switching(paths, args)
+        return
     if len(paths) == 1 and ((paths[0] / "config.json").exists() or not paths[0].is_dir()):
         _eval_one(paths[0], args)
         return
     runs = _find_runs_or_exit(paths, "bamdp-eval")
     default_out = (paths[0] if len(paths) == 1 else Path(".")) / "meta_test_summary"
     _eval_many(runs, args, Path(args.get("out", default_out)))
+
+
+def _all_switching(paths: list[Path]) -> bool:
+    """Whether every run under ``paths`` was trained on a task-switching env."""
+    from torchrl_bamdp.evaluation.report import find_runs
+
+    try:
+        runs = find_runs(paths)
+    except FileNotFoundError:
+        return False  # reported by the usual path
+    hazards = [
+        (read_config_file(run / "config.json").get("env") or {}).get("switching_hazard", 0.0)
+        for run in runs
+    ]
+    return bool(hazards) and all(h for h in hazards)
+
+
+def _eval_switching(paths: list[Path], args: dict[str, str]) -> None:
+    """``bamdp-eval`` on the task-switching env: the return per 100 steps of every run (a
+    switching run on its own env; a fixed-task run on ``switching_hazard`` / ``horizon``),
+    written to ``switching_eval.json`` / ``.md`` (in the run directory for one run, else
+    ``<out>`` / ``switching_eval`` in the folder given)."""
+    from torchrl_bamdp.trainers import CheckpointError
+    from torchrl_bamdp.trainers.runs import evaluate_run_switching
+    from torchrl_bamdp.utils import write_result_json
+
+    if "episodes" in args or "test_tasks" in args:
+        print(
+            "bamdp-eval: a switching meta-test is one rollout per task, in distribution: "
+            f"episodes= and test_tasks= do not apply\n{EVAL_USAGE}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        hazard = float(args["switching_hazard"]) if "switching_hazard" in args else None
+        horizon = int(args["horizon"]) if "horizon" in args else None
+    except ValueError:
+        print(
+            f"bamdp-eval: switching_hazard must be a number and horizon an integer (got "
+            f"{args.get('switching_hazard')!r}, {args.get('horizon')!r})\n{EVAL_USAGE}",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_BAD_INPUT)
+    runs = _find_runs_or_exit(paths, "bamdp-eval")
+    reports = []
+    for run_dir in runs:
+        try:
+            reports.append(
+                evaluate_run_switching(
+                    run_dir,
+                    hazard=hazard,
+                    horizon=horizon,
+                    tasks=int(args["tasks"]) if "tasks" in args else None,
+                    deterministic=_deterministic_arg(args),
+                )
+            )
+        except (CheckpointError, FileNotFoundError, ConfigError, ValueError) as err:
+            print(f"bamdp-eval: {run_dir}: {err}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
+    lines = [
+        "| run | algo | seed | hazard | horizon | return per 100 steps (mean +- s.e. over tasks) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in reports:
+        lines.append(
+            f"| {r['run_dir']} | {r['algo']} | {r['seed']} | {r['hazard']} | {r['horizon']} | "
+            f"{r['return_per_100']:.2f} +- {r['stderr_per_100']:.2f} |"
+        )
+    table = "\n".join(lines) + "\n"
+    default = paths[0] / "switching_eval" if len(paths) == 1 else Path("switching_eval")
+    out = Path(args.get("out", default))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_result_json(out.with_suffix(".json"), {"runs": reports})
+    out.with_suffix(".md").write_text(table)
+    print(table, end="")
+    print(f"bamdp-eval: wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 
 
 def _test_tasks_arg(args: dict[str, str]) -> list[str] | None:

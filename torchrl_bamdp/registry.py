@@ -80,6 +80,10 @@ class TaskFamily:
         ``workers``); the others must stay at their defaults.
     figures : tuple of str
         The family-specific figures it supports (``belief_heatmap``: GridNavi's Fig 3a/3b).
+    switchable : bool
+        Whether its task env can change task mid-rollout without a reset (it has a
+        :func:`~torchrl_bamdp.envs.set_tasks`), so that ``env.switching_hazard > 0`` (the
+        task-switching BAMDP, :class:`~torchrl_bamdp.envs.SwitchingBAMDPEnv`) accepts it.
     task_distributions : tuple of TaskDistribution
         Its named task distributions (:mod:`torchrl_bamdp.task_distributions`), which
         ``env.train_tasks`` / ``env.test_tasks`` select and its factory samples with
@@ -105,6 +109,7 @@ class TaskFamily:
     options: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     task_distributions: tuple[TaskDistribution, ...] = ()
+    switchable: bool = False
 
     @property
     def distributions(self) -> dict[str, TaskDistribution]:
@@ -218,6 +223,7 @@ def register_task_family(
     options: tuple[str, ...] = (),
     figures: tuple[str, ...] = (),
     task_distributions: tuple[TaskDistribution, ...] = (),
+    switchable: bool = False,
 ) -> TaskFamily:
     """Register a task family under ``name`` (the call the shipped families use too).
 
@@ -236,7 +242,7 @@ def register_task_family(
         One line for listings.
     replace : bool
         Allow replacing a family of the same name (otherwise that is an error).
-    reward_decoder, finite_tasks, options, figures, task_distributions
+    reward_decoder, finite_tasks, options, figures, task_distributions, switchable
         Its declared traits (:class:`TaskFamily`). A family that declares task distributions
         has a factory taking ``tasks=<name>`` (and ``split_seed=<int>`` if one is ``seeded``);
         ``finite_tasks(env_config)`` then sees ``env_config["train_tasks"]``.
@@ -317,6 +323,7 @@ def register_task_family(
         options=tuple(options),
         figures=tuple(figures),
         task_distributions=task_distributions,
+        switchable=bool(switchable),
     )
     _FAMILIES[name] = family
     return family
@@ -378,19 +385,20 @@ _SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
             "options": ("grid_size",),
             "figures": ("belief_heatmap",),
             "task_distributions": GRID_DISTRIBUTIONS,
+            "switchable": True,
         },
     ),
     (
         "point_robot_sparse",
         "torchrl_bamdp.envs.point_robot:sparse_point_robot",
         "point robot, goal on the unit half circle, sparse reward",
-        {},
+        {"switchable": True},
     ),
     (
         "point_robot_dense",
         "torchrl_bamdp.envs.point_robot:dense_point_robot",
         "point robot, goal on the unit half circle, dense reward",
-        {},
+        {"switchable": True},
     ),
     (
         "cheetah_vel",

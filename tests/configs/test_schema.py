@@ -18,6 +18,7 @@ from torchrl_bamdp.configs.schema import (
     GRIDWORLD_ONLY_ALGOS,
     LOGGER_BACKENDS,
     REWARD_DECODERS,
+    SWITCHING_ONLY_ALGOS,
     WANDB_MODES,
 )
 
@@ -372,6 +373,13 @@ def _untuned(algo: str) -> list[str]:
     GridNavi with its tuning left out."""
     if algo in GRIDWORLD_ONLY_ALGOS or algo == "rl2_original":
         return [f"algo={algo}", "~tuning"]
+    if algo in SWITCHING_ONLY_ALGOS:  # defined on a task-switching BAMDP only
+        return [
+            f"algo={algo}",
+            *GENERIC_ENV,
+            "env.switching_hazard=0.05",
+            "env.episodes_per_task=1",
+        ]
     return [f"algo={algo}", *GENERIC_ENV]
 
 

@@ -86,8 +86,8 @@ EXPECTED = {
         "printed": [
             "hyper_state size: 27 = 2 (position) + 25 (visit map)",
             "exact DP values: 4.000 11.071 11.071 11.071",
-            "registered algorithms: varibad, varibad_original, rl2, rl2_original, oracle, "
-            "belief_oracle, bayes_optimal, random, visit_map",
+            "registered algorithms: varibad, varibad_original, varibad_switching, rl2, "
+            "rl2_original, oracle, belief_oracle, bayes_optimal, random, visit_map",
             "reopened 'visit_map' run at 960 frames, same meta-test: True",
         ],
     },
@@ -103,6 +103,17 @@ EXPECTED = {
             "heldout_test   (test, out of distribution):",
             "| episode | VariBAD `heldout_train` | Bayes-optimal `heldout_train` | VariBAD "
             "`heldout_test` | Bayes-optimal `heldout_test` |",
+        ],
+    },
+    "06_task_switching": {
+        "figures": ["switching_posterior.png"],
+        "printed": [
+            "SwitchingBAMDPEnv: hazard 0.05, horizon 60, batch torch.Size([8])",
+            "check_env_specs: passed",
+            "make_env gives the same env: True",
+            "TorchRL done fired 8 times (8 rollouts)",
+            "exact filter + greedy walk: return per 100 steps",
+            "switching_hazard=0.05 horizon=60",
         ],
     },
 }
@@ -207,6 +218,14 @@ def test_tutorial_runs(tutorial: Path, tmp_path: Path):
         assert report["episodes"] == 6 and report["trained_episodes"] == 4
         saved = json.loads((out / "ood_run" / "config.json").read_text())
         assert saved["env"]["train_tasks"] == "heldout_train"
+
+    if tutorial.stem == "06_task_switching":
+        for name in ("varibad_switching", "varibad", "belief_oracle"):
+            line = _line(stdout, f"{name} ")
+            assert "return per 100 steps on the switching env" in line
+            assert -10.0 - 1e-6 <= _numbers(line.split(":")[-1])[0] <= 100.0
+            saved = json.loads((out / "runs" / name / "config.json").read_text())
+            assert saved["env"]["switching_hazard"] == (0.0 if name == "varibad" else 0.05)
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])

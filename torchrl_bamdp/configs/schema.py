@@ -58,7 +58,11 @@ ENV_NAMES = SHIPPED_TASK_FAMILIES
 #: The shipped algorithms (one list: the algorithm registry's, which registers them).
 ALGO_NAMES = SHIPPED_ALGORITHMS
 #: Algorithms with VariBAD's learned belief: ours and the original's configuration of it.
-VARIBAD_ALGOS = ("varibad", "varibad_original")
+VARIBAD_ALGOS = ("varibad", "varibad_original", "varibad_switching")
+#: Algorithms defined only on a task-switching BAMDP (``env.switching_hazard > 0``).
+SWITCHING_ONLY_ALGOS = ("varibad_switching",)
+#: Algorithms that cannot act on a task-switching BAMDP (the exact DP assumes a fixed task).
+NOT_SWITCHING_ALGOS = ("bayes_optimal",)
 #: GridNavi's side length when its config does not set one (the paper's 5 x 5 grid).
 DEFAULT_GRID_SIZE = 5
 #: ``env.bamdp_end``: how the last step of a task ends it for PPO's value targets.
@@ -115,10 +119,24 @@ class EnvConfig:
     settings, because a run's training distribution is what the OOD ones are out of: declared
     next to it, a run directory says what it was trained on and what it is tested on.
 
+    ``switching_hazard`` (0: off) makes the BAMDP a task-switching one
+    (:class:`~torchrl_bamdp.envs.SwitchingBAMDPEnv`): one rollout of ``episode_length`` steps
+    (``episodes_per_task`` must be 1) whose task is redrawn from the task distribution with
+    this probability after every step, with no signal; the family must declare itself
+    switchable (:attr:`~torchrl_bamdp.registry.TaskFamily.switchable`).
+
     Examples
     --------
     >>> load_config({"env": {"episodes_per_task": 2}}).env.horizon
     30
+    >>> switching = {"switching_hazard": 0.05, "episode_length": 200, "episodes_per_task": 1}
+    >>> load_config({"env": switching}).env.horizon
+    200
+    >>> try:
+    ...     load_config({"env": {**switching, "switching_hazard": 5}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.env.switching_hazard must be a probability in [0, 1] (got 5.0)
     >>> split = {"train_tasks": "heldout_train", "test_tasks": ["heldout_test"]}
     >>> env = load_config({"env": split, "train": {"eval_tasks": 80}}).env
     >>> env.train_tasks, env.test_tasks
@@ -163,6 +181,8 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     test_tasks: list[str] = field(default_factory=list)
     #: Seed of the seeded task distributions (GridNavi's ``heldout_*``: which goals are held out).
     split_seed: int = 0
+    #: Per-step probability that the task is redrawn, unannounced (0: a fixed task per BAMDP).
+    switching_hazard: float = 0.0
 
     def __post_init__(self) -> None:
         family = self.family
@@ -229,6 +249,42 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
                 f"{self.workers}): each worker process steps at least one simulator"
             )
         self._validate_distributions(path)
+        self._validate_switching(path)
+
+    def _validate_switching(self, path: str) -> None:
+        hazard = self.switching_hazard
+        if not 0.0 <= hazard <= 1.0:
+            raise ConfigError(
+                f"{path}.switching_hazard must be a probability in [0, 1] (got {hazard})"
+            )
+        if hazard == 0.0:
+            return
+        if self.episodes_per_task != 1:
+            raise ConfigError(
+                f"{path}.switching_hazard={hazard} makes the BAMDP one rollout of "
+                f"{path}.episode_length steps with no inner episodes: set "
+                f"{path}.episodes_per_task=1 (got {self.episodes_per_task}) and the rollout length "
+                f"with {path}.episode_length"
+            )
+        family = self.family
+        if family is not None and not family.switchable:
+            switchable = [n for n in task_family_names() if get_task_family(n).switchable]
+            raise ConfigError(
+                f"{path}.switching_hazard={hazard} needs a task family that can change its task "
+                f"mid-rollout, and env.name={self.name!r} declares none (switchable families: "
+                f"{switchable}; a family of your own registers a set_tasks, see "
+                "torchrl_bamdp.envs.set_tasks, and switchable=True)"
+            )
+        if self.test_tasks:
+            raise ConfigError(
+                f"{path}.test_tasks: out-of-distribution meta-tests are not wired for a switching "
+                f"BAMDP ({path}.switching_hazard={hazard}); leave it empty (got {self.test_tasks})"
+            )
+
+    @property
+    def switching(self) -> bool:
+        """Whether the task switches within a rollout (``switching_hazard > 0``)."""
+        return self.switching_hazard > 0.0
 
     def _validate_distributions(self, path: str) -> None:
         _at_least(path, "split_seed", self.split_seed, 0)
@@ -404,6 +460,11 @@ class ELBOConfig:
     tbptt_steps: int | None = None
     #: Frames collected before the first ELBO update (the original: 5000).
     precollect_frames: int = 0
+    #: ``varibad_switching`` only: decode at most this many transitions from each belief step on
+    #: (``None``: to the end of the rollout; see ``objectives.SwitchingELBOLoss``).
+    decode_window: int | None = None
+    #: ``varibad_switching`` only: the hazard of its switching prior (``None``: the env's).
+    prior_hazard: float | None = None
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -424,6 +485,13 @@ class ELBOConfig:
         if self.tbptt_steps is not None:
             _at_least(path, "tbptt_steps", self.tbptt_steps, 1)
         _at_least(path, "precollect_frames", self.precollect_frames, 0)
+        if self.decode_window is not None:
+            _at_least(path, "decode_window", self.decode_window, 1)
+        if self.prior_hazard is not None and not 0.0 <= self.prior_hazard <= 1.0:
+            raise ConfigError(
+                f"{path}.prior_hazard must be null (env.switching_hazard) or a probability in "
+                f"[0, 1] (got {self.prior_hazard})"
+            )
 
 
 @dataclass
@@ -807,6 +875,7 @@ class Config:
                 f"algo.name={self.algo.name!r} needs env.name='gridworld' (it computes the exact "
                 f"posterior over GridNavi goal cells; got env.name={self.env.name!r})"
             )
+        self._validate_switching()
         if self.algo.name in RL2_ALGOS and not self.algo.ppo.encoder_grad:
             raise ConfigError(
                 f"algo.name={self.algo.name!r} trains its recurrent memory with the RL loss only: "
@@ -870,6 +939,55 @@ class Config:
                 f"({self.env.num_envs})"
             )
 
+    def _validate_switching(self) -> None:
+        """The algorithms and evaluation settings a task-switching BAMDP allows (or needs)."""
+        hazard, algo = self.env.switching_hazard, self.algo.name
+        if self.env.switching and algo in NOT_SWITCHING_ALGOS:
+            raise ConfigError(
+                f"algo.name={algo!r} plans for a task that never changes; it cannot act on a "
+                f"switching BAMDP (env.switching_hazard={hazard}): set env.switching_hazard=0, or "
+                "use algo=belief_oracle (PPO on the exact switching posterior)"
+            )
+        if algo in SWITCHING_ONLY_ALGOS and not self.env.switching:
+            raise ConfigError(
+                f"algo.name={algo!r} is VariBAD for tasks that switch within a rollout: it needs "
+                "env.switching_hazard > 0 (e.g. env.switching_hazard=0.05 env.episode_length=200 "
+                "env.episodes_per_task=1); on a fixed-task BAMDP use algo=varibad"
+            )
+        if algo in SWITCHING_ONLY_ALGOS and self.algo.ppo.critic_task:
+            raise ConfigError(
+                f"algo.name={algo!r} reads nothing privileged: algo.ppo.critic_task must be false "
+                "(the critic would read the true task in force, which the switching env writes "
+                "for oracles and evaluation only)"
+            )
+        elbo = self.algo.elbo
+        own = [
+            f"algo.elbo.{name}={getattr(elbo, name)}"
+            for name in ("decode_window", "prior_hazard")
+            if getattr(elbo, name) is not None
+        ]
+        if own and algo not in SWITCHING_ONLY_ALGOS:
+            raise ConfigError(
+                f"{own[0]} is an option of the switching ELBO (algo.name in "
+                f"{list(SWITCHING_ONLY_ALGOS)}), not of algo.name={algo!r}: leave it null"
+            )
+        if algo in SWITCHING_ONLY_ALGOS and self.algo.decoders.task:
+            raise ConfigError(
+                f"algo.name={algo!r}: algo.decoders.task must be false (the task decoder reads "
+                "the true task, privileged, which also changes along a switching rollout)"
+            )
+        if algo in SWITCHING_ONLY_ALGOS and elbo.subsample_mode != "rescaled":
+            raise ConfigError(
+                f"algo.name={algo!r} takes algo.elbo.subsample_mode='rescaled' only (got "
+                f"{elbo.subsample_mode!r}, the original's sampling of its fixed-task ELBO)"
+            )
+        if self.env.switching and self.train.eval_episodes not in (None, 1):
+            raise ConfigError(
+                f"train.eval_episodes={self.train.eval_episodes}: a switching BAMDP is one rollout "
+                "without inner episodes, meta-tested as one episode of env.episode_length steps; "
+                "leave it null (or 1)"
+            )
+
     @property
     def num_finite_tasks(self) -> int | None:
         """Size of the env's (training) task set if it is finite (GridNavi goals, directions),
@@ -906,6 +1024,8 @@ class Config:
         family = self.env.family
         if family is None or figure not in family.figures:
             return False
+        if figure == "belief_heatmap" and self.env.switching:
+            return False  # the rollout figure is drawn on the fixed-task BAMDP
         if figure == "belief_heatmap":
             return self.algo.name in VARIBAD_ALGOS and self.reward_decoder == "grid_cells"
         return True

@@ -35,6 +35,7 @@ def make_env(
     sync_free: bool | None = None,
     tasks: str = ALL_TASKS,
     split_seed: int = 0,
+    switching_hazard: float = 0.0,
     **family_kwargs,
 ) -> BAMDPEnv:
     """Build the batched BAMDP env of a task family.
@@ -82,12 +83,22 @@ def make_env(
     split_seed : int
         Seed of the seeded distributions (GridNavi's held-out goals; ``env.split_seed``),
         passed to factories that take it.
+    switching_hazard : float
+        ``0`` (default): the tasks never change within a BAMDP. ``h > 0``: a
+        :class:`~torchrl_bamdp.envs.SwitchingBAMDPEnv`, one rollout of ``episode_length``
+        steps whose task is redrawn with probability ``h`` after every step, unannounced
+        (``env.switching_hazard``); ``episodes_per_task`` must then be 1 (there are no inner
+        episodes) and the family must be switchable (:func:`~torchrl_bamdp.envs.set_tasks`).
 
     Examples
     --------
     >>> env = make_env("gridworld", num_envs=4, seed=0)
     >>> env.horizon
     60
+    >>> env = make_env("gridworld", num_envs=4, episode_length=200, episodes_per_task=1,
+    ...                switching_hazard=0.05)
+    >>> type(env).__name__, env.horizon, env.hazard
+    ('SwitchingBAMDPEnv', 200, 0.05)
     >>> len(make_env("gridworld", num_envs=5, tasks="heldout_test", stratified=True).fixed_tasks)
     5
     """
@@ -109,6 +120,26 @@ def make_env(
                 f"tasks of {name!r} ({len(support)})"
             )
         fixed_tasks = support.repeat(num_envs // len(support), 1)
+    if switching_hazard:
+        if episodes_per_task != 1:
+            raise ValueError(
+                f"switching_hazard={switching_hazard}: a switching env is one rollout of "
+                f"episode_length steps with no inner episodes; episodes_per_task must be 1 (got "
+                f"{episodes_per_task})"
+            )
+        # Imported here: envs.switching builds on this module's _make_task_env.
+        from torchrl_bamdp.envs.switching import SwitchingBAMDPEnv
+
+        return SwitchingBAMDPEnv(
+            task_env,
+            episode_length,
+            switching_hazard,
+            seed=seed,
+            fixed_tasks=fixed_tasks,
+            check_actions=check_actions,
+            end=end,
+            sync_free=sync_free,
+        )
     return BAMDPEnv(
         task_env,
         episode_length,
@@ -130,7 +161,8 @@ def make_env_from_config(
     fields): ``name``, ``num_envs``, ``episode_length``, ``episodes_per_task``, ``grid_size``,
     ``workers``, ``bamdp_end``, ``check_actions``, ``sync_free``, ``train_tasks`` (as
     ``tasks``; a meta-test on another distribution passes ``tasks=<name>`` in ``changes``),
-    ``split_seed``, ``factory`` and ``kwargs`` (a user's family: its factory and options).
+    ``split_seed``, ``switching_hazard``, ``factory`` and ``kwargs`` (a user's family: its
+    factory and options).
 
     Examples
     --------
@@ -152,6 +184,7 @@ def make_env_from_config(
         "sync_free": getattr(env_config, "sync_free", None),
         "tasks": getattr(env_config, "train_tasks", ALL_TASKS),
         "split_seed": getattr(env_config, "split_seed", 0),
+        "switching_hazard": getattr(env_config, "switching_hazard", 0.0),
         **dict(getattr(env_config, "kwargs", None) or {}),
         **changes,
     }

@@ -132,6 +132,9 @@ class SwitchingBAMDPEnv(BAMDPEnv):
         Seed of the generator of initial tasks, switch times and redrawn tasks.
     check_actions, end, sync_free
         As :class:`~torchrl_bamdp.envs.BAMDPEnv`.
+    fixed_tasks : torch.Tensor, optional
+        ``[num_envs, task_dim]``: the task each env *starts* every rollout with (stratified
+        meta-tests); the switches redraw from the task distribution as usual.
 
     Examples
     --------
@@ -152,6 +155,7 @@ class SwitchingBAMDPEnv(BAMDPEnv):
         check_actions: str = "full",
         end: str = "truncated",
         sync_free: bool | None = None,
+        fixed_tasks: torch.Tensor | None = None,
     ) -> None:
         hazard = float(hazard)
         if not 0.0 <= hazard <= 1.0:
@@ -165,6 +169,7 @@ class SwitchingBAMDPEnv(BAMDPEnv):
             episode_length=horizon,
             episodes_per_task=1,
             seed=seed,
+            fixed_tasks=fixed_tasks,
             check_actions=check_actions,
             end=end,
             sync_free=sync_free,

@@ -30,6 +30,7 @@ from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 ALGO_LABELS = {
     "varibad": "VariBAD",
     "varibad_original": "VariBAD (original config)",
+    "varibad_switching": "VariBAD (switching ELBO)",
     "rl2": "RL2",
     "rl2_original": "RL2 (original config)",
     "oracle": "Oracle",
@@ -280,7 +281,8 @@ def last_eval_report(run_dir: str | Path) -> dict[str, Any]:
 def bayes_optimal_returns(
     config, episodes: int, distribution: str | None = None
 ) -> list[float] | None:
-    """Exact Bayes-optimal per-episode returns for a GridNavi config (``None`` for other envs).
+    """Exact Bayes-optimal per-episode returns for a GridNavi config (``None`` for other envs,
+    and for a task-switching GridNavi, whose Bayes-optimal policy the DP does not cover).
 
     ``distribution`` is the task distribution whose prior the Bayes-optimal agent knows
     (default ``env.train_tasks``); it plans for ``episodes`` episodes.
@@ -295,8 +297,8 @@ def bayes_optimal_returns(
     >>> print(bayes_optimal_returns(load_config({"env": {"name": "point_robot_sparse"}}), 4))
     None
     """
-    if config.env.name != "gridworld":
-        return None
+    if config.env.name != "gridworld" or config.env.switching:
+        return None  # the DP is for a goal fixed for the whole BAMDP
     distribution = distribution or config.env.train_tasks
     goals = None
     if distribution != ALL_TASKS:

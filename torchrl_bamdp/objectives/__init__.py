@@ -1,7 +1,16 @@
-"""Loss modules: the VariBAD ELBO (PPO is TorchRL's ClipPPOLoss + GAE)."""
+"""Loss modules: the VariBAD ELBO and its switching-prior variant (PPO is TorchRL's ClipPPOLoss
++ GAE)."""
 
 from torchrl_bamdp.objectives.advantage import normalize_advantage
 from torchrl_bamdp.objectives.elbo import ELBOLoss, gaussian_kl
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
+from torchrl_bamdp.objectives.switching_elbo import SwitchingELBOLoss, switching_decode_weights
 
-__all__ = ["ELBOLoss", "ReturnScaler", "gaussian_kl", "normalize_advantage"]
+__all__ = [
+    "ELBOLoss",
+    "ReturnScaler",
+    "SwitchingELBOLoss",
+    "gaussian_kl",
+    "normalize_advantage",
+    "switching_decode_weights",
+]

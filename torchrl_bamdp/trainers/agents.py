@@ -5,9 +5,12 @@ and the policy that reads it (DESIGN.md §2: swapping an algorithm is swapping a
 ``algo.name``      hyper-state transform                       policy / training
 =================  ==========================================  ===============================
 ``varibad``        learned belief (GRU encoder, ELBO)          PPO on [s, mean, logvar]
+``varibad_switch`` the same, switching-prior ELBO (switching    PPO on [s, mean, logvar]
+  ``ing``          env only; ``SwitchingELBOLoss``)
 ``rl2``            RL2 memory (same GRU, trained by PPO)       PPO on [s, hidden], end to end
 ``oracle``         the true task                               PPO on [s, task]
-``belief_oracle``  exact posterior over goal cells (GridNavi)  PPO on [s, posterior]
+``belief_oracle``  exact posterior over goal cells (GridNavi;   PPO on [s, posterior]
+                   the HMM filter on a switching env)
 ``bayes_optimal``  exact posterior over goal cells (GridNavi)  exact DP policy, not trained
 ``random``         none                                        uniform actions, not trained
 =================  ==========================================  ===============================
@@ -56,7 +59,7 @@ from torchrl_bamdp.modules.actor_critic import (
     make_actor_critic,
     unique_parameters,
 )
-from torchrl_bamdp.objectives import ELBOLoss
+from torchrl_bamdp.objectives import ELBOLoss, SwitchingELBOLoss
 from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
 from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 from torchrl_bamdp.transforms import varibad_transforms
@@ -70,12 +73,14 @@ from torchrl_bamdp.transforms.belief import (
 from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
 from torchrl_bamdp.transforms.oracle import oracle_transforms
 from torchrl_bamdp.transforms.rl2 import rl2_transforms
+from torchrl_bamdp.transforms.switching_belief import switching_belief_transforms
 from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
 
 #: Algorithms that are trained with PPO (the others are fixed reference policies).
 TRAINED_ALGORITHMS = (
     "varibad",
     "varibad_original",
+    "varibad_switching",
     "rl2",
     "rl2_original",
     "oracle",
@@ -355,6 +360,10 @@ def build_oracle(config: Config, env: BAMDPEnv) -> Agent:
 def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
     """The belief oracle (GridNavi): PPO on [observation, exact posterior over goal cells].
 
+    On a task-switching env (``env.switching_hazard > 0``) the exact posterior is the switching
+    prior's HMM filter (:class:`~torchrl_bamdp.transforms.SwitchingGridBelief`): the belief over
+    the goal in force now, mixed back toward the prior at the hazard every step.
+
     Its posterior is under the prior of its *training* tasks (``env.train_tasks``), in every
     env it acts in: a belief oracle is the policy trained on the exact posterior of the task
     distribution it was trained on. Meta-tested on another distribution (``env.test_tasks``)
@@ -385,7 +394,13 @@ def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
     # Trained on every goal: no other goal can appear, and the transforms stay as they were.
     fallback = None if env_cfg.train_tasks == ALL_TASKS else candidate_goal_cells(grid)
 
+    hazard = env_cfg.switching_hazard
+
     def make_transforms() -> Compose:
+        if hazard > 0:
+            # The HMM filter of the switching prior (the schema allows no OOD split there, so
+            # the training goals are the only ones the redraws can bring).
+            return switching_belief_transforms(hazard, grid, candidates=goals)
         return exact_belief_transforms(grid, candidates=goals, fallback=fallback)
 
     agent = Agent("belief_oracle", actor, critic, make_transforms)
@@ -473,22 +488,33 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     task_decoder = (
         TaskDecoder(latent, task_dim, dec.task_hidden, mse_reduction=mse) if dec.task else None
     )
-    elbo_loss = ELBOLoss(
-        encoder,
-        reward_decoder=reward_decoder,
-        state_decoder=state_decoder,
-        task_decoder=task_decoder,
-        elbo_subsample=elbo.elbo_subsample,
-        decode_subsample=elbo.decode_subsample,
-        kl_reduction=elbo.kl_reduction,
-        task_reduction=elbo.task_reduction,
-        subsample_mode=elbo.subsample_mode,
-        tbptt_steps=elbo.tbptt_steps,
-        reward_weight=elbo.reward_weight,
-        state_weight=elbo.state_weight,
-        task_weight=elbo.task_weight,
-        kl_weight=elbo.kl_weight,
-    )
+    options = {
+        "reward_decoder": reward_decoder,
+        "state_decoder": state_decoder,
+        "elbo_subsample": elbo.elbo_subsample,
+        "decode_subsample": elbo.decode_subsample,
+        "kl_reduction": elbo.kl_reduction,
+        "subsample_mode": elbo.subsample_mode,
+        "tbptt_steps": elbo.tbptt_steps,
+        "reward_weight": elbo.reward_weight,
+        "state_weight": elbo.state_weight,
+        "kl_weight": elbo.kl_weight,
+    }
+    if algo.name == "varibad_switching":
+        # The switching prior's ELBO (no task decoder: the schema refuses it). Its hazard is
+        # the env's unless algo.elbo.prior_hazard says otherwise.
+        hazard = env_cfg.switching_hazard if elbo.prior_hazard is None else elbo.prior_hazard
+        elbo_loss: ELBOLoss = SwitchingELBOLoss(
+            encoder, hazard=hazard, decode_window=elbo.decode_window, **options
+        )
+    else:
+        elbo_loss = ELBOLoss(
+            encoder,
+            task_decoder=task_decoder,
+            task_reduction=elbo.task_reduction,
+            task_weight=elbo.task_weight,
+            **options,
+        )
     policy_belief = config.policy_belief
     belief_keys = policy_belief_keys(policy_belief)
     cells = getattr(reward_decoder, "grid_size", 0) ** 2  # the decoded belief's size, if any
@@ -636,6 +662,13 @@ def check_config_against_env(config: Config, env: BAMDPEnv) -> None:
                 f"config.env.{name}={want} but the env has {have} {what}; build the env from "
                 "the config (make_env_from_config) or set the field to the env's value"
             )
+    hazard = float(getattr(env, "hazard", 0.0))
+    if hazard != config.env.switching_hazard:
+        raise ConfigError(
+            f"config.env.switching_hazard={config.env.switching_hazard} but the env's task "
+            f"switches with hazard {hazard} ({type(env).__name__}); build the env from the config "
+            "(make_env_from_config) or set the field to the env's value"
+        )
     grid = getattr(env.task_env, "grid_size", None)
     needs_grid = []
     if config.algo.name in VARIBAD_ALGOS and config.reward_decoder == "grid_cells":

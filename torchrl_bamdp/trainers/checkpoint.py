@@ -62,6 +62,8 @@ ARCHITECTURE_FIELDS = (
     # (and the belief oracle's prior is the training distribution's).
     "env.train_tasks",
     "env.split_seed",
+    # The task-switching prior: the belief oracle's filter and varibad_switching's ELBO use it.
+    "env.switching_hazard",
     "algo.name",
     "algo.builder",
     "algo.encoder",
@@ -84,6 +86,7 @@ ARCHITECTURE_FIELDS = (
 #: they existed: a checkpoint whose config lacks one was trained with that value, so it resumes
 #: when the run sets it (e.g. ``algo.ppo.critic_task=false``) and is refused otherwise.
 LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
+    "env.switching_hazard": 0.0,  # added with the task-switching BAMDP (issue 20, item 2)
     "algo.ppo.time_features": False,
     "algo.ppo.critic_task": False,
     "algo.policy_belief": "latent",

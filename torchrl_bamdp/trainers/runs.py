@@ -19,7 +19,12 @@ from typing import Any
 
 from torchrl.envs import TransformedEnv
 
-from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, ConfigError, read_run_config
+from torchrl_bamdp.configs.schema import (
+    GRIDWORLD_ONLY_ALGOS,
+    VARIBAD_ALGOS,
+    ConfigError,
+    read_run_config,
+)
 from torchrl_bamdp.envs.factory import make_env_from_config
 from torchrl_bamdp.envs.gridworld import candidate_goal_cells
 from torchrl_bamdp.evaluation.report import (
@@ -37,6 +42,7 @@ from torchrl_bamdp.utils import write_result_json
 __all__ = [
     "evaluate_run",
     "evaluate_run_ood",
+    "evaluate_run_switching",
     "main",
     "ood_distributions",
     "open_run",
@@ -98,6 +104,73 @@ def evaluate_run(
     trainer = _open_for_evaluation(run_dir, deterministic)
     result = trainer.evaluate(num_tasks=tasks, episodes=episodes)
     return {**_run_identity(run_dir, trainer), **result.to_dict()}
+
+
+def evaluate_run_switching(
+    run_dir: str | Path,
+    hazard: float | None = None,
+    horizon: int | None = None,
+    tasks: int | None = None,
+    deterministic: bool | None = None,
+) -> dict[str, Any]:
+    """Meta-test one run's checkpoint on the task-switching env: one rollout of ``horizon`` steps
+    per test task, the task redrawn with probability ``hazard`` after every step.
+
+    A run trained on a switching env is tested on its own (``hazard`` and ``horizon`` default to
+    its ``env.switching_hazard`` and ``env.episode_length``); a run trained on the fixed-task
+    BAMDP (known task boundaries) is tested on the switching version of its task family, which
+    needs both. The test tasks are the *initial* tasks of the rollouts (stratified on finite
+    task sets), the switch times and later tasks come from the evaluation seed, the same for
+    every run. Keys: those of :func:`evaluate_run` (``mean`` holds the one rollout's return),
+    ``hazard``, ``horizon`` and ``return_per_100`` / ``stderr_per_100`` (the return per 100
+    steps and its standard error over test tasks).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> cfg = load_config({"algo": {"name": "random"}, "env": {"num_envs": 4},
+    ...                    "train": {"total_frames": 240, "eval_tasks": 21,
+    ...                              "progress_bar": False, "figures": False}})
+    >>> run_dir = tempfile.mkdtemp()
+    >>> _ = Trainer(cfg, run_dir).train()
+    >>> report = evaluate_run_switching(run_dir, hazard=0.1, horizon=50, tasks=21)
+    >>> report["hazard"], report["horizon"], report["episodes"], report["return_per_100"] < 0
+    (0.1, 50, 1, True)
+    """
+    trainer = _open_for_evaluation(run_dir, deterministic)
+    env = trainer.config.env
+    if not env.switching and (hazard is None or horizon is None):
+        raise ConfigError(
+            f"{run_dir} was trained with fixed tasks (env.switching_hazard=0): name the switching "
+            "env to test it on, with both hazard and horizon"
+        )
+    hazard = env.switching_hazard if hazard is None else float(hazard)
+    horizon = env.episode_length if horizon is None else int(horizon)
+    if not 0.0 < hazard <= 1.0 or horizon < 1:
+        raise ConfigError(
+            f"a switching meta-test needs a hazard in (0, 1] and a horizon >= 1 (got hazard="
+            f"{hazard}, horizon={horizon})"
+        )
+    name = trainer.config.algo.name
+    if not env.switching and name in GRIDWORLD_ONLY_ALGOS:
+        raise ConfigError(
+            f"algo.name={name!r} of {run_dir} acts on the exact posterior of a fixed task, which "
+            "switches rule out: it cannot be meta-tested on a switching env (train it on one, "
+            "env.switching_hazard > 0)"
+        )
+    changes = {"switching_hazard": hazard, "episode_length": horizon}
+    result = trainer.evaluate(num_tasks=tasks, episodes=1, env_changes=changes)
+    per_100 = result.returns[:, 0] * (100.0 / horizon)
+    stderr = float(per_100.std() / len(per_100) ** 0.5) if len(per_100) > 1 else float("nan")
+    return {
+        **_run_identity(run_dir, trainer),
+        **result.to_dict(),
+        "hazard": hazard,
+        "horizon": horizon,
+        "return_per_100": float(per_100.mean()),
+        "stderr_per_100": stderr,
+    }
 
 
 def learning_curve(run_dir: str | Path) -> list[dict[str, Any]]:

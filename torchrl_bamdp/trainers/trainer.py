@@ -287,7 +287,11 @@ class Trainer:
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def _make_eval_env(
-        self, num_tasks: int, episodes: int, distribution: str | None = None
+        self,
+        num_tasks: int,
+        episodes: int,
+        distribution: str | None = None,
+        env_changes: dict[str, Any] | None = None,
     ) -> TransformedEnv:
         env_cfg = self.config.env
         env = make_env_from_config(
@@ -298,6 +302,7 @@ class Trainer:
             episodes_per_task=episodes,
             stratified=self.config.eval_stratified,
             tasks=distribution or env_cfg.train_tasks,
+            **(env_changes or {}),
         )
         return self.agent.transformed_env(env)
 
@@ -470,6 +475,7 @@ class Trainer:
         episodes: int | None = None,
         policy: Any | None = None,
         distribution: str | None = None,
+        env_changes: dict[str, Any] | None = None,
     ) -> MetaTestResult:
         """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``).
 
@@ -480,17 +486,23 @@ class Trainer:
         exceed the trained ``env.episodes_per_task`` (the original meta-tests GridNavi agents
         on 6): the agent's transforms carry on past the trained horizon, and its time features
         (``algo.ppo.time_features``) stay at their last trained value (see
-        :func:`~torchrl_bamdp.transforms.time_features`).
+        :func:`~torchrl_bamdp.transforms.time_features`). ``env_changes`` replace fields of the
+        test env (arguments of :func:`~torchrl_bamdp.envs.make_env`), e.g. ``{"switching_hazard":
+        0.05, "episode_length": 200}`` with ``episodes=1`` meta-tests a fixed-task run on the
+        task-switching env (``trainers.runs.evaluate_run_switching``).
         """
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
-        env = self._make_eval_env(num_tasks or train.eval_tasks, episodes, distribution)
+        env = self._make_eval_env(
+            num_tasks or train.eval_tasks, episodes, distribution, env_changes
+        )
+        length = (env_changes or {}).get("episode_length", self.config.env.episode_length)
         try:
             return meta_test(
                 env,
                 self.agent.policy_for(env) if policy is None else policy,
                 episodes=episodes,
-                episode_length=self.config.env.episode_length,
+                episode_length=length,
                 seed=EVAL_SEED,
                 deterministic=train.eval_deterministic,
             )

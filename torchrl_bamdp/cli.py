@@ -451,10 +451,13 @@ def _all_switching(paths: list[Path]) -> bool:
         runs = find_runs(paths)
     except FileNotFoundError:
         return False  # reported by the usual path
-    hazards = [
-        (read_config_file(run / "config.json").get("env") or {}).get("switching_hazard", 0.0)
-        for run in runs
-    ]
+    try:
+        hazards = [
+            (read_config_file(run / "config.json").get("env") or {}).get("switching_hazard", 0.0)
+            for run in runs
+        ]
+    except (ConfigError, AttributeError):
+        return False  # an unreadable config: reported by the usual path
     return bool(hazards) and all(h for h in hazards)
 
 

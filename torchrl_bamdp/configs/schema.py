@@ -579,7 +579,7 @@ class CNNConfig:
     Examples
     --------
     >>> load_config({"env": {"observation": "pixels"}}).algo.cnn.channels
-    [16, 32]
+    [8, 16]
     >>> try:
     ...     load_config({"env": {"observation": "pixels"}, "algo": {"cnn": {"policy": "both"}}})
     ... except ConfigError as err:
@@ -588,7 +588,7 @@ class CNNConfig:
     """
 
     policy: str = "separate"
-    channels: list[int] = field(default_factory=lambda: [16, 32])
+    channels: list[int] = field(default_factory=lambda: [8, 16])
     kernel_sizes: list[int] = field(default_factory=lambda: [4, 3])
     strides: list[int] = field(default_factory=lambda: [4, 2])
     features: int = 64

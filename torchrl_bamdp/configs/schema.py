@@ -587,7 +587,7 @@ class CNNConfig:
     config.algo.cnn.policy must be one of ['separate', 'shared'] (got 'both')
     """
 
-    policy: str = "separate"
+    policy: str = "shared"
     channels: list[int] = field(default_factory=lambda: [8, 16])
     kernel_sizes: list[int] = field(default_factory=lambda: [4, 3])
     strides: list[int] = field(default_factory=lambda: [4, 2])
@@ -1010,7 +1010,13 @@ class Config:
                     "with env.observation='pixels' the frame is embedded by algo.cnn: set it to "
                     f"{'0' if name.endswith('embed') else 'false'}"
                 )
-        if algo.cnn.policy == "shared" and algo.name != "varibad" and algo.builder is None:
+        trains_a_policy = algo.name not in ("random",)
+        if (
+            algo.cnn.policy == "shared"
+            and trains_a_policy
+            and algo.name != "varibad"
+            and algo.builder is None
+        ):
             raise ConfigError(
                 "algo.cnn.policy='shared' gives the policy the belief encoder's CNN features, "
                 f"but algo.name={algo.name!r} has no belief encoder: use algo.cnn.policy="
@@ -1261,8 +1267,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
 'num_envs'? (valid keys: bamdp_end, check_actions, episode_length, episodes_per_task, \
-factory, grid_size, kwargs, name, num_envs, split_seed, sync_free, test_tasks, train_tasks, \
-workers)
+factory, grid_size, image_size, kwargs, name, num_envs, observation, split_seed, sync_free, \
+test_tasks, train_tasks, workers)
     """
     data = dict(data or {})
     # The same composition as `bamdp-train algo=<algo.name> env=<env.name>` (one source of

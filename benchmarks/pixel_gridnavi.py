@@ -17,7 +17,9 @@ command continues a stopped run (a finished run is only re-evaluated when its JS
     nice -n 5 .venv/bin/python benchmarks/pixel_gridnavi.py --policy separate \\
         --frames 500000 --tag cnn_separate_500k     # the CNN comparison's runs
 
-``--summary`` prints the table of the JSON files in ``--out-dir``.
+``--summary`` prints the table of the JSON files in ``--out-dir``; ``--partial`` meta-tests a
+run stopped before its budget as it is (no training; the JSON says ``reached_budget: false``),
+e.g. a run too slow to finish in the time given.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def train(args: argparse.Namespace, run_dir: Path) -> tuple[dict, float]:
     return result, time.time() - started
 
 
-def record(args: argparse.Namespace, run_dir: Path, result: dict) -> dict:
+def record(args: argparse.Namespace, run_dir: Path) -> dict:
     """Meta-test the trained run; the JSON record."""
     from torchrl_bamdp.configs.schema import read_run_config
     from torchrl_bamdp.evaluation.report import bayes_optimal_returns
@@ -85,10 +87,14 @@ def record(args: argparse.Namespace, run_dir: Path, result: dict) -> dict:
     return {
         "benchmark": "pixel_gridnavi",
         "tag": args.tag,
+        "budget_frames": args.frames,
+        "reached_budget": report["frames"] >= args.frames,
         "command": f"python benchmarks/pixel_gridnavi.py --policy {args.policy} --frames "
         f"{args.frames} --seed {args.seed} --tag {args.tag}",
         "overrides": [*TASK, f"algo.cnn.policy={config.algo.cnn.policy}", f"seed={args.seed}"],
-        "commit": (versions["git_commit"] or "unknown")[:7],
+        # The commit the run trained with (its first start), not this process's.
+        "commit": (sessions[0].get("git_commit") or "unknown")[:7],
+        "commits": sorted({(s.get("git_commit") or "unknown")[:7] for s in sessions}),
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "platform": platform.platform(),
@@ -112,8 +118,9 @@ def record(args: argparse.Namespace, run_dir: Path, result: dict) -> dict:
 def summary(out_dir: Path) -> str:
     """A markdown table of every record in ``out_dir``."""
     lines = [
-        "| run | CNN policy | frames | minutes | episode 1 | episode 2 | episode 3 | episode 4 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | CNN policy | frames | minutes | frames/s | episode 1 | episode 2 | episode 3 "
+        "| episode 4 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     optimal = None
     for path in sorted(out_dir.glob("*.json")):
@@ -125,10 +132,13 @@ def summary(out_dir: Path) -> str:
         errors = r["per_episode"]["stderr"]
         cells = [f"{m:.2f} +- {e:.2f}" for m, e in zip(means, errors, strict=True)]
         policy = r["config"]["algo"]["cnn"]["policy"]
-        row = [r["tag"], policy, f"{r['frames']:,}", f"{r['train_minutes']:.1f}", *cells]
+        frames = f"{r['frames']:,}" + ("" if r.get("reached_budget", True) else " (stopped)")
+        fps = f"{r['frames_per_second']:.0f}"
+        row = [r["tag"], policy, frames, f"{r['train_minutes']:.1f}", fps, *cells]
         lines.append("| " + " | ".join(row) + " |")
     if optimal is not None:
-        lines.append("| Bayes-optimal | | | | " + " | ".join(f"{m:.2f}" for m in optimal) + " |")
+        cells = " | ".join(f"{m:.2f}" for m in optimal)
+        lines.append(f"| Bayes-optimal | | | | | {cells} |")
     return "\n".join(lines) + "\n"
 
 
@@ -143,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/pixels"))
     parser.add_argument("--progress", action="store_true", help="show the progress bar")
     parser.add_argument("--summary", action="store_true", help="only print the table")
+    parser.add_argument(
+        "--partial", action="store_true", help="meta-test the run as it is, without training"
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
     if args.summary:
@@ -151,12 +164,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     args.tag = args.tag or f"varibad_{args.policy}_{args.frames // 1000}k_seed{args.seed}"
     run_dir = Path(args.runs_root) / args.tag
     out = out_dir / f"{args.tag}.json"
-    result, seconds = train(args, run_dir)
-    print(f"  this invocation: {seconds / 60:.1f} min, run at {result['frames']:,} frames")
-    if result["frames"] < args.frames:
-        print("  stopped by --max-minutes; the same command resumes it")
-        return None
-    data = record(args, run_dir, result)
+    if not args.partial:
+        result, seconds = train(args, run_dir)
+        print(f"  this invocation: {seconds / 60:.1f} min, run at {result['frames']:,} frames")
+        if result["frames"] < args.frames:
+            print("  stopped by --max-minutes; the same command resumes it")
+            return None
+    data = record(args, run_dir)
     write_result_json(out, data)
     figure = run_dir / "figures" / FIGURE
     if figure.exists():

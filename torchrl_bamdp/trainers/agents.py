@@ -18,6 +18,12 @@ With ``algo.ppo.time_features`` every trained shipped agent's hyper-state ends w
 the task (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic
 (:func:`with_time_features`).
 
+On image observations (``env.observation=pixels``; ``varibad``, ``oracle`` and ``random``) the
+belief encoder embeds each frame with a CNN (``algo.cnn``) and ``hyper_state`` holds, in place
+of the state, either the flattened frame, which a CNN of the policy's own embeds
+(``algo.cnn.policy=separate``), or the encoder's CNN features of it (``shared``); see
+:mod:`torchrl_bamdp.transforms.pixels`.
+
 Each algorithm is a builder ``(config, env) -> Agent`` (``build_varibad``, ``build_rl2``, ...)
 registered in :mod:`torchrl_bamdp.algorithms`, and :func:`build_agent` dispatches through that
 registry: an algorithm of your own is registered by the same call

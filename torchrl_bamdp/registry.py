@@ -45,8 +45,13 @@ from torchrl_bamdp.task_distributions import (
 
 #: The reward decoders a family can declare (``algo.decoders.reward=auto`` picks its own).
 REWARD_DECODER_KINDS = ("mse", "grid_cells")
-#: Env config fields a shipped family may declare as its own options.
-FAMILY_OPTIONS = ("grid_size", "workers")
+#: Env config fields a shipped family may declare as its own options (``observation`` and
+#: ``image_size``: the families that render their state as frames, ``env.observation=pixels``).
+FAMILY_OPTIONS = ("grid_size", "workers", "observation", "image_size")
+#: The values of ``env.observation``: the state vector, or ``3 x image_size x image_size`` frames.
+OBSERVATIONS = ("state", "pixels")
+#: ``env.image_size`` when ``env.observation=pixels`` and it is not given.
+DEFAULT_IMAGE_SIZE = 32
 #: Family-specific figures (``belief_heatmap``: the GridNavi belief rollout, Fig 3a/3b).
 FAMILY_FIGURES = ("belief_heatmap",)
 
@@ -77,7 +82,8 @@ class TaskFamily:
         the env settings; ``None`` for a continuous task distribution.
     options : tuple of str
         The env config fields that are its own options besides the BAMDP horizon (``grid_size``,
-        ``workers``); the others must stay at their defaults.
+        ``workers``, ``observation`` and ``image_size``); the others must stay at their
+        defaults.
     figures : tuple of str
         The family-specific figures it supports (``belief_heatmap``: GridNavi's Fig 3a/3b).
     switchable : bool
@@ -374,6 +380,7 @@ def _grid_goals(env_config: Mapping[str, Any]) -> int:
 
 
 _MUJOCO = {"options": ("workers",)}
+_PIXELS = {"options": ("observation", "image_size")}
 _SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     (
         "gridworld",
@@ -382,7 +389,7 @@ _SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
         {
             "reward_decoder": "grid_cells",
             "finite_tasks": _grid_goals,
-            "options": ("grid_size",),
+            "options": ("grid_size", "observation", "image_size"),
             "figures": ("belief_heatmap",),
             "task_distributions": GRID_DISTRIBUTIONS,
             "switchable": True,
@@ -392,13 +399,13 @@ _SHIPPED: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
         "point_robot_sparse",
         "torchrl_bamdp.envs.point_robot:sparse_point_robot",
         "point robot, goal on the unit half circle, sparse reward",
-        {"switchable": True},
+        {**_PIXELS, "switchable": True},
     ),
     (
         "point_robot_dense",
         "torchrl_bamdp.envs.point_robot:dense_point_robot",
         "point robot, goal on the unit half circle, dense reward",
-        {"switchable": True},
+        {**_PIXELS, "switchable": True},
     ),
     (
         "cheetah_vel",

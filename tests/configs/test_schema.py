@@ -677,7 +677,11 @@ def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not
     the setting measured in the README; the continuous families keep the original's constant
     entropy, no time, a critic on the hyper-state only."""
     # the original's configurations (test_varibad_original.py, test_rl2_original.py)
-    names = [o for g, o in _group_options() if g == "algo" and o not in ORIGINAL_ALGOS]
+    names = [
+        o
+        for g, o in _group_options()
+        if g == "algo" and o not in ORIGINAL_ALGOS and o not in SWITCHING_ONLY_ALGOS
+    ]
     envs = [o for g, o in _group_options() if g == "env"]
     assert names and envs
     for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
@@ -692,7 +696,12 @@ def test_gridnavi_defaults_anneal_entropy_and_add_time_the_other_families_do_not
 
 
 def test_policy_belief_auto_is_decoded_only_for_gridnavi_varibad():
-    names = [o for g, o in _group_options() if g == "algo" and o != "varibad_original"]
+    # (varibad_switching is defined on a switching BAMDP only: its own tests check it)
+    names = [
+        o
+        for g, o in _group_options()
+        if g == "algo" and o != "varibad_original" and o not in SWITCHING_ONLY_ALGOS
+    ]
     envs = [o for g, o in _group_options() if g == "env"]
     for overrides in [[f"algo={n}"] for n in names] + [[f"env={e}"] for e in envs]:
         config = load_config(_compose(overrides))

@@ -28,12 +28,13 @@ def windy(monkeypatch):
 
 def test_shipped_families_declare_their_traits():
     grid = get_task_family("gridworld")
-    assert grid.reward_decoder == "grid_cells" and grid.options == ("grid_size",)
+    assert grid.reward_decoder == "grid_cells"
+    assert grid.options == ("grid_size", "observation", "image_size")  # pixels: issue 20
     assert grid.num_tasks({"grid_size": 7}) == 45 and "belief_heatmap" in grid.figures
     assert get_task_family("cheetah_dir").num_tasks({}) == 2
     assert get_task_family("cheetah_vel").num_tasks({}) is None
     assert get_task_family("cheetah_vel").options == ("workers",)
-    assert get_task_family("point_robot_sparse").options == ()
+    assert get_task_family("point_robot_sparse").options == ("observation", "image_size")
 
 
 def test_auto_values_follow_the_declaration_not_the_name(windy):
@@ -50,7 +51,10 @@ def test_a_family_takes_only_the_options_it_declares(windy):
     register_task_family("windy_traits", windy)
     with pytest.raises(ConfigError, match="env.grid_size is a GridNavi option, not one of"):
         load_config({"env": {"name": "windy_traits", "grid_size": 7, **SMALL}})
-    with pytest.raises(ConfigError, match=r"env.workers is a MuJoCo option.*options: none"):
+    with pytest.raises(
+        ConfigError,
+        match=r"env.workers is a MuJoCo option.*options: \['observation', 'image_size'\]",
+    ):
         load_config({"env": {"name": "point_robot_sparse", "workers": 2}})
     with pytest.raises(ConfigError, match="algo.decoders.reward='grid_cells' needs a task family"):
         load_config(

@@ -23,7 +23,9 @@ from typing import Any
 from torchrl_bamdp.algorithms import ALGORITHM_NAME, SHIPPED_ALGORITHMS, algorithm_names
 from torchrl_bamdp.configs.compose import composed_defaults, merge_onto
 from torchrl_bamdp.registry import (
+    DEFAULT_IMAGE_SIZE,
     FACTORY_PATH,
+    OBSERVATIONS,
     SHIPPED_TASK_FAMILIES,
     TaskFamily,
     get_task_family,
@@ -101,6 +103,15 @@ COLLECTORS = ("single", "process", "ray")
 #: ``cpu``, ``cuda``, ``cuda:<index>``, ``mps`` (what ``torch.device`` accepts for this project).
 DEVICE_PATTERN = re.compile(r"(cpu|mps|cuda)(:\d+)?")
 MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed take a signed 64-bit int
+#: Algorithms that run on image observations (``env.observation=pixels``): their networks embed
+#: frames with a CNN (``algo.cnn``). The others read the state as a vector (RL2 appends the done
+#: flag to it, the exact GridNavi belief reads the cell) or reproduce the official
+#: implementation (``varibad_original``), which has no pixel tasks.
+PIXEL_ALGOS = ("varibad", "oracle", "random")
+#: ``algo.cnn.policy``: the policy's frame embedding. ``separate``: a CNN of its own, trained by
+#: PPO (shared by actor and critic); ``shared``: the belief encoder's CNN features of the frame
+#: (trained by the ELBO only; PPO reads them as a stored input, as it reads the belief).
+CNN_POLICIES = ("separate", "shared")
 
 
 @dataclass
@@ -183,8 +194,16 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     split_seed: int = 0
     #: Per-step probability that the task is redrawn, unannounced (0: a fixed task per BAMDP).
     switching_hazard: float = 0.0
+    #: What the agent observes (:data:`~torchrl_bamdp.registry.OBSERVATIONS`): ``state`` (the
+    #: state vector) or ``pixels`` (``3 x image_size x image_size`` uint8 frames of it, rendered
+    #: batched in torch; the families that declare the option: GridNavi, the point robots).
+    observation: str = "state"
+    #: Side of the frames with ``observation=pixels`` (``null``: 32); ``null`` with ``state``.
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
+        if self.observation == "pixels" and self.image_size is None:
+            self.image_size = DEFAULT_IMAGE_SIZE
         family = self.family
         declares = family is not None and "grid_size" in family.options
         if self.grid_size is None and declares:
@@ -220,6 +239,7 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
                 raise ConfigError(str(err)) from None
         _choice(path, "bamdp_end", self.bamdp_end, BAMDP_ENDS)
         _choice(path, "check_actions", self.check_actions, CHECK_ACTIONS)
+        _choice(path, "observation", self.observation, OBSERVATIONS)
         if self.kwargs and self.factory is None and self.name in ENV_NAMES:
             raise ConfigError(
                 f"{path}.kwargs are options of a task family of your own (with {path}.factory); "
@@ -243,6 +263,7 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
                     f"{path}.{option} is a {owner} option, not one of env.name={self.name!r} "
                     f"(its options: {list(own) or 'none'}): leave it {leave} (got {value})"
                 )
+        self._validate_observation(path, own)
         if self.workers > self.num_envs:
             raise ConfigError(
                 f"{path}.workers must be <= {path}.num_envs = {self.num_envs} (got "
@@ -285,6 +306,32 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     def switching(self) -> bool:
         """Whether the task switches within a rollout (``switching_hazard > 0``)."""
         return self.switching_hazard > 0.0
+
+    def _validate_observation(self, path: str, own: tuple[str, ...]) -> None:
+        """``observation`` / ``image_size``: pixels only where the family renders them, a frame
+        size only with pixels, and large enough for the grid."""
+        if self.observation != "state" and "observation" not in own and self.family is not None:
+            renders = [
+                n for n in task_family_names() if "observation" in get_task_family(n).options
+            ]
+            raise ConfigError(
+                f"{path}.observation={self.observation!r}: env.name={self.name!r} renders no "
+                f"frames (the families that do: {renders}); leave it 'state'"
+            )
+        if self.image_size is None:
+            return
+        if self.observation != "pixels":
+            raise ConfigError(
+                f"{path}.image_size is the side of the frames of {path}.observation='pixels': "
+                f"leave it null with {path}.observation={self.observation!r} (got "
+                f"{self.image_size})"
+            )
+        _at_least(path, "image_size", self.image_size, 8)
+        if self.grid_size is not None and self.image_size < 2 * self.grid_size:
+            raise ConfigError(
+                f"{path}.image_size must be >= 2 x {path}.grid_size = {2 * self.grid_size} (a "
+                f"border and at least one pixel inside each cell; got {self.image_size})"
+            )
 
     def _validate_distributions(self, path: str) -> None:
         _at_least(path, "split_seed", self.split_seed, 0)
@@ -584,6 +631,67 @@ class PPOConfig:
 
 
 @dataclass
+class CNNConfig:
+    """The convolutional frame embedding of image observations (``env.observation=pixels``).
+
+    Each frame (``3 x S x S``, scaled to ``[0, 1]``) passes through ``len(channels)`` convolutions
+    (``channels[i]`` filters of ``kernel_sizes[i]`` with stride ``strides[i]``, padding
+    ``(kernel - stride + 1) // 2``, ReLU after each), is flattened and mapped by a ``Linear``
+    + ReLU to a feature vector: ``algo.encoder.obs_embed`` features in the belief encoder,
+    ``features`` in the policy (and in an MSE reward decoder). ``policy`` is where the policy's
+    features come from (:data:`CNN_POLICIES`): ``separate``, a CNN of the policy's own, trained
+    by PPO and shared by actor and critic; ``shared``, the belief encoder's CNN (trained by the
+    ELBO), whose features of the frame the hyper-state holds in place of the frame. Unused with
+    ``env.observation=state``.
+
+    Examples
+    --------
+    >>> load_config({"env": {"observation": "pixels"}}).algo.cnn.channels
+    [8, 16]
+    >>> try:
+    ...     load_config({"env": {"observation": "pixels"}, "algo": {"cnn": {"policy": "both"}}})
+    ... except ConfigError as err:
+    ...     print(err)
+    config.algo.cnn.policy must be one of ['separate', 'shared'] (got 'both')
+    """
+
+    policy: str = "shared"
+    channels: list[int] = field(default_factory=lambda: [8, 16])
+    kernel_sizes: list[int] = field(default_factory=lambda: [4, 3])
+    strides: list[int] = field(default_factory=lambda: [4, 2])
+    features: int = 64
+
+    def validate(self, path: str) -> None:
+        _choice(path, "policy", self.policy, CNN_POLICIES)
+        if not self.channels:
+            raise ConfigError(f"{path}.channels must list at least one convolution (got [])")
+        lengths = {len(self.channels), len(self.kernel_sizes), len(self.strides)}
+        if len(lengths) != 1:
+            raise ConfigError(
+                f"{path}.channels, {path}.kernel_sizes and {path}.strides must have one entry per "
+                f"convolution (got {self.channels}, {self.kernel_sizes}, {self.strides})"
+            )
+        for name in ("channels", "kernel_sizes", "strides"):
+            for value in getattr(self, name):
+                _at_least(path, name, value, 1)
+        _at_least(path, "features", self.features, 1)
+
+    def output_size(self, image_size: int) -> int:
+        """Side of the last convolution's output on ``image_size`` frames (< 1: too small).
+
+        Examples
+        --------
+        >>> CNNConfig().output_size(32)  # 32 -> 8 (4x4, stride 4) -> 4 (3x3, stride 2)
+        4
+        """
+        size = image_size
+        for kernel, stride in zip(self.kernel_sizes, self.strides, strict=True):
+            padding = max(0, (kernel - stride + 1) // 2)
+            size = (size + 2 * padding - kernel) // stride + 1
+        return size
+
+
+@dataclass
 class AlgoConfig:
     """The algorithm: which belief, and how each part is trained.
 
@@ -618,6 +726,8 @@ class AlgoConfig:
     decoders: DecoderConfig = field(default_factory=DecoderConfig)
     elbo: ELBOConfig = field(default_factory=ELBOConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    #: The CNN of image observations (``env.observation=pixels``; unused otherwise).
+    cnn: CNNConfig = field(default_factory=CNNConfig)
     policy_belief: str = "auto"
     #: RL2: what the policy reads of the memory (``hidden``, or ``latent_relu``: the original's
     #: ReLU of the latent heads' mean and log-variance).
@@ -870,6 +980,8 @@ class Config:
                 f"algo.decoders.reward='grid_cells' (got algo.name={self.algo.name!r}, reward "
                 f"decoder {self.reward_decoder!r}); use 'latent' otherwise"
             )
+        if self.env.observation == "pixels":
+            self._validate_pixels()
         if self.algo.name in GRIDWORLD_ONLY_ALGOS and self.env.name != "gridworld":
             raise ConfigError(
                 f"algo.name={self.algo.name!r} needs env.name='gridworld' (it computes the exact "
@@ -986,6 +1098,54 @@ class Config:
                 f"train.eval_episodes={self.train.eval_episodes}: a switching BAMDP is one rollout "
                 "without inner episodes, meta-tested as one episode of env.episode_length steps; "
                 "leave it null (or 1)"
+            )
+
+    def _validate_pixels(self) -> None:
+        """What image observations rule out, each named with the field to change."""
+        algo = self.algo
+        if algo.builder is None and algo.name not in PIXEL_ALGOS:
+            raise ConfigError(
+                f"env.observation='pixels' needs an algorithm that embeds frames, algo.name in "
+                f"{list(PIXEL_ALGOS)} (got algo.name={algo.name!r}: it reads the state as a "
+                "vector); its returns on the state task are the reference, the task "
+                "distribution is the same: run it with env.observation=state"
+            )
+        if algo.decoders.state:
+            raise ConfigError(
+                "algo.decoders.state=true would reconstruct the next frame pixel by pixel; with "
+                "env.observation='pixels' the ELBO decodes rewards only (and the task, "
+                "algo.decoders.task): set algo.decoders.state=false"
+            )
+        for name, value in (
+            ("algo.encoder.done_input", algo.encoder.done_input),
+            ("algo.decoders.done_input", algo.decoders.done_input),
+            ("algo.ppo.done_input", algo.ppo.done_input),
+            ("algo.ppo.input_embed", algo.ppo.input_embed),
+        ):
+            if value:
+                raise ConfigError(
+                    f"{name}={value!r} is an option of the original's state-vector networks; "
+                    "with env.observation='pixels' the frame is embedded by algo.cnn: set it to "
+                    f"{'0' if name.endswith('embed') else 'false'}"
+                )
+        trains_a_policy = algo.name not in ("random",)
+        if (
+            algo.cnn.policy == "shared"
+            and trains_a_policy
+            and algo.name != "varibad"
+            and algo.builder is None
+        ):
+            raise ConfigError(
+                "algo.cnn.policy='shared' gives the policy the belief encoder's CNN features, "
+                f"but algo.name={algo.name!r} has no belief encoder: use algo.cnn.policy="
+                "'separate'"
+            )
+        size = algo.cnn.output_size(self.env.image_size)
+        if size < 1:
+            raise ConfigError(
+                f"algo.cnn: the convolutions (kernel_sizes {algo.cnn.kernel_sizes}, strides "
+                f"{algo.cnn.strides}) leave nothing of env.image_size={self.env.image_size} "
+                "frames: use fewer or smaller strides, or larger frames"
             )
 
     @property
@@ -1227,8 +1387,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
 'num_envs'? (valid keys: bamdp_end, check_actions, episode_length, episodes_per_task, \
-factory, grid_size, kwargs, name, num_envs, split_seed, sync_free, test_tasks, train_tasks, \
-workers)
+factory, grid_size, image_size, kwargs, name, num_envs, observation, split_seed, sync_free, \
+test_tasks, train_tasks, workers)
     """
     data = dict(data or {})
     # The same composition as `bamdp-train algo=<algo.name> env=<env.name>` (one source of

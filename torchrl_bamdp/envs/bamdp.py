@@ -261,11 +261,14 @@ class BAMDPEnv(EnvBase):
             # Back to a start state in the same task; the next observation is that start state
             # (TRUE_OBSERVATION keeps the state landed in: the reset output has no such key).
             restarted = self._reset_task_env(restart)
-            where = restart.reshape(*self.batch_size, 1)
+            where = restart.reshape(self.batch_size)
             for key, value in restarted.items(include_nested=True, leaves_only=True):
                 if key in ("done", "terminated", "truncated") or key not in out.keys(True, True):
                     continue
-                out.set(key, torch.where(where, value, out.get(key)))
+                # One mask entry per env, broadcast over all of the entry's own dims (an image
+                # [B, C, H, W] as well as a vector [B, D]).
+                mask = where.reshape(*self.batch_size, *(1,) * (value.ndim - self.batch_dims))
+                out.set(key, torch.where(mask, value, out.get(key)))
             self._step_in_episode.masked_fill_(restart, 0)
         shape1 = (*self.batch_size, 1)
         terminated = task_done if self.end == "terminated" else task_done & inner_terminated

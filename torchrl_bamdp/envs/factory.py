@@ -60,7 +60,9 @@ def make_env(
         that averages over the envs are exact expectations over the task distribution.
     **family_kwargs
         Passed to the family's task env: ``grid_size`` (GridNavi); ``goal_radius``,
-        ``step_size`` (point robot); ``terminate_when_unhealthy``, ``gym_kwargs``, ``workers``
+        ``step_size`` (point robot); ``observation`` (``"state"`` or ``"pixels"``) and
+        ``image_size`` (GridNavi, point robot; ``observation="state"`` or ``None`` is ignored by
+        the other families); ``terminate_when_unhealthy``, ``gym_kwargs``, ``workers``
         (MuJoCo: simulators stepped in that many worker processes, 0 in process). ``grid_size``
         unset (``None``) or equal to GridNavi's default (5) is ignored by the other families,
         and ``workers=0`` by the pure-torch ones; any other option a family does not have raises
@@ -159,10 +161,10 @@ def make_env_from_config(
 
     ``env_config`` is a :class:`~torchrl_bamdp.configs.schema.EnvConfig` (or anything with its
     fields): ``name``, ``num_envs``, ``episode_length``, ``episodes_per_task``, ``grid_size``,
-    ``workers``, ``bamdp_end``, ``check_actions``, ``sync_free``, ``train_tasks`` (as
-    ``tasks``; a meta-test on another distribution passes ``tasks=<name>`` in ``changes``),
-    ``split_seed``, ``switching_hazard``, ``factory`` and ``kwargs`` (a user's family: its
-    factory and options).
+    ``workers``, ``observation``, ``image_size``, ``bamdp_end``, ``check_actions``,
+    ``sync_free``, ``train_tasks`` (as ``tasks``; a meta-test on another distribution passes
+    ``tasks=<name>`` in ``changes``), ``split_seed``, ``switching_hazard``, ``factory`` and
+    ``kwargs`` (a user's family: its factory and options).
 
     Examples
     --------
@@ -178,6 +180,8 @@ def make_env_from_config(
         "episodes_per_task": env_config.episodes_per_task,
         "grid_size": env_config.grid_size,
         "workers": env_config.workers,
+        "observation": getattr(env_config, "observation", "state"),
+        "image_size": getattr(env_config, "image_size", None),
         "factory": getattr(env_config, "factory", None),
         "end": getattr(env_config, "bamdp_end", "truncated"),
         "check_actions": getattr(env_config, "check_actions", "full"),
@@ -229,6 +233,10 @@ def _make_task_env(
         options.pop("workers", None)  # in-process, as the pure-torch families always are
     if "split_seed" not in accepted:  # only the seeded task distributions use it
         options.pop("split_seed", None)
+    if "observation" not in accepted and options.get("observation") in (None, "state"):
+        options.pop("observation", None)  # every family observes its state
+    if options.get("image_size", 0) is None:  # unset: the family's own default (or no frames)
+        options.pop("image_size")
     if "seed" in accepted:  # MuJoCo: the simulators' reset noise; pure-torch envs have none
         options.setdefault("seed", 0 if seed is None else int(seed))
     known = accepted - {"num_envs", "device"}
@@ -239,6 +247,11 @@ def _make_task_env(
             f"{sorted(known - {'seed'}) or 'none'}"
             + (" (grid_size is a GridNavi option)" if "grid_size" in unknown else "")
             + (" (workers is a MuJoCo option)" if "workers" in unknown else "")
+            + (
+                " (observation and image_size are options of the families that render pixels)"
+                if {"observation", "image_size"} & set(unknown)
+                else ""
+            )
             + (
                 f" (tasks={options['tasks']!r}: this family declares no task distributions but "
                 "'all')"

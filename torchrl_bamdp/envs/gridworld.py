@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 
+from torchrl_bamdp.envs.pixels import DEFAULT_IMAGE_SIZE, GridRenderer, check_observation
 from torchrl_bamdp.envs.task_env import TaskEnv
 from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 
@@ -60,8 +61,10 @@ def candidate_goal_cells(grid_size: int) -> torch.Tensor:
 class GridNaviEnv(TaskEnv):
     """Batched GridNavi task environment (no time limit; wrap it in a ``BAMDPEnv``).
 
-    Keys: ``observation`` (the position as two floats), ``task`` (the goal cell as two floats,
-    only for oracles and evaluation), ``action`` (an index in ``0..4``), ``reward``.
+    Keys: ``observation`` (the position as two floats, or with ``observation="pixels"`` a
+    ``uint8`` frame ``[3, image_size, image_size]`` of it, :class:`~torchrl_bamdp.envs.pixels.
+    GridRenderer`), ``task`` (the goal cell as two floats, only for oracles and evaluation),
+    ``action`` (an index in ``0..4``), ``reward``.
 
     Parameters
     ----------
@@ -80,6 +83,12 @@ class GridNaviEnv(TaskEnv):
         the exact belief and the Bayes-optimal policy built from this env take as the prior.
     split_seed : int
         Which goals the ``heldout_*`` distributions hold out.
+    observation : {"state", "pixels"}
+        What the agent observes: its cell (``state``, the reference) or a frame of the grid
+        with its cell lit (``pixels``; the goal is never drawn). Tasks, dynamics and rewards
+        are the same, and so are the Bayes-optimal returns.
+    image_size : int
+        Side of the frames with ``observation="pixels"`` (at least ``2 * grid_size``).
 
     Examples
     --------
@@ -97,6 +106,15 @@ class GridNaviEnv(TaskEnv):
     [[0.0, 2.0], [1.0, 2.0], [2.0, 4.0], [3.0, 3.0], [4.0, 0.0]]
     >>> len(GridNaviEnv(tasks="heldout_train").task_support())
     16
+
+    Pixel observations (the agent's cell lit in channel 0), read back exactly:
+
+    >>> env = GridNaviEnv(num_envs=2, observation="pixels")
+    >>> frames = env.reset()["observation"]
+    >>> frames.shape, frames.dtype
+    (torch.Size([2, 3, 32, 32]), torch.uint8)
+    >>> env.positions_of(frames).tolist()
+    [[0, 0], [0, 0]]
     """
 
     validates_actions = True  # its _step checks the values, with its own message
@@ -110,10 +128,14 @@ class GridNaviEnv(TaskEnv):
         device: torch.device | str = "cpu",
         tasks: str = ALL_TASKS,
         split_seed: int = 0,
+        observation: str = "state",
+        image_size: int = DEFAULT_IMAGE_SIZE,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1 (got {num_envs})")
         candidate_goal_cells(grid_size)  # checks grid_size
+        check_observation(type(self).__name__, observation, image_size)
+        renderer = GridRenderer(grid_size, image_size) if observation == "pixels" else None
         try:
             goals = grid_goal_cells(grid_size, tasks, split_seed)
         except ValueError as err:
@@ -125,6 +147,10 @@ class GridNaviEnv(TaskEnv):
         self.step_penalty = float(step_penalty)
         self.task_distribution = tasks
         self.split_seed = int(split_seed)
+        #: ``state`` or ``pixels``; with pixels, :attr:`renderer` draws the frames.
+        self.observation_kind = observation
+        self.renderer = renderer
+        self.image_size = image_size if renderer is not None else None
         #: The goals of its task distribution, ``[G, 2]`` long (all 21 candidates by default).
         self.candidate_goals = torch.tensor(goals, dtype=torch.long, device=self.device)
         self._moves = torch.tensor(GRID_MOVES, dtype=torch.long, device=self.device)
@@ -136,8 +162,14 @@ class GridNaviEnv(TaskEnv):
     def _make_specs(self) -> None:
         shape = self.batch_size
         high = float(self.grid_size - 1)
+        if self.renderer is None:
+            observation = Bounded(0.0, high, shape=(*shape, 2), device=self.device)
+        else:
+            observation = Bounded(
+                0, 255, shape=(*shape, *self.renderer.shape), dtype=torch.uint8, device=self.device
+            )
         self.observation_spec = Composite(
-            observation=Bounded(0.0, high, shape=(*shape, 2), device=self.device),
+            observation=observation,
             task=Bounded(0.0, high, shape=(*shape, 2), device=self.device),
             shape=shape,
         )
@@ -161,6 +193,20 @@ class GridNaviEnv(TaskEnv):
         """Flat cell index ``x * grid_size + y`` of float or long ``[..., 2]`` positions."""
         position = position.long()
         return position[..., 0] * self.grid_size + position[..., 1]
+
+    @property
+    def frame_cells(self):
+        """With pixels, ``frame_cells(frames) -> [...]`` flat cell indices the frames show
+        (:meth:`~torchrl_bamdp.envs.pixels.GridRenderer.cells`, exact); ``None`` for states.
+        What the per-cell reward decoder reads of a frame."""
+        return None if self.renderer is None else self.renderer.cells
+
+    def positions_of(self, observation: torch.Tensor) -> torch.Tensor:
+        """The cells ``[..., 2]`` (long) that observations ``[..., *obs_shape]`` show: the
+        observation itself for states, the lit cell for frames (the renderer's exact inverse)."""
+        if self.renderer is None:
+            return observation.long()
+        return self.renderer.positions(observation)
 
     # -- tasks -------------------------------------------------------------------------------
     def sample_tasks(self, num: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -253,4 +299,8 @@ class GridNaviEnv(TaskEnv):
         return f"{head} (dtype {action.dtype}); {allowed}"
 
     def _output(self, done: torch.Tensor) -> TensorDictBase:
-        return self._task_output(self._position.float(), self._goal.float(), done)
+        if self.renderer is None:
+            observation = self._position.float()
+        else:
+            observation = self.renderer.render(self._position)
+        return self._task_output(observation, self._goal.float(), done)

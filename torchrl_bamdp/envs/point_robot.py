@@ -26,14 +26,22 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 
+from torchrl_bamdp.envs.pixels import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_VIEW_RADIUS,
+    PointRenderer,
+    check_observation,
+)
 from torchrl_bamdp.envs.task_env import TaskEnv
 
 
 class PointRobotEnv(TaskEnv):
     """Batched 2D point-robot navigation to a goal on the unit half circle.
 
-    Keys: ``observation`` (the position, ``float[2]``), ``task`` (the goal, ``float[2]``, only for
-    oracles and evaluation), ``action`` (``float[2]`` in ``[-1, 1]``, clipped), ``reward``.
+    Keys: ``observation`` (the position, ``float[2]``, or with ``observation="pixels"`` a ``uint8``
+    frame ``[3, image_size, image_size]`` of it, :class:`~torchrl_bamdp.envs.pixels.PointRenderer`),
+    ``task`` (the goal, ``float[2]``, only for oracles and evaluation), ``action`` (``float[2]`` in
+    ``[-1, 1]``, clipped), ``reward``.
 
     Parameters
     ----------
@@ -48,6 +56,14 @@ class PointRobotEnv(TaskEnv):
         Displacement per unit action: the position changes by ``step_size * clip(a, -1, 1)``.
     device : torch.device or str
         Where the state lives; every operation is a batched tensor op, so any device works.
+    observation : {"state", "pixels"}
+        What the agent observes: its position (``state``) or a frame of the plane around the
+        start with the robot drawn in (``pixels``; the goal is never drawn). Tasks, dynamics and
+        rewards are the same.
+    image_size : int
+        Side of the frames with ``observation="pixels"``.
+    view_radius : float
+        The frames show ``[-view_radius, view_radius]^2``; a robot outside is drawn on the edge.
 
     Examples
     --------
@@ -58,6 +74,8 @@ class PointRobotEnv(TaskEnv):
     >>> td["action"] = torch.ones(4, 2)
     >>> env.step(td)["next", "observation"][0]
     tensor([0.1000, 0.1000])
+    >>> PointRobotEnv(num_envs=4, observation="pixels").reset()["observation"].shape
+    torch.Size([4, 3, 32, 32])
     """
 
     validates_actions = True  # its _step checks the values, with its own message
@@ -69,7 +87,12 @@ class PointRobotEnv(TaskEnv):
         goal_radius: float = 0.2,
         step_size: float = 0.1,
         device: torch.device | str = "cpu",
+        observation: str = "state",
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        view_radius: float = DEFAULT_VIEW_RADIUS,
     ) -> None:
+        check_observation(type(self).__name__, observation, image_size)
+        renderer = PointRenderer(image_size, view_radius) if observation == "pixels" else None
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1 (got {num_envs})")
         if not goal_radius > 0:
@@ -81,14 +104,24 @@ class PointRobotEnv(TaskEnv):
         self.sparse = bool(sparse)
         self.goal_radius = float(goal_radius)
         self.step_size = float(step_size)
+        #: ``state`` or ``pixels``; with pixels, :attr:`renderer` draws the frames.
+        self.observation_kind = observation
+        self.renderer = renderer
+        self.image_size = image_size if renderer is not None else None
         self._position = torch.zeros(num_envs, 2, device=self.device)
         self._goal = torch.tensor([[0.0, 1.0]], device=self.device).expand(num_envs, 2).clone()
         self._make_specs()
 
     def _make_specs(self) -> None:
         shape = self.batch_size
+        if self.renderer is None:
+            observation = Unbounded(shape=(*shape, 2), device=self.device)
+        else:
+            observation = Bounded(
+                0, 255, shape=(*shape, *self.renderer.shape), dtype=torch.uint8, device=self.device
+            )
         self.observation_spec = Composite(
-            observation=Unbounded(shape=(*shape, 2), device=self.device),
+            observation=observation,
             task=Bounded(-1.0, 1.0, shape=(*shape, 2), device=self.device),
             shape=shape,
         )
@@ -159,8 +192,19 @@ class PointRobotEnv(TaskEnv):
         out.set("reward", reward)
         return out
 
+    def positions_of(self, observation: torch.Tensor) -> torch.Tensor:
+        """The positions ``[..., 2]`` that observations show: the observation itself for states,
+        the renderer's inverse for frames (to within 8-bit rounding, inside the view)."""
+        if self.renderer is None:
+            return observation
+        return self.renderer.positions(observation)
+
     def _output(self, done: torch.Tensor) -> TensorDictBase:
-        return self._task_output(self._position.clone(), self._goal.clone(), done)
+        if self.renderer is None:
+            observation = self._position.clone()
+        else:
+            observation = self.renderer.render(self._position)
+        return self._task_output(observation, self._goal.clone(), done)
 
 
 def sparse_point_robot(
@@ -168,6 +212,8 @@ def sparse_point_robot(
     goal_radius: float = 0.2,
     step_size: float = 0.1,
     device: torch.device | str = "cpu",
+    observation: str = "state",
+    image_size: int = DEFAULT_IMAGE_SIZE,
 ) -> PointRobotEnv:
     """The ``point_robot_sparse`` task family (its registered factory).
 
@@ -177,7 +223,13 @@ def sparse_point_robot(
     True
     """
     return PointRobotEnv(
-        num_envs=num_envs, sparse=True, goal_radius=goal_radius, step_size=step_size, device=device
+        num_envs=num_envs,
+        sparse=True,
+        goal_radius=goal_radius,
+        step_size=step_size,
+        device=device,
+        observation=observation,
+        image_size=image_size,
     )
 
 
@@ -186,6 +238,8 @@ def dense_point_robot(
     goal_radius: float = 0.2,
     step_size: float = 0.1,
     device: torch.device | str = "cpu",
+    observation: str = "state",
+    image_size: int = DEFAULT_IMAGE_SIZE,
 ) -> PointRobotEnv:
     """The ``point_robot_dense`` task family (its registered factory).
 
@@ -195,5 +249,11 @@ def dense_point_robot(
     False
     """
     return PointRobotEnv(
-        num_envs=num_envs, sparse=False, goal_radius=goal_radius, step_size=step_size, device=device
+        num_envs=num_envs,
+        sparse=False,
+        goal_radius=goal_radius,
+        step_size=step_size,
+        device=device,
+        observation=observation,
+        image_size=image_size,
     )

@@ -210,8 +210,12 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
     episodes = episodes or config.env.episodes_per_task
     grid = config.env.grid_size
     task = torch.tensor([list(goal)], dtype=torch.float32)
+    # The env the agent was trained on: its frames too, with env.observation=pixels.
+    pixels = {"observation": config.env.observation}
+    if config.env.image_size is not None:
+        pixels["image_size"] = config.env.image_size
     base = BAMDPEnv(
-        GridNaviEnv(num_envs=1, grid_size=grid),
+        GridNaviEnv(num_envs=1, grid_size=grid, **pixels),
         episode_length=config.env.episode_length,
         episodes_per_task=episodes,
         fixed_tasks=task,
@@ -233,7 +237,8 @@ def record_belief_rollout(agent, config, goal: Sequence[int], episodes: int | No
     mean = with_start(BELIEF_MEAN)
     done = torch.cat([torch.zeros(1, dtype=torch.bool), rollout["next", "episode_done"][:, 0]])
     return BeliefRollout(
-        positions=with_start("observation").long(),
+        # The cells, read back from the frames with pixel observations.
+        positions=base.task_env.positions_of(with_start("observation")),
         reward_probs=decoder.probabilities(mean),
         goal=tuple(int(g) for g in goal),
         episode_done=done,

@@ -118,7 +118,8 @@ def gridnavi_tours(
     with set_exploration_type(exploration), torch.no_grad():
         rollout = env.rollout(episodes * episode_length, policy, break_when_any_done=False)
     moves = torch.tensor(GRID_MOVES)
-    start = rollout.get("observation").long().cpu()
+    # The cells the policy acted in (read back from the frames with pixel observations).
+    start = grid.positions_of(rollout.get("observation")).long().cpu()
     action = rollout.get("action").cpu()
     if action.ndim == start.ndim:  # one-hot actions
         action = action.argmax(-1)

@@ -31,22 +31,40 @@ class InputNormalizer(nn.Module):
     batch), so the actor is a fixed function during each PPO update and within a collection.
     They live in buffers, so they are saved and restored with the actor's ``state_dict``.
 
+    ``raw_dims`` leading entries pass through unchanged: the pixels of an image observation in
+    the hyper-state, already scaled to ``[0, 1]``. Normalised per pixel by running statistics, a
+    pixel that is rarely lit (a far cell) would have a tiny variance and read as a huge value
+    the few times it is; the CNN that embeds them wants the image as it is.
+
     Examples
     --------
     >>> norm = InputNormalizer(2)
     >>> norm.update(torch.tensor([[0.0, 10.0], [2.0, 30.0]]))
     >>> norm(torch.tensor([[1.0, 20.0]]))
     tensor([[0., 0.]])
+    >>> norm = InputNormalizer(3, raw_dims=1)
+    >>> norm.update(torch.tensor([[0.0, 0.0, 10.0], [1.0, 2.0, 30.0]]))
+    >>> norm(torch.tensor([[1.0, 1.0, 20.0]]))
+    tensor([[1., 0., 0.]])
     """
 
     def __init__(
-        self, dim: int, clip: float = 10.0, eps: float = 1e-8, key: NestedKey = "hyper_state"
+        self,
+        dim: int,
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        key: NestedKey = "hyper_state",
+        raw_dims: int = 0,
     ) -> None:
         super().__init__()
+        if not 0 <= raw_dims <= dim:
+            raise ValueError(f"InputNormalizer: raw_dims must be in [0, {dim}] (got {raw_dims})")
         # The entry of a collected batch whose statistics this normaliser tracks.
         self.key = key
         self.clip = clip
         self.eps = eps
+        # A plain attribute, not a buffer: the state_dict keeps the keys it always had.
+        self.raw_dims = int(raw_dims)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("var", torch.ones(dim))
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
@@ -58,9 +76,15 @@ class InputNormalizer(nn.Module):
         merge_running_moments(self.mean, self.var, self.count, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.mean) / torch.sqrt(self.var + self.eps)
+        if self.raw_dims:
+            raw, x = x[..., : self.raw_dims], x[..., self.raw_dims :]
+            mean, var = self.mean[self.raw_dims :], self.var[self.raw_dims :]
+        else:
+            mean, var = self.mean, self.var
+        z = (x - mean) / torch.sqrt(var + self.eps)
         # Identity until the first update; torch.where, not `if count == 0` (a host sync).
-        return torch.where(self.count > 0, z.clamp(-self.clip, self.clip), x)
+        out = torch.where(self.count > 0, z.clamp(-self.clip, self.clip), x)
+        return torch.cat([raw, out], dim=-1) if self.raw_dims else out
 
 
 def find_input_normalizers(module: nn.Module) -> list[InputNormalizer]:
@@ -95,9 +119,12 @@ class InputEmbeddings(nn.Module):
 
     Parameters
     ----------
-    segments : mapping of str to (int, int)
+    segments : mapping of str to (int, int) or nn.Module
         ``name -> (size, width)`` in input order; the sizes must add up to the input size.
         Names label the parameters (``embeddings.<name>.weight``) and must be valid module names.
+        A segment may instead be a module with ``in_features`` and ``out_features`` (e.g. the
+        :class:`~torchrl_bamdp.modules.pixels.PixelEmbedding` of a flattened frame), used as
+        that segment's embedding as it is.
     activation : str
         The activation after each embedding (the original: the policy's activation).
 
@@ -112,6 +139,13 @@ class InputEmbeddings(nn.Module):
 
     def __init__(self, segments: Mapping[str, tuple[int, int]], activation: str = "tanh") -> None:
         super().__init__()
+        given: dict[str, nn.Module] = {}
+        if isinstance(segments, Mapping):
+            given = {n: m for n, m in segments.items() if isinstance(m, nn.Module)}
+            segments = {
+                n: (int(m.in_features), int(m.out_features)) if n in given else m
+                for n, m in segments.items()
+            }
         self.segments = _check_embeddings(segments)
         if activation not in ACTIVATIONS:
             raise ValueError(
@@ -121,7 +155,9 @@ class InputEmbeddings(nn.Module):
         # PyTorch's default Linear init, as the original's FeatureExtractor.
         self.embeddings = nn.ModuleDict(
             {
-                name: nn.Sequential(nn.Linear(size, width), ACTIVATIONS[activation]())
+                name: given[name]
+                if name in given
+                else nn.Sequential(nn.Linear(size, width), ACTIVATIONS[activation]())
                 for name, (size, width) in self.segments.items()
                 if width > 0
             }
@@ -229,7 +265,8 @@ def make_actor_critic(
     critic_extra: dict[NestedKey, int] | None = None,
     continuous_dist: str = "tanh_normal",
     init_std: float = 1.0,
-    input_embeddings: Mapping[str, tuple[int, int]] | None = None,
+    input_embeddings: Mapping[str, tuple[int, int] | nn.Module] | None = None,
+    raw_input_dims: int = 0,
 ) -> tuple[ProbabilisticActor, ValueOperator]:
     """Build a PPO actor and critic that read ``in_key`` (the hyper-state by default).
 
@@ -286,7 +323,11 @@ def make_actor_critic(
         their parameters once (:func:`unique_parameters`). E.g. for GridNavi's
         ``hyper_state = [observation (2), mean (5), logvar (5)]``:
         ``{"observation": (2, 16), "belief": (10, 16)}``. ``critic_extra`` inputs are not
-        embedded.
+        embedded. A segment may be a module (``in_features`` -> ``out_features``) instead, e.g.
+        the CNN of a flattened frame (:class:`InputEmbeddings`).
+    raw_input_dims : int
+        The first ``raw_input_dims`` entries of ``in_key`` are not normalised (the pixels of a
+        frame, already in ``[0, 1]``; see :class:`InputNormalizer`).
 
     Examples
     --------
@@ -321,7 +362,9 @@ def make_actor_critic(
             f"make_actor_critic: init_std must be a finite float > 0 (got {init_std!r})"
         )
     extra = dict(critic_extra or {})
-    norm = InputNormalizer(input_dim, key=in_key) if normalize_input else None
+    norm = (
+        InputNormalizer(input_dim, key=in_key, raw_dims=raw_input_dims) if normalize_input else None
+    )
     embedding = None
     mlp_in = input_dim
     if input_embeddings is not None:

@@ -8,7 +8,7 @@ The ELBO loss only sums these, so a user-defined decoder only has to implement `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -149,6 +149,12 @@ class GridCellRewardDecoder(nn.Module):
         Hidden layer sizes (empty: a linear head).
     goal_threshold : float
         Rewards above this count as "goal reached".
+    cells_of : callable, optional
+        ``cells_of(next_obs) -> [...]`` long flat cell indices of the landed states. ``None``
+        (default): the states are cells ``(x, y)``. With image observations, the renderer's
+        exact inverse (:meth:`~torchrl_bamdp.envs.pixels.GridRenderer.cells`): which cell a
+        frame shows is a fixed function of its pixels, as it is of the state; nothing is
+        learnt from it, and the decoder still reconstructs rewards only.
 
     Examples
     --------
@@ -163,10 +169,12 @@ class GridCellRewardDecoder(nn.Module):
         grid_size: int,
         hidden: Sequence[int] = (),
         goal_threshold: float = 0.0,
+        cells_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.grid_size = grid_size
         self.goal_threshold = goal_threshold
+        self.cells_of = cells_of
         self.net = make_mlp(latent_dim, grid_size * grid_size, hidden, activation="relu")
 
     def logits(self, latent: torch.Tensor) -> torch.Tensor:
@@ -178,8 +186,11 @@ class GridCellRewardDecoder(nn.Module):
 
     def nll(self, latent: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         logits = self.logits(latent)  # [N, Te, C]
-        landed = batch.next_obs.long()
-        cell = landed[..., 0] * self.grid_size + landed[..., 1]
+        if self.cells_of is not None:
+            cell = self.cells_of(batch.next_obs)
+        else:
+            landed = batch.next_obs.long()
+            cell = landed[..., 0] * self.grid_size + landed[..., 1]
         n, te, _ = logits.shape
         index = cell.unsqueeze(1).expand(n, te, cell.shape[1])  # [N, Te, T]
         cell_logits = logits.gather(-1, index)
@@ -215,6 +226,11 @@ class RewardDecoder(nn.Module):
         MLP. The original sizes them as the encoder's embeddings (MuJoCo: 32 and 16). The
         features are concatenated as ``[m, s_{t+1}, s_t, a_t]`` (the original's order is
         ``[m, s_{t+1}, a_t, s_t]``: the same function class).
+    obs_net : nn.Module, optional
+        The state embedding itself, in place of ``Linear(obs_dim, obs_embed)`` (``obs_embed``
+        is then ignored): for image observations a
+        :class:`~torchrl_bamdp.modules.pixels.PixelEmbedding` of the frames s_{t+1} (and s_t),
+        to its ``out_features``. The decoder still reconstructs the reward only.
 
     Examples
     --------
@@ -241,6 +257,7 @@ class RewardDecoder(nn.Module):
         obs_embed: int = 0,
         action_embed: int = 0,
         done_input: bool = False,
+        obs_net: nn.Module | None = None,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
@@ -250,8 +267,13 @@ class RewardDecoder(nn.Module):
         self.use_obs = use_obs
         self.use_action = use_action
         self.done_input = bool(done_input)
+        if obs_net is not None and self.done_input:
+            raise ValueError(f"{owner}: obs_net embeds whole observations: no done_input")
         obs_dim = obs_dim + self.done_input
-        obs_encoder = _embedding(owner, "obs_embed", obs_embed, obs_dim)
+        if obs_net is not None:
+            obs_encoder, obs_embed = obs_net, int(obs_net.out_features)
+        else:
+            obs_encoder = _embedding(owner, "obs_embed", obs_embed, obs_dim)
         action_encoder = _embedding(owner, "action_embed", action_embed, action_dim)
         # Registered only when used: the default decoder keeps today's parameter names.
         if obs_encoder is not None:

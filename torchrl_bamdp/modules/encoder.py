@@ -48,6 +48,11 @@ class BeliefEncoder(nn.Module):
         embedding, which then has ``obs_dim + 1`` inputs (the original appends the flag to the
         state). :meth:`step` and :meth:`sequence` then need ``done``; the belief transform and
         the ELBO loss pass it. Needs ``obs_embed > 0``.
+    obs_net : nn.Module, optional
+        The state embedding itself, in place of ``Linear(obs_dim, obs_embed)``: for image
+        observations a :class:`~torchrl_bamdp.modules.pixels.PixelEmbedding` from frames
+        ``[..., C, H, W]`` to ``obs_embed`` features (its ``out_features``). ``obs_dim`` is then
+        its ``in_features``; ``done_input`` is not available (the flag joins a state vector).
 
     Examples
     --------
@@ -57,6 +62,14 @@ class BeliefEncoder(nn.Module):
     ...                                 torch.zeros(3, 2), hidden)
     >>> mean.shape, hidden.shape
     (torch.Size([3, 5]), torch.Size([3, 64]))
+
+    On frames, with a CNN as the state embedding:
+
+    >>> from torchrl_bamdp.modules.pixels import PixelEmbedding
+    >>> enc = BeliefEncoder(0, 5, True, obs_embed=32, obs_net=PixelEmbedding((3, 32, 32), 32))
+    >>> frames = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    >>> enc.step(torch.zeros(3), torch.zeros(3, 1), frames, enc.initial_hidden(3))[0].shape
+    torch.Size([3, 5])
     """
 
     def __init__(
@@ -73,8 +86,18 @@ class BeliefEncoder(nn.Module):
         logvar_min: float = -10.0,
         logvar_max: float = 10.0,
         done_input: bool = False,
+        obs_net: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        if obs_net is not None:
+            width = getattr(obs_net, "out_features", None)
+            if width != obs_embed or done_input:
+                raise ValueError(
+                    "BeliefEncoder: obs_net must map observations to obs_embed features "
+                    f"(its out_features {width}, obs_embed {obs_embed}), without done_input "
+                    f"(got {done_input})"
+                )
+            obs_dim = int(getattr(obs_net, "in_features", obs_dim))
         if not isinstance(done_input, bool):
             raise ValueError(
                 f"BeliefEncoder: done_input must be True or False (got {done_input!r})"
@@ -93,7 +116,12 @@ class BeliefEncoder(nn.Module):
         self.logvar_min = logvar_min
         self.logvar_max = logvar_max
         obs_in = obs_dim + 1 if done_input else obs_dim
-        self.obs_encoder = nn.Linear(obs_in, obs_embed) if obs_embed > 0 else None
+        #: Whether observations are fed to ``obs_net`` as they are (frames), not as floats.
+        self.raw_obs = obs_net is not None
+        if obs_net is not None:
+            self.obs_encoder = obs_net
+        else:
+            self.obs_encoder = nn.Linear(obs_in, obs_embed) if obs_embed > 0 else None
         self.action_encoder = nn.Linear(action_dim, action_embed) if action_embed > 0 else None
         self.reward_encoder = nn.Linear(reward_dim, reward_embed) if reward_embed > 0 else None
         gru_in = obs_embed + action_embed + reward_embed
@@ -142,8 +170,16 @@ class BeliefEncoder(nn.Module):
         if self.reward_encoder is not None:
             parts.append(F.relu(self.reward_encoder(reward.float())))
         if self.obs_encoder is not None:
-            parts.append(F.relu(self.obs_encoder(obs.float())))
+            parts.append(self.embed_observation(obs))
         return torch.cat(parts, dim=-1)
+
+    def embed_observation(self, obs: torch.Tensor) -> torch.Tensor:
+        """The state embedding ``relu(obs_encoder(obs))`` of observations ``[..., *obs_shape]``
+        (without the done flag): what the policy reads of a frame with
+        ``algo.cnn.policy=shared``."""
+        # Frames go to the CNN as they are (it scales them): a float copy of a uint8 batch
+        # first would cost 4x its memory.
+        return F.relu(self.obs_encoder(obs if self.raw_obs else obs.float()))
 
     @staticmethod
     def _done_feature(done: torch.Tensor | None, obs: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,12 @@ With ``algo.ppo.time_features`` every trained shipped agent's hyper-state ends w
 the task (:class:`~torchrl_bamdp.transforms.TimeAwareHyperState`), for the policy and the critic
 (:func:`with_time_features`).
 
+On image observations (``env.observation=pixels``; ``varibad``, ``oracle`` and ``random``) the
+belief encoder embeds each frame with a CNN (``algo.cnn``) and ``hyper_state`` holds, in place
+of the state, either the flattened frame, which a CNN of the policy's own embeds
+(``algo.cnn.policy=separate``), or the encoder's CNN features of it (``shared``); see
+:mod:`torchrl_bamdp.transforms.pixels`.
+
 Each algorithm is a builder ``(config, env) -> Agent`` (``build_varibad``, ``build_rl2``, ...)
 registered in :mod:`torchrl_bamdp.algorithms`, and :func:`build_agent` dispatches through that
 registry: an algorithm of your own is registered by the same call
@@ -47,6 +53,7 @@ from torchrl.objectives import LossModule
 from torchrl_bamdp.algorithms import resolve_builder
 from torchrl_bamdp.configs.schema import VARIBAD_ALGOS, Config, ConfigError
 from torchrl_bamdp.envs import BAMDPEnv, candidate_goal_cells
+from torchrl_bamdp.envs.pixels import image_shape
 from torchrl_bamdp.modules import (
     BeliefEncoder,
     GridCellRewardDecoder,
@@ -59,6 +66,7 @@ from torchrl_bamdp.modules.actor_critic import (
     make_actor_critic,
     unique_parameters,
 )
+from torchrl_bamdp.modules.pixels import PixelEmbedding
 from torchrl_bamdp.objectives import ELBOLoss, SwitchingELBOLoss
 from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
 from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
@@ -72,6 +80,7 @@ from torchrl_bamdp.transforms.belief import (
 )
 from torchrl_bamdp.transforms.exact_belief import ExactGridBelief, exact_belief_transforms
 from torchrl_bamdp.transforms.oracle import oracle_transforms
+from torchrl_bamdp.transforms.pixels import EncoderFrameFeatures, FlatPixels
 from torchrl_bamdp.transforms.rl2 import rl2_transforms
 from torchrl_bamdp.transforms.switching_belief import switching_belief_transforms
 from torchrl_bamdp.transforms.time import TIME_FEATURES, TimeAwareHyperState, time_features
@@ -264,6 +273,7 @@ def _encoder(
 ) -> BeliefEncoder:
     enc = config.algo.encoder
     action_dim, discrete = _action_dims(env)
+    frames = _frame_shape(env)
     return BeliefEncoder(
         obs_dim=obs_dim,
         action_dim=action_dim,
@@ -274,23 +284,80 @@ def _encoder(
         action_embed=enc.action_embed,
         reward_embed=enc.reward_embed,
         done_input=done_input,
+        # Frames: the state embedding is a CNN (algo.cnn) to obs_embed features.
+        obs_net=None if frames is None else _cnn(config, frames, enc.obs_embed),
     )
 
 
+def _frame_shape(env: BAMDPEnv) -> tuple[int, ...] | None:
+    """``(C, H, W)`` when the env observes frames, else ``None`` (read from its spec)."""
+    return image_shape(env.observation_spec["observation"].shape, env.batch_dims)
+
+
+def _cnn(
+    config: Config, frames: tuple[int, ...], features: int, flat: bool = False
+) -> PixelEmbedding:
+    """The ``algo.cnn`` embedding of frames of shape ``frames``: raw ``uint8`` frames (the
+    encoder, the decoders), or flat ones scaled to [0, 1] (``flat``: in the hyper-state)."""
+    cnn = config.algo.cnn
+    return PixelEmbedding(
+        frames,
+        features,
+        channels=cnn.channels,
+        kernel_sizes=cnn.kernel_sizes,
+        strides=cnn.strides,
+        input_scale=1.0 if flat else 1.0 / 255.0,
+        flat_input=flat,
+    )
+
+
+def _policy_observation(
+    config: Config, env: BAMDPEnv, encoder: BeliefEncoder | None = None
+) -> tuple[Callable[[], Transform] | None, int, tuple[int, ...] | None]:
+    """What ``hyper_state`` holds of the observation: ``(make_transform, size, frame_shape)``.
+
+    A state vector: itself (no transform, ``frame_shape`` ``None``). A frame, by
+    ``algo.cnn.policy``: ``separate``, the frame flattened (:class:`FlatPixels`), which the
+    policy's own CNN embeds (``frame_shape`` is its shape); ``shared``, the encoder's CNN
+    features of it (:class:`EncoderFrameFeatures`, a plain vector to the policy).
+    """
+    frames = _frame_shape(env)
+    if frames is None:
+        return None, _obs_dim(env), None
+    if config.algo.cnn.policy == "shared":
+        if encoder is None:
+            raise ConfigError("algo.cnn.policy='shared' needs an agent with a belief encoder")
+        return (lambda: EncoderFrameFeatures(encoder)), config.algo.encoder.obs_embed, None
+    return FlatPixels, _obs_dim(env), frames
+
+
 def _actor_critic(
-    config: Config, env: BAMDPEnv, state_dim: int, belief_dim: int
+    config: Config,
+    env: BAMDPEnv,
+    state_dim: int,
+    belief_dim: int,
+    frame_shape: tuple[int, ...] | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """PPO actor and critic on ``hyper_state = [state (state_dim), belief (belief_dim), time]``.
 
     With ``algo.ppo.input_embed`` the state part and the belief part are each embedded first
-    (the original's policy), the time features passed through as they are.
+    (the original's policy), the time features passed through as they are. With
+    ``frame_shape`` the state part is a flattened frame in ``[0, 1]``: the policy's own CNN
+    (``algo.cnn``, one for actor and critic) embeds it, the rest passes through, and the input
+    normaliser leaves the pixels as they are.
     """
     ppo = config.algo.ppo
     # A privileged critic also reads the true task (training only; the actor never sees it).
     critic_extra = {"task": env.observation_spec["task"].shape[-1]} if ppo.critic_task else None
     times = TIME_FEATURES if ppo.time_features else 0
     embeddings = None
-    if ppo.input_embed:
+    raw_dims = 0
+    if frame_shape is not None:
+        embeddings = {"frame": _cnn(config, frame_shape, config.algo.cnn.features, flat=True)}
+        if belief_dim + times:
+            embeddings["rest"] = (belief_dim + times, 0)
+        raw_dims = state_dim
+    elif ppo.input_embed:
         embeddings = {"state": (state_dim, ppo.input_embed)}
         if belief_dim:
             embeddings["belief"] = (belief_dim, ppo.input_embed)
@@ -306,11 +373,13 @@ def _actor_critic(
         continuous_dist=ppo.policy_dist,
         init_std=ppo.init_std,
         input_embeddings=embeddings,
+        raw_input_dims=raw_dims,
     )
 
 
 def _obs_dim(env: BAMDPEnv) -> int:
-    return env.observation_spec["observation"].shape[-1]
+    # The size of one observation: a vector's length, or a frame's C * H * W.
+    return env.observation_spec["observation"].shape[env.batch_dims :].numel()
 
 
 def build_varibad(config: Config, env: BAMDPEnv) -> Agent:
@@ -352,9 +421,14 @@ def build_oracle(config: Config, env: BAMDPEnv) -> Agent:
     >>> build_oracle(load_config({"algo": {"name": "oracle"}}), make_env(num_envs=2)).name
     'oracle'
     """
-    obs_dim, task_dim = _obs_dim(env), env.observation_spec["task"].shape[-1]
-    actor, critic = _actor_critic(config, env, obs_dim, task_dim)
-    return with_time_features(Agent("oracle", actor, critic, oracle_transforms), config)
+    task_dim = env.observation_spec["task"].shape[-1]
+    make_observation, obs_dim, frames = _policy_observation(config, env)
+    actor, critic = _actor_critic(config, env, obs_dim, task_dim, frame_shape=frames)
+
+    def make_transforms() -> Transform:
+        return oracle_transforms(observation=make_observation() if make_observation else None)
+
+    return with_time_features(Agent("oracle", actor, critic, make_transforms), config)
 
 
 def build_belief_oracle(config: Config, env: BAMDPEnv) -> Agent:
@@ -455,8 +529,20 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     latent, dec, elbo = algo.encoder.latent_dim, algo.decoders, algo.elbo
     mse = elbo.mse_reduction
     reward_decoder = None
+    frames = _frame_shape(env)
     if config.reward_decoder == "grid_cells":
-        reward_decoder = GridCellRewardDecoder(latent, env_cfg.grid_size, hidden=dec.reward_hidden)
+        cells_of = None
+        if frames is not None:
+            # Which cell a frame shows: the renderer's exact inverse (no learnt part).
+            cells_of = getattr(env.task_env, "frame_cells", None)
+            if cells_of is None:
+                raise ConfigError(
+                    "algo.decoders.reward='grid_cells' on frames needs the task env's "
+                    f"frame_cells (GridNaviEnv's); {type(env.task_env).__name__} has none"
+                )
+        reward_decoder = GridCellRewardDecoder(
+            latent, env_cfg.grid_size, hidden=dec.reward_hidden, cells_of=cells_of
+        )
     elif config.reward_decoder == "mse":
         reward_decoder = RewardDecoder(
             latent,
@@ -468,6 +554,9 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
             obs_embed=dec.reward_obs_embed,
             action_embed=dec.reward_action_embed,
             done_input=dec.done_input,
+            obs_net=None
+            if frames is None
+            else _cnn(config, frames, dec.reward_obs_embed or algo.cnn.features),
         )
     state_decoder = (
         StateDecoder(
@@ -520,13 +609,23 @@ def _varibad(config: Config, env: BAMDPEnv, obs_dim: int) -> Agent:
     cells = getattr(reward_decoder, "grid_size", 0) ** 2  # the decoded belief's size, if any
     sizes = {BELIEF_MEAN: latent, BELIEF_LOGVAR: latent, BELIEF_DECODED: cells}
     done_input = algo.ppo.done_input
+    make_observation, state_dim, frame_shape = _policy_observation(config, env, encoder)
     actor, critic = _actor_critic(
-        config, env, obs_dim + int(done_input), sum(sizes[k] for k in belief_keys)
+        config,
+        env,
+        state_dim + int(done_input),
+        sum(sizes[k] for k in belief_keys),
+        frame_shape=frame_shape,
     )
 
     def make_transforms() -> Compose:
         return varibad_transforms(
-            encoder, reward_decoder, policy_belief, done_input, tbptt_steps=elbo.tbptt_steps
+            encoder,
+            reward_decoder,
+            policy_belief,
+            done_input,
+            tbptt_steps=elbo.tbptt_steps,
+            observation=make_observation() if make_observation else None,
         )
 
     return Agent(

@@ -64,6 +64,10 @@ ARCHITECTURE_FIELDS = (
     "env.split_seed",
     # The task-switching prior: the belief oracle's filter and varibad_switching's ELBO use it.
     "env.switching_hazard",
+    # What the agent observes (frames change every network's input) and the CNN embedding them.
+    "env.observation",
+    "env.image_size",
+    "algo.cnn",
     "algo.name",
     "algo.builder",
     "algo.encoder",
@@ -109,7 +113,14 @@ LEGACY_ARCHITECTURE_VALUES: dict[str, Any] = {
     # Named task distributions (issue 20): every run before them trained on the full one.
     "env.train_tasks": "all",
     "env.split_seed": 0,
+    # Image observations (issue 20, item 3): every run before them observed the state.
+    "env.observation": "state",
+    "env.image_size": None,
 }
+
+#: Sections that shape the networks only for runs on frames (``env.observation=pixels``): two
+#: state runs are not compared on them (an older checkpoint has none).
+PIXEL_ONLY_FIELDS = ("algo.cnn",)
 
 _MISSING = object()
 
@@ -265,10 +276,22 @@ def architecture_differences(
     >>> new["algo"]["ppo"]["critic_task"] = False
     >>> architecture_differences({"algo": {"ppo": {}}}, new, ("algo.ppo.critic_task",))
     []
+
+    The CNN counts only for runs on frames (:data:`PIXEL_ONLY_FIELDS`):
+
+    >>> small, large = {"algo": {"cnn": {"features": 32}}}, {"algo": {"cnn": {"features": 64}}}
+    >>> architecture_differences(small, large, ("algo.cnn",))
+    []
+    >>> small["env"] = large["env"] = {"observation": "pixels"}
+    >>> architecture_differences(small, large, ("algo.cnn",))
+    ['algo.cnn.features: checkpoint 32, this run 64']
     """
     lines = []
     saved = _without_legacy_grid_size(saved)
+    on_frames = any(_lookup(c, "env.observation") == "pixels" for c in (saved, current))
     for path in fields:
+        if path in PIXEL_ONLY_FIELDS and not on_frames:
+            continue
         saved_value, legacy = _lookup(saved, path), ""
         if saved_value is _MISSING and path in LEGACY_ARCHITECTURE_VALUES:
             saved_value = LEGACY_ARCHITECTURE_VALUES[path]

@@ -398,6 +398,7 @@ def varibad_transforms(
     policy_belief: str = "latent",
     done_input: bool = False,
     tbptt_steps: int | None = None,
+    observation: Transform | None = None,
 ) -> Compose:
     """Belief transform followed by the hyper-state concatenation, ready for ``TransformedEnv``.
 
@@ -408,6 +409,9 @@ def varibad_transforms(
     follows the observation, as the original's ``add_done_info`` appends it to the state:
     ``hyper_state = [observation, done, belief]``. ``tbptt_steps`` truncates backpropagation
     through time when PPO re-encodes stored tasks (:func:`reencode_hyper_state`).
+    ``observation`` is a transform writing what ``hyper_state`` holds of the observation in
+    its place (its one out key): for frames, :class:`~torchrl_bamdp.transforms.pixels.FlatPixels`
+    or :class:`~torchrl_bamdp.transforms.pixels.EncoderFrameFeatures`.
 
     Examples
     --------
@@ -433,5 +437,9 @@ def varibad_transforms(
             )
         )
         keys = [EPISODE_DONE_INPUT, *keys]
-    parts.append(hyper_state_transform(keys))
+    observation_key: NestedKey = "observation"
+    if observation is not None:
+        parts.append(observation)
+        (observation_key,) = observation.out_keys
+    parts.append(hyper_state_transform(keys, observation_key=observation_key))
     return Compose(*parts)

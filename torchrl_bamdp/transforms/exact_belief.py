@@ -428,6 +428,9 @@ class ExactGridBelief(Transform):
                 "tensordict returned by env.reset() (or a collector), not a hand-made one."
             )
         position = self._get(tensordict, self.observation_key, "root")
+        if position.dim() > probs.dim():
+            # A frame (env.observation=pixels): the cell it shows, by the renderer's inverse.
+            position = find_grid_navi(self.parent).positions_of(position)
         action = self._get(tensordict, self.action_key, "root")
         reward = self._get(next_tensordict, self.reward_key, "next")
         if not self.has_fallback:

@@ -1387,8 +1387,8 @@ def load_config(data: Mapping[str, Any] | None = None) -> Config:
     ...
     torchrl_bamdp.configs.schema.ConfigError: unknown key 'config.env.num_env'; did you mean \
 'num_envs'? (valid keys: bamdp_end, check_actions, episode_length, episodes_per_task, \
-factory, grid_size, image_size, kwargs, name, num_envs, observation, split_seed, sync_free, \
-test_tasks, train_tasks, workers)
+factory, grid_size, image_size, kwargs, name, num_envs, observation, split_seed, switching_hazard, \
+sync_free, test_tasks, train_tasks, workers)
     """
     data = dict(data or {})
     # The same composition as `bamdp-train algo=<algo.name> env=<env.name>` (one source of

@@ -48,8 +48,7 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import TransformedEnv
 
-from torchrl_bamdp.cli import compose_config, resolve_run
-from torchrl_bamdp.configs import config_to_dict
+from torchrl_bamdp.cli import compose_config, compose_or_resume
 from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.policies import uniform_random_policy
@@ -97,11 +96,7 @@ def train_one(algo: str, seed: int, args: argparse.Namespace, deadline: float) -
         "train.progress_bar=false",
         "train.figures=false",
     ]
-    if (run_dir / "config.json").exists():
-        config, _ = resolve_run({"resume": str(run_dir)}, train)
-    else:
-        cli = [*overrides(algo), f"seed={seed}", f"run_dir={run_dir}", *train]
-        config, _ = resolve_run(config_to_dict(compose_config(cli)), [])
+    config = compose_or_resume(run_dir, [*overrides(algo), f"seed={seed}"], train)
     config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
     print(f"[{time.strftime('%H:%M:%S')}] train {algo} seed {seed}: {run_dir}", flush=True)
     trainer = Trainer(config, run_dir)

@@ -373,27 +373,47 @@ class ELBOLoss(LossModule):
             prev_done=prev_done,
         )
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        if tensordict.ndim != 2:
-            raise ValueError(
-                f"ELBOLoss expects [N, T] trajectories (batch, time); got batch_size "
-                f"{tuple(tensordict.batch_size)}"
-            )
-        batch = self._batch(tensordict)
-        n, t = tensordict.batch_size
-        device = batch.next_obs.device
-        mean, logvar, _ = self._encode(tensordict, batch)
+    def kl_terms(self, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """``[N, T + 1]`` KL terms ``KL(q_t || q_{t-1})`` of the beliefs ``q_0..q_T`` (``mean``,
+        ``logvar``: ``[N, T + 1, L]``), with ``q_{-1} = N(0, I)`` before the first.
+
+        Subclasses with another prior over how the belief moves override this (the switching
+        ELBO's mixture prior).
+        """
         # KL(q_t || q_{t-1}), q_{-1} = N(0, I): prepend the standard normal to the sequence.
         prior_mean = torch.zeros_like(mean[:, :1])
         prev_mean = torch.cat([prior_mean, mean[:, :-1]], dim=1)
         prev_logvar = torch.cat([torch.zeros_like(prior_mean), logvar[:, :-1]], dim=1)
+        return gaussian_kl(mean, logvar, prev_mean, prev_logvar)
+
+    def _beliefs_and_kl(
+        self, tensordict: TensorDictBase
+    ) -> tuple[
+        TransitionBatch, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+    ]:
+        """What every ELBO of this family starts from: the batch, the re-encoded beliefs
+        ``q_0..q_T`` (``mean``, ``logvar``), their masked KL terms (:meth:`kl_terms`), which
+        transitions are real (``step_valid``, ``[N, T]``) and which beliefs exist
+        (``posterior_valid``, ``[N, T + 1]``)."""
+        if tensordict.ndim != 2:
+            raise ValueError(
+                f"{type(self).__name__} expects [N, T] trajectories (batch, time); got "
+                f"batch_size {tuple(tensordict.batch_size)}"
+            )
+        batch = self._batch(tensordict)
+        n, t = tensordict.batch_size
+        mean, logvar, _ = self._encode(tensordict, batch)
         step_valid = tensordict.get(self.tensor_keys.valid, None)
         if step_valid is None:
-            step_valid = torch.ones(n, t, dtype=torch.bool, device=device)
+            step_valid = torch.ones(n, t, dtype=torch.bool, device=batch.next_obs.device)
         step_valid = step_valid.reshape(n, t)
         # Posterior t exists when transition t - 1 is real (the prior, t = 0, always does).
         posterior_valid = torch.cat([step_valid[:, :1].new_ones(n, 1), step_valid], dim=1)
-        kl = gaussian_kl(mean, logvar, prev_mean, prev_logvar) * posterior_valid  # [N, T + 1]
+        kl = self.kl_terms(mean, logvar) * posterior_valid  # [N, T + 1]
+        return batch, mean, logvar, kl, step_valid, posterior_valid
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        batch, mean, logvar, kl, step_valid, posterior_valid = self._beliefs_and_kl(tensordict)
         if self.subsample_mode == "rescaled":
             terms = self._rescaled(batch, mean, logvar, kl, step_valid, posterior_valid)
         else:

@@ -201,21 +201,9 @@ class SwitchingELBOLoss(ELBOLoss):
         return (1.0 - self.hazard) * to_last + self.hazard * to_prior
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        if tensordict.ndim != 2:
-            raise ValueError(
-                f"SwitchingELBOLoss expects [N, T] trajectories (batch, time); got batch_size "
-                f"{tuple(tensordict.batch_size)}"
-            )
-        batch = self._batch(tensordict)
-        n, t = tensordict.batch_size
+        batch, mean, logvar, kl, step_valid, posterior_valid = self._beliefs_and_kl(tensordict)
+        t = step_valid.shape[1]
         device = batch.next_obs.device
-        mean, logvar, _ = self._encode(tensordict, batch)  # [N, T + 1, L], prior at 0
-        step_valid = tensordict.get(self.tensor_keys.valid, None)
-        if step_valid is None:
-            step_valid = torch.ones(n, t, dtype=torch.bool, device=device)
-        step_valid = step_valid.reshape(n, t)
-        posterior_valid = torch.cat([step_valid[:, :1].new_ones(n, 1), step_valid], dim=1)
-        kl = self.kl_terms(mean, logvar) * posterior_valid
         out = TensorDict(
             {"loss_kl": self._over_trajectories(kl.sum(1), self.kl_reduction)}, batch_size=[]
         )

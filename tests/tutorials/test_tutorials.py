@@ -92,8 +92,14 @@ EXPECTED = {
         ],
     },
     "06_beyond_the_paper": {
-        "figures": ["heldout_split.png"],
+        "figures": [
+            "heldout_split.png",
+            "switching_posterior.png",
+            "pixel_frames.png",
+            "pixel_belief_rollout.png",
+        ],
         "printed": [
+            # 1. out of distribution
             "heldout split (split_seed=0): 16 training goals, held out: "
             "[(0, 2), (1, 2), (2, 4), (3, 3), (4, 0)]",
             "the split never overlaps: True",
@@ -103,17 +109,20 @@ EXPECTED = {
             "heldout_test   (test, out of distribution):",
             "| episode | VariBAD `heldout_train` | Bayes-optimal `heldout_train` | VariBAD "
             "`heldout_test` | Bayes-optimal `heldout_test` |",
-        ],
-    },
-    "06_task_switching": {
-        "figures": ["switching_posterior.png"],
-        "printed": [
+            # 2. task switching
             "SwitchingBAMDPEnv: hazard 0.05, horizon 60, batch torch.Size([8])",
             "check_env_specs: passed",
             "make_env gives the same env: True",
             "TorchRL done fired 8 times (8 rollouts)",
             "exact filter + greedy walk: return per 100 steps",
-            "switching_hazard=0.05 horizon=60",
+            # 3. pixels
+            "pixel observation: shape (4, 3, 32, 32), dtype torch.uint8",
+            "check_env_specs (pixels): passed",
+            "frames show the state env's cells: True",
+            "algo.cnn.policy=shared: 1 CNN in the encoder, 0 more in the actor and critic",
+            "algo.cnn.policy=separate: 1 CNN in the encoder, 1 more in the actor and critic",
+            "trained VariBAD on pixel GridNavi for 960 frames",
+            "Bayes-optimal per episode:        4.00 11.07 11.07 11.07",
         ],
     },
 }
@@ -218,14 +227,19 @@ def test_tutorial_runs(tutorial: Path, tmp_path: Path):
         assert report["episodes"] == 6 and report["trained_episodes"] == 4
         saved = json.loads((out / "ood_run" / "config.json").read_text())
         assert saved["env"]["train_tasks"] == "heldout_train"
-
-    if tutorial.stem == "06_task_switching":
         for name in ("varibad_switching", "varibad", "belief_oracle"):
             line = _line(stdout, f"{name} ")
             assert "return per 100 steps on the switching env" in line
             assert -10.0 - 1e-6 <= _numbers(line.split(":")[-1])[0] <= 100.0
-            saved = json.loads((out / "runs" / name / "config.json").read_text())
+            saved = json.loads((out / "switching_runs" / name / "config.json").read_text())
             assert saved["env"]["switching_hazard"] == (0.0 if name == "varibad" else 0.05)
+        # The pixel agent's meta-test: 4 episodes, each between never and always at the goal.
+        returns = _numbers(_line(stdout, "meta-test per episode (21 goals):").split(":")[1])
+        assert len(returns) == 4 and all(-1.5 - 1e-6 <= r <= 15.0 for r in returns)
+        saved = json.loads((out / "pixel_run" / "config.json").read_text())
+        assert (
+            saved["env"]["observation"] == "pixels" and saved["algo"]["cnn"]["policy"] == "shared"
+        )
 
 
 @pytest.mark.parametrize("tutorial", TUTORIALS, ids=[t.stem for t in TUTORIALS])

@@ -41,11 +41,9 @@ import statistics
 import time
 from pathlib import Path
 
-from torchrl_bamdp.cli import compose_or_resume
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.trainers import Trainer
-from torchrl_bamdp.trainers.runs import learning_curve
+from torchrl_bamdp.trainers.runs import learning_curve, train_to_budget
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 
@@ -78,22 +76,19 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
     """Train (or continue) one run; its result once its frame budget is reached, else None."""
     run_dir = Path(args.runs_root) / variant / f"seed{seed}"
     minutes = max(1.0, (deadline - time.time()) / 60)
-    train = [
-        f"train.total_frames={args.frames}",
-        f"train.max_minutes={minutes:.1f}",
-        "train.progress_bar=false",
-        "train.figures=false",
-    ]
-    config = compose_or_resume(run_dir, [*VARIANTS[variant], f"seed={seed}"], train)
-    # Meta-test every ~EVAL_FRAMES frames whatever the batch size (16 or 64 envs), so that every
-    # variant spends the same on evaluation and its learning curve has the same resolution.
-    config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
-    print(f"[{time.strftime('%H:%M:%S')}] {variant} seed {seed}: {run_dir}", flush=True)
-    trainer = Trainer(config, run_dir)
-    result = trainer.train()
-    if result["frames"] < args.frames:
-        print(f"  stopped at {result['frames']:,} frames (time); resumes next invocation")
+    # Meta-tested every ~EVAL_FRAMES frames whatever the batch size (16 or 64 envs), so that
+    # every variant spends the same on evaluation and its learning curve has the same resolution.
+    trained = train_to_budget(
+        run_dir,
+        [*VARIANTS[variant], f"seed={seed}"],
+        args.frames,
+        minutes,
+        EVAL_FRAMES,
+        label=f"{variant} seed {seed}",
+    )
+    if trained is None:
         return None
+    config, result = trained
     evaluation = result["eval"]
     bayes = bayes_optimal_returns(config)
     ratios = [m / b for m, b in zip(evaluation["mean"], bayes, strict=True)]
@@ -104,7 +99,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
         "overrides": VARIANTS[variant],
         "seed": seed,
         "frames": result["frames"],
-        "train_seconds": round(trainer.train_seconds, 1),
+        "train_seconds": result["train_seconds"],
         "commit": (versions["git_commit"] or "unknown")[:7],
         "date": time.strftime("%Y-%m-%d"),
         "machine": {

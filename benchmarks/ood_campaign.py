@@ -39,10 +39,8 @@ import platform
 import time
 from pathlib import Path
 
-from torchrl_bamdp.cli import compose_or_resume
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.trainers import Trainer
-from torchrl_bamdp.trainers.runs import learning_curve
+from torchrl_bamdp.trainers.runs import learning_curve, train_to_budget
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 
@@ -66,28 +64,17 @@ TRAINED_MARKER = "ood_campaign_trained.json"
 
 def train_one(algo: str, seed: int, args: argparse.Namespace, deadline: float) -> bool:
     """Train (or continue) one run; whether it has reached its frame budget."""
-    run_dir = Path(args.runs_root) / algo / f"seed{seed}"
-    if (run_dir / TRAINED_MARKER).exists():
-        return True
     minutes = max(1.0, (deadline - time.time()) / 60)
-    train = [
-        f"train.total_frames={args.frames}",
-        f"train.max_minutes={minutes:.1f}",
-        "train.progress_bar=false",
-        "train.figures=false",
-    ]
-    config = compose_or_resume(run_dir, [f"algo={algo}", *SPLIT, f"seed={seed}"], train)
-    config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
-    print(f"[{time.strftime('%H:%M:%S')}] train {algo} seed {seed}: {run_dir}", flush=True)
-    trainer = Trainer(config, run_dir)
-    result = trainer.train()
-    if result["frames"] < args.frames:
-        print(f"  stopped at {result['frames']:,} frames (time); resumes next invocation")
-        return False
-    marker = {"frames": result["frames"], "train_seconds": round(trainer.train_seconds, 1)}
-    (run_dir / TRAINED_MARKER).write_text(json.dumps(marker))
-    print(f"  trained {result['frames']:,} frames in {trainer.train_seconds / 60:.1f} min")
-    return True
+    trained = train_to_budget(
+        Path(args.runs_root) / algo / f"seed{seed}",
+        [f"algo={algo}", *SPLIT, f"seed={seed}"],
+        args.frames,
+        minutes,
+        EVAL_FRAMES,
+        label=f"{algo} seed {seed}",
+        marker=TRAINED_MARKER,
+    )
+    return trained is not None
 
 
 def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:

@@ -32,10 +32,8 @@ import shutil
 import time
 from pathlib import Path
 
-from torchrl_bamdp.cli import compose_config, resolve_run
 from torchrl_bamdp.configs import config_to_dict
-from torchrl_bamdp.trainers import Trainer
-from torchrl_bamdp.trainers.runs import evaluate_run, learning_curve
+from torchrl_bamdp.trainers.runs import evaluate_run, learning_curve, train_to_budget
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 
@@ -46,32 +44,19 @@ EVAL_FRAMES = 100_000  # meta-test every ~100k training frames (the learning cur
 FIGURE = "fig3a_belief_rollout.png"
 
 
-def train(args: argparse.Namespace, run_dir: Path) -> tuple[dict, float]:
-    """Train (or continue) the run until its budget or ``--max-minutes``; the train result and
-    the seconds this invocation spent."""
-    budget = [
-        f"train.total_frames={args.frames}",
-        f"train.max_minutes={args.max_minutes}",
-        f"train.progress_bar={str(args.progress).lower()}",
-    ]
-    if (run_dir / "config.json").exists():
-        config, _ = resolve_run({"resume": str(run_dir)}, budget)
-    else:
-        overrides = [
-            *TASK,
-            f"algo.cnn.policy={args.policy}",
-            f"seed={args.seed}",
-            f"run_dir={run_dir}",
-            *budget,
-        ]
-        config, _ = resolve_run(config_to_dict(compose_config(overrides)), [])
-    config.train.eval_interval = max(1, round(EVAL_FRAMES / config.frames_per_batch))
-    print(f"[{time.strftime('%H:%M:%S')}] train {run_dir}", flush=True)
-    started = time.time()
-    trainer = Trainer(config, run_dir)
-    result = trainer.train()
-    result["train_seconds"] = trainer.train_seconds
-    return result, time.time() - started
+def train(args: argparse.Namespace, run_dir: Path) -> dict | None:
+    """Train (or continue) the run until its budget or ``--max-minutes``; the train result
+    once the budget is reached, else ``None``."""
+    trained = train_to_budget(
+        run_dir,
+        [*TASK, f"algo.cnn.policy={args.policy}", f"seed={args.seed}"],
+        args.frames,
+        args.max_minutes,
+        EVAL_FRAMES,
+        figures=True,  # the belief heatmap of the pixel agent
+        progress_bar=args.progress,
+    )
+    return None if trained is None else trained[1]
 
 
 def record(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -164,12 +149,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     args.tag = args.tag or f"varibad_{args.policy}_{args.frames // 1000}k_seed{args.seed}"
     run_dir = Path(args.runs_root) / args.tag
     out = out_dir / f"{args.tag}.json"
-    if not args.partial:
-        result, seconds = train(args, run_dir)
-        print(f"  this invocation: {seconds / 60:.1f} min, run at {result['frames']:,} frames")
-        if result["frames"] < args.frames:
-            print("  stopped by --max-minutes; the same command resumes it")
-            return None
+    if not args.partial and train(args, run_dir) is None:
+        return None  # stopped by --max-minutes; the same command resumes it
     data = record(args, run_dir)
     write_result_json(out, data)
     figure = run_dir / "figures" / FIGURE

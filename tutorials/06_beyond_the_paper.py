@@ -395,7 +395,7 @@ print(f"figure written: {OUT / 'pixel_frames.png'}")
 
 # %%
 PIXEL_ENVS = 16 if FAST else 64
-PIXEL_FRAMES = PIXEL_ENVS * 60 * (1 if FAST else 64)  # 246k frames when not fast
+PIXEL_FRAMES = PIXEL_ENVS * 60 * (1 if FAST else 260)  # 998k frames when not fast
 for policy in ("shared", "separate"):
     config = compose_config(
         ["env=gridworld", "env.observation=pixels", "algo=varibad", f"algo.cnn.policy={policy}",
@@ -421,7 +421,7 @@ for policy in ("shared", "separate"):
 # The run below uses GridNavi's tuned defaults (`env=gridworld`, so also its privileged
 # critic, which reads the true goal during training, and its time features; the policy never
 # sees the goal), observed as frames: exactly `benchmarks/pixel_gridnavi.py`'s settings, at a
-# fraction of its 2M frames. After training: the meta-test next to the exact Bayes-optimal
+# half of its 2M frames. After training: the meta-test next to the exact Bayes-optimal
 # returns, and the belief heatmap of the pixel agent (the reward decoder's goal probabilities
 # from the belief at every step, Fig 3a of the paper) on the goal (4, 2).
 

@@ -82,10 +82,9 @@ CHEETAH_SPLIT = [
     "env.test_tasks=[extrapolation_test]",
 ]
 CHEETAH_REFERENCES = (
-    "no exact Bayes-optimal reference exists for HalfCheetahVel; the references are the "
-    "uniformly random policy (Random, algo=random, not trained: the floor) and the oracle, "
-    "whose policy reads the true target velocity (privileged: an upper reference, not a "
-    "meta-learner)"
+    "the references instead: the uniformly random policy (Random, algo=random, not trained: "
+    "the floor) and the oracle, whose policy reads the true target velocity (privileged: an "
+    "upper reference, not a meta-learner)"
 )
 
 

@@ -28,6 +28,19 @@ distribution side by side) is rebuilt from the JSON files of the finished runs::
 
 ``--train-only`` trains without meta-testing (a second invocation with ``--evaluate-only``
 meta-tests the runs that reached their budget, e.g. while the first goes on training).
+
+``--family cheetah_vel``: HalfCheetahVel extrapolation. VariBAD, RL2 and the oracle (whose
+policy reads the true target velocity: a privileged upper reference, not a meta-learner) at
+their shipped cheetah_vel settings (``env=cheetah_vel``: ``configs/tuning/cheetah_vel.yaml``) are
+trained on ``extrapolation_train`` (v* ~ U[0, 2), 2 rollouts per task) for 1M frames per run by
+default (the original trains for 1e8) and meta-tested greedy for the first **5** rollouts (the
+paper's Figure 4) on 64 fixed test tasks of ``extrapolation_train`` (in distribution) and of
+``extrapolation_test`` (v* ~ U[2, 3), out of distribution). No exact Bayes-optimal reference
+exists there; the uniformly random policy (``algo=random``, not trained) on the same test tasks
+is the floor reference. Runs in ``runs/ood_cheetah_vel``, results in
+``benchmarks/results/ood_cheetah_vel/``::
+
+    .venv/bin/python benchmarks/ood_campaign.py --family cheetah_vel --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers.runs import learning_curve, train_to_budget
@@ -61,13 +75,67 @@ EVAL_TASKS = 80
 EVAL_FRAMES = 100_000  # meta-test (in distribution, 4 episodes) every ~100k training frames
 TRAINED_MARKER = "ood_campaign_trained.json"
 
+#: HalfCheetahVel: train on v* ~ U[0, 2), meta-test in distribution and on U[2, 3).
+CHEETAH_SPLIT = [
+    "env=cheetah_vel",
+    "env.train_tasks=extrapolation_train",
+    "env.test_tasks=[extrapolation_test]",
+]
+CHEETAH_REFERENCES = (
+    "the references instead: the uniformly random policy (Random, algo=random, not trained: "
+    "the floor) and the oracle, whose policy reads the true target velocity (privileged: an "
+    "upper reference, not a meta-learner)"
+)
+
+
+class Family(NamedTuple):
+    """One task family's OOD campaign: what is trained, on which split, and how it is tested."""
+
+    algorithms: tuple[str, ...]
+    split: tuple[str, ...]
+    episodes: int  # meta-tested episodes (rollouts) per task
+    tasks: int  # meta-test tasks per distribution
+    frames: int  # default frame budget per run
+    runs_root: str
+    out_dir: str
+    command: str  # the summary's command
+    notes: tuple[str, ...] = ()  # appended to the report's notes
+    labels: tuple[tuple[str, str], ...] = ()  # table labels that replace the default ones
+
+
+FAMILIES = {
+    "gridworld": Family(
+        algorithms=ALGORITHMS,
+        split=tuple(SPLIT),
+        episodes=EVAL_EPISODES,
+        tasks=EVAL_TASKS,
+        frames=2_000_000,
+        runs_root="runs/ood_campaign",
+        out_dir="benchmarks/results/ood",
+        command="python benchmarks/ood_campaign.py --seeds 0 1 2",
+    ),
+    "cheetah_vel": Family(
+        # Random is the floor reference: not trained, evaluated on the same test tasks.
+        algorithms=("varibad", "rl2", "oracle", "random"),
+        split=tuple(CHEETAH_SPLIT),
+        episodes=5,  # the paper's Figure 4: the first 5 rollouts (2 are trained)
+        tasks=64,
+        frames=1_000_000,  # the original: 1e8
+        runs_root="runs/ood_cheetah_vel",
+        out_dir="benchmarks/results/ood_cheetah_vel",
+        command="python benchmarks/ood_campaign.py --family cheetah_vel --seeds 0 1 2",
+        notes=(CHEETAH_REFERENCES,),
+        labels=(("oracle", "Oracle (privileged: true v*)"), ("random", "Random (floor)")),
+    ),
+}
+
 
 def train_one(algo: str, seed: int, args: argparse.Namespace, deadline: float) -> bool:
     """Train (or continue) one run; whether it has reached its frame budget."""
     minutes = max(1.0, (deadline - time.time()) / 60)
     trained = train_to_budget(
         Path(args.runs_root) / algo / f"seed{seed}",
-        [f"algo={algo}", *SPLIT, f"seed={seed}"],
+        [f"algo={algo}", *FAMILIES[args.family].split, f"seed={seed}"],
         args.frames,
         minutes,
         EVAL_FRAMES,
@@ -81,15 +149,16 @@ def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
     """Meta-test a trained run in and out of distribution; the run's JSON record."""
     from torchrl_bamdp.trainers.runs import evaluate_run_ood
 
+    family = FAMILIES[args.family]
     run_dir = Path(args.runs_root) / algo / f"seed{seed}"
-    report = evaluate_run_ood(run_dir, tasks=EVAL_TASKS, episodes=EVAL_EPISODES)
+    report = evaluate_run_ood(run_dir, tasks=family.tasks, episodes=family.episodes)
     config = json.loads((run_dir / "config.json").read_text())
     versions = environment_info(seed)  # its git_commit is the run's commit
     return {
         "benchmark": "ood_campaign",
         "algo": algo,
         "seed": seed,
-        "overrides": [f"algo={algo}", *SPLIT],
+        "overrides": [f"algo={algo}", *family.split],
         "commit": (versions["git_commit"] or "unknown")[:7],
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
@@ -104,15 +173,19 @@ def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
     }
 
 
-def summary(out_dir: Path) -> dict | None:
+def summary(out_dir: Path, family: str = "gridworld") -> dict | None:
     """The OOD report over the finished runs (``None`` before the first)."""
     runs = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*_seed*.json"))]
     if not runs:
         return None
     from torchrl_bamdp.evaluation.report import ood_report
 
-    command = "python benchmarks/ood_campaign.py --seeds 0 1 2"
-    return ood_report(runs, command=command)
+    spec = FAMILIES[family]
+    report = ood_report(runs, command=spec.command, notes=spec.notes)
+    for algo, label in spec.labels:
+        if algo in report["algorithms"]:
+            report["algorithms"][algo]["label"] = label
+    return report
 
 
 def goal_table(report: dict, distribution: str = "heldout_test") -> str:
@@ -145,17 +218,32 @@ def goal_table(report: dict, distribution: str = "heldout_test") -> str:
 
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
+    parser.add_argument(
+        "--family",
+        default="gridworld",
+        choices=list(FAMILIES),
+        help="gridworld: GridNavi held-out goals; cheetah_vel: HalfCheetahVel extrapolation",
+    )
+    parser.add_argument(
+        "--algos", nargs="+", help="default: every algorithm of the family (see --family)"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--frames", type=int, default=2_000_000)
+    parser.add_argument(
+        "--frames", type=int, help="frames per run (default: gridworld 2M, cheetah_vel 1M)"
+    )
     parser.add_argument(
         "--max-minutes",
         type=float,
         default=600.0,
         help="wall-clock bound of this invocation (resume with the same command)",
     )
-    parser.add_argument("--runs-root", default="runs/ood_campaign")
-    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/ood"))
+    parser.add_argument(
+        "--runs-root", help="default: runs/ood_campaign (gridworld), runs/ood_cheetah_vel"
+    )
+    parser.add_argument(
+        "--out-dir",
+        help="default: benchmarks/results/ood (gridworld), benchmarks/results/ood_cheetah_vel",
+    )
     parser.add_argument("--summary", action="store_true", help="only rebuild the summary")
     phase = parser.add_mutually_exclusive_group()
     phase.add_argument("--train-only", action="store_true", help="train, do not meta-test")
@@ -163,6 +251,19 @@ def main(argv: list[str] | None = None) -> dict | None:
         "--evaluate-only", action="store_true", help="meta-test runs at their budget only"
     )
     args = parser.parse_args(argv)
+    family = FAMILIES[args.family]
+    args.algos = list(family.algorithms) if args.algos is None else args.algos
+    unknown = [a for a in args.algos if a not in family.algorithms]
+    if unknown:
+        parser.error(
+            f"--algos {' '.join(unknown)}: not an algorithm of --family {args.family} "
+            f"(choose from {', '.join(family.algorithms)})"
+        )
+    args.frames = family.frames if args.frames is None else args.frames
+    if args.frames < 1:
+        parser.error(f"--frames must be >= 1 (got {args.frames})")
+    args.runs_root = args.runs_root or family.runs_root
+    args.out_dir = args.out_dir or str(ROOT / family.out_dir)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.time() + 60 * args.max_minutes
@@ -185,14 +286,16 @@ def main(argv: list[str] | None = None) -> dict | None:
             write_result_json(out, record)
             splits = {k: [round(m, 2) for m in v["mean"]] for k, v in record["splits"].items()}
             print(f"  wrote {out}: {splits}", flush=True)
-    report = summary(out_dir)
+    report = summary(out_dir, args.family)
     if report is None:
         print("no finished runs yet")
         return None
     from torchrl_bamdp.evaluation.report import ood_markdown
 
     write_result_json(out_dir / "summary.json", report)
-    table = ood_markdown(report) + "\n" + goal_table(report)
+    table = ood_markdown(report)
+    if args.family == "gridworld":
+        table += "\n" + goal_table(report)
     (out_dir / "summary.md").write_text(table)
     print(table)
     return report

@@ -325,15 +325,21 @@ OOD_SCHEMA = "torchrl_bamdp.ood_report/1"
 OOD_RUN_IDENTITY = ("env", "train_tasks", "split_seed", "trained_episodes", "episodes")
 
 
-def ood_report(runs: Sequence[Mapping[str, Any]], command: str | None = None) -> dict[str, Any]:
+def ood_report(
+    runs: Sequence[Mapping[str, Any]],
+    command: str | None = None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
     """Aggregate per-run OOD records over seeds: per algorithm and task distribution, the
     per-episode mean return and its standard error over seeds, next to the Bayes-optimal
-    reference of each distribution's prior.
+    reference of each distribution's prior where one exists (GridNavi).
 
     ``runs`` are records of ``torchrl_bamdp.trainers.runs.evaluate_run_ood`` (one per trained
     run): all of one env, training distribution, split seed, trained and meta-tested number of
-    episodes, and meta-tested on the same distributions. The report's layout is checked by
-    :func:`check_ood_report` (``schema`` :data:`OOD_SCHEMA`); :func:`ood_markdown` renders it.
+    episodes, and meta-tested on the same distributions. ``notes`` are appended to the report's
+    own (e.g. which references a family without an exact Bayes-optimal one has). The report's
+    layout is checked by :func:`check_ood_report` (``schema`` :data:`OOD_SCHEMA`);
+    :func:`ood_markdown` renders it.
 
     Examples
     --------
@@ -428,7 +434,7 @@ def ood_report(runs: Sequence[Mapping[str, Any]], command: str | None = None) ->
         }
     over_seeds = max(len(group) for group in groups.values()) > 1
     actions = " (greedy actions)" if first.get("deterministic", True) else " (sampled actions)"
-    notes = [
+    notes_out = [
         (
             "mean +- s.e. over training seeds of each run's mean return per episode over its "
             "test tasks (one seed: the s.e. is over its test tasks)"
@@ -436,18 +442,23 @@ def ood_report(runs: Sequence[Mapping[str, Any]], command: str | None = None) ->
             else "mean +- s.e. over the test tasks of one run"
         )
         + actions,
-        "Bayes-optimal: the exact expected return (dynamic programming) of the agent that knows "
-        "each distribution's prior and plans for the meta-tested number of episodes",
     ]
+    if any(d["bayes_optimal"] is not None for d in distributions.values()):
+        notes_out.append(
+            "Bayes-optimal: the exact expected return (dynamic programming) of the agent that "
+            "knows each distribution's prior and plans for the meta-tested number of episodes"
+        )
+    else:
+        notes_out.append(f"no exact Bayes-optimal reference exists for {first['env']}")
     if first["episodes"] > first["trained_episodes"] and any(r.get("time_features") for r in runs):
-        notes.append(
+        notes_out.append(
             f"episodes {first['trained_episodes'] + 1}-{first['episodes']} are beyond the "
             f"{first['trained_episodes']} trained: the agents' time features "
             "(algo.ppo.time_features) saturate at the last trained episode there (they read "
             f"episode {first['trained_episodes']})"
         )
     if "belief_oracle" in algorithms:
-        notes.append(
+        notes_out.append(
             "the belief oracle keeps its training prior (env.train_tasks) on every distribution; "
             "once the rewards rule out all its training goals its posterior falls back to the "
             "goals not ruled out"
@@ -464,7 +475,7 @@ def ood_report(runs: Sequence[Mapping[str, Any]], command: str | None = None) ->
         "stderr_over": "seeds" if over_seeds else "tasks",
         "distributions": distributions,
         "algorithms": algorithms,
-        "notes": notes,
+        "notes": [*notes_out, *notes],
     }
 
 

@@ -6,7 +6,8 @@ module                       what it holds
 :mod:`.bayes_optimal`        the exact Bayes-optimal GridNavi solver (:class:`GridNaviSpec`,
                              :class:`BayesOptimalGridNavi`, dynamic programming) and
                              :class:`BayesOptimalPolicy`, that solver as a TorchRL policy
-:mod:`.uniform_random`       :func:`uniform_random_policy`, seeded uniform discrete actions
+:mod:`.uniform_random`       :func:`uniform_random_policy`, seeded uniform discrete actions;
+                             :func:`uniform_box_policy`, seeded uniform continuous (box) actions
 ===========================  ===================================================================
 
 Learned policies are nn building blocks and live in :mod:`torchrl_bamdp.modules`
@@ -21,12 +22,13 @@ from torchrl_bamdp.policies.bayes_optimal import (
     BayesOptimalPolicy,
     GridNaviSpec,
 )
-from torchrl_bamdp.policies.uniform_random import uniform_random_policy
+from torchrl_bamdp.policies.uniform_random import uniform_box_policy, uniform_random_policy
 
 __all__ = [
     "ACTION_MOVES",
     "BayesOptimalGridNavi",
     "BayesOptimalPolicy",
     "GridNaviSpec",
+    "uniform_box_policy",
     "uniform_random_policy",
 ]

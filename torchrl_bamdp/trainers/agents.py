@@ -68,7 +68,7 @@ from torchrl_bamdp.modules.actor_critic import (
 )
 from torchrl_bamdp.modules.pixels import PixelEmbedding
 from torchrl_bamdp.objectives import ELBOLoss, SwitchingELBOLoss
-from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_random_policy
+from torchrl_bamdp.policies import BayesOptimalPolicy, uniform_box_policy, uniform_random_policy
 from torchrl_bamdp.task_distributions import ALL_TASKS, grid_goal_cells
 from torchrl_bamdp.transforms import varibad_transforms
 from torchrl_bamdp.transforms.belief import (
@@ -507,7 +507,8 @@ def build_bayes_optimal(config: Config, env: BAMDPEnv) -> Agent:
 
 
 def build_random(config: Config, env: BAMDPEnv) -> Agent:
-    """Uniformly random actions, seeded by ``config.seed`` (discrete actions; not trained).
+    """Uniformly random actions, seeded by ``config.seed`` (not trained): uniform over the
+    discrete actions, or uniform in the action box of a continuous-action env (MuJoCo).
 
     Examples
     --------
@@ -516,9 +517,13 @@ def build_random(config: Config, env: BAMDPEnv) -> Agent:
     >>> build_random(load_config({"algo": {"name": "random"}}), make_env(num_envs=2)).critic
     """
     num_actions, discrete = _action_dims(env)
-    if not discrete:
-        raise ValueError("algo.name='random' needs a discrete action space")
-    policy = uniform_random_policy(num_actions, seed=config.seed)
+    if discrete:
+        policy = uniform_random_policy(num_actions, seed=config.seed)
+    else:  # one env's bounds: the spec is batched over the envs
+        space = env.action_spec.space
+        low = space.low.reshape(-1, num_actions)[0]
+        high = space.high.reshape(-1, num_actions)[0]
+        policy = uniform_box_policy(low, high, seed=config.seed)
     return Agent("random", policy, None, Compose)
 
 

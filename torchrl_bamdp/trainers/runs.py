@@ -127,7 +127,8 @@ def train_to_budget(
     tuple of (Config, dict) or None
         ``None`` if the bound stopped the run before its budget; else its config and the
         ``Trainer.train()`` result with ``train_seconds`` added (from the marker, only
-        ``frames`` and ``train_seconds``).
+        ``frames`` and ``train_seconds``). A reference policy that is not trained (``random``,
+        ``bayes_optimal``) is at its budget at once, with 0 frames.
 
     Examples
     --------
@@ -164,7 +165,8 @@ def train_to_budget(
     print(f"[{time.strftime('%H:%M:%S')}] train {where}", flush=True)
     trainer = Trainer(config, run_dir)
     result = trainer.train()
-    if result["frames"] < frames:
+    # A reference policy (random, bayes_optimal) is not trained: it is done at once.
+    if result["frames"] < frames and trainer.agent.trains_policy:
         print(f"  stopped at {result['frames']:,} frames (time); the same call resumes it")
         return None
     result["train_seconds"] = round(trainer.train_seconds, 1)

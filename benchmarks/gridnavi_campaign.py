@@ -41,9 +41,10 @@ import statistics
 import time
 from pathlib import Path
 
+from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.trainers.runs import learning_curve, train_to_budget
+from torchrl_bamdp.trainers.runs import learning_curve
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 

@@ -53,8 +53,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.trainers.runs import learning_curve, train_to_budget
+from torchrl_bamdp.trainers.runs import learning_curve
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 

@@ -32,8 +32,9 @@ import shutil
 import time
 from pathlib import Path
 
+from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
-from torchrl_bamdp.trainers.runs import evaluate_run, learning_curve, train_to_budget
+from torchrl_bamdp.trainers.runs import evaluate_run, learning_curve
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 

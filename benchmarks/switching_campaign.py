@@ -48,11 +48,11 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import TransformedEnv
 
-from torchrl_bamdp.cli import compose_config
+from torchrl_bamdp.cli import compose_config, train_to_budget
 from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.policies import uniform_random_policy
-from torchrl_bamdp.trainers.runs import evaluate_run_switching, learning_curve, train_to_budget
+from torchrl_bamdp.trainers.runs import evaluate_run_switching, learning_curve
 from torchrl_bamdp.trainers.trainer import EVAL_SEED, environment_info
 from torchrl_bamdp.transforms import BELIEF_PROBS, SwitchingGridBelief
 from torchrl_bamdp.utils import write_result_json

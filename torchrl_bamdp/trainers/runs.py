@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,105 +75,6 @@ def open_run(run_dir: str | Path, **train_overrides: Any) -> Trainer:
     """
     config = read_run_config(run_dir, **{"progress_bar": False, **train_overrides})
     return Trainer(config, Path(run_dir), read_only=True)
-
-
-def train_to_budget(
-    run_dir: str | Path,
-    overrides: Sequence[str],
-    frames: int,
-    max_minutes: float,
-    eval_frames: int,
-    *,
-    label: str | None = None,
-    marker: str | None = None,
-    figures: bool = False,
-    progress_bar: bool = False,
-):
-    """Start or continue a benchmark's run until its frame budget, within a wall-clock bound.
-
-    The step every campaign script (``benchmarks/*_campaign.py``, ``pixel_gridnavi.py``) repeats
-    per run: a new run composed from ``overrides`` like the command line, or the run already in
-    ``run_dir`` continued with its own saved settings
-    (:func:`~torchrl_bamdp.cli.compose_or_resume`); trained to ``frames`` frames
-    (``train.total_frames``) for at most ``max_minutes`` (``train.max_minutes``), meta-tested
-    every ``eval_frames`` frames whatever the batch size (so that runs with 16 and 64 envs spend
-    the same on evaluation and their learning curves have the same resolution). A killed or
-    timed-out run loses only the work since its last checkpoint, and the same call continues it.
-
-    Parameters
-    ----------
-    run_dir : str or Path
-        The run's directory.
-    overrides : sequence of str
-        Command-line overrides of a new run (``algo=...``, ``seed=...``); ignored on resume.
-    frames : int
-        The budget, ``train.total_frames``.
-    max_minutes : float
-        This call's wall-clock bound, ``train.max_minutes``.
-    eval_frames : int
-        Training frames between meta-tests (``train.eval_interval`` in batches, at least 1).
-    label : str, optional
-        What the progress lines call the run, before its directory.
-    marker : str, optional
-        A file name in ``run_dir``: written once the budget is reached (frames and training
-        seconds), and read instead of opening the run when it exists, so that a finished run
-        costs nothing on the next call.
-    figures, progress_bar : bool
-        ``train.figures`` (the end-of-run figures) and ``train.progress_bar``.
-
-    Returns
-    -------
-    tuple of (Config, dict) or None
-        ``None`` if the bound stopped the run before its budget; else its config and the
-        ``Trainer.train()`` result with ``train_seconds`` added (from the marker, only
-        ``frames`` and ``train_seconds``). A reference policy that is not trained (``random``,
-        ``bayes_optimal``) is at its budget at once, with 0 frames.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> run_dir = Path(tempfile.mkdtemp()) / "run"
-    >>> overrides = ["algo=oracle", "env.num_envs=4", "train.eval_tasks=21"]
-    >>> config, result = train_to_budget(
-    ...     run_dir, overrides, 240, 5.0, 240, label="oracle", marker="done.json"
-    ... )  # doctest: +ELLIPSIS
-    [...] train oracle: .../run
-      trained 240 frames in ... min
-    >>> result["frames"], config.train.eval_interval
-    (240, 1)
-
-    Called again, the finished run is not opened (its marker answers):
-
-    >>> train_to_budget(run_dir, overrides, 240, 5.0, 240, marker="done.json")[1]["frames"]
-    240
-    """
-    from torchrl_bamdp.cli import compose_or_resume  # cli imports this module lazily
-
-    run_dir = Path(run_dir)
-    if marker is not None and (run_dir / marker).exists():
-        return read_run_config(run_dir), json.loads((run_dir / marker).read_text())
-    budget = [
-        f"train.total_frames={frames}",
-        f"train.max_minutes={max_minutes}",
-        f"train.progress_bar={str(progress_bar).lower()}",
-        f"train.figures={str(figures).lower()}",
-    ]
-    config = compose_or_resume(run_dir, list(overrides), budget)
-    config.train.eval_interval = max(1, round(eval_frames / config.frames_per_batch))
-    where = f"{label}: {run_dir}" if label else str(run_dir)
-    print(f"[{time.strftime('%H:%M:%S')}] train {where}", flush=True)
-    trainer = Trainer(config, run_dir)
-    result = trainer.train()
-    # A reference policy (random, bayes_optimal) is not trained: it is done at once.
-    if result["frames"] < frames and trainer.agent.trains_policy:
-        print(f"  stopped at {result['frames']:,} frames (time); the same call resumes it")
-        return None
-    result["train_seconds"] = round(trainer.train_seconds, 1)
-    if marker is not None:
-        done = {"frames": result["frames"], "train_seconds": result["train_seconds"]}
-        (run_dir / marker).write_text(json.dumps(done))
-    print(f"  trained {result['frames']:,} frames in {trainer.train_seconds / 60:.1f} min")
-    return config, result
 
 
 def evaluate_run(

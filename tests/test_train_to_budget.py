@@ -1,10 +1,10 @@
-"""``trainers.runs.train_to_budget``: the campaigns' start-or-continue step."""
+"""``cli.train_to_budget``: the campaigns' start-or-continue step."""
 
 from __future__ import annotations
 
 import json
 
-from torchrl_bamdp.trainers.runs import train_to_budget
+from torchrl_bamdp.cli import train_to_budget
 
 # Two batches of 240 frames (4 envs x 60 steps) of the cheapest trained agent.
 OVERRIDES = ["algo=oracle", "env.num_envs=4", "train.eval_tasks=21", "seed=3"]

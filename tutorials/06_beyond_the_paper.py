@@ -398,11 +398,15 @@ print(f"figure written: {OUT / 'pixel_frames.png'}")
 # %%
 PIXEL_ENVS = 16 if FAST else 64
 PIXEL_FRAMES = PIXEL_ENVS * 60 * (1 if FAST else 260)  # 998k frames when not fast
+pixel_cli = [
+    "env=gridworld",
+    "env.observation=pixels",
+    "algo=varibad",
+    f"env.num_envs={PIXEL_ENVS}",
+    "train.progress_bar=false",
+]
 for policy in ("shared", "separate"):
-    config = compose_config(
-        ["env=gridworld", "env.observation=pixels", "algo=varibad", f"algo.cnn.policy={policy}",
-         f"env.num_envs={PIXEL_ENVS}", "train.progress_bar=false"]
-    )  # fmt: skip
+    config = compose_config([*pixel_cli, f"algo.cnn.policy={policy}"])
     agent = Trainer(config, OUT / f"pixel_{policy}_probe").agent
     in_encoder = {id(m) for m in agent.encoder.modules() if isinstance(m, PixelEmbedding)}
     in_policy = {
@@ -422,24 +426,21 @@ for policy in ("shared", "separate"):
 #
 # The run below uses GridNavi's tuned defaults (`env=gridworld`, so also its privileged
 # critic, which reads the true goal during training, and its time features; the policy never
-# sees the goal), observed as frames: exactly `benchmarks/pixel_gridnavi.py`'s settings, at a
+# sees the goal), observed as frames: exactly `benchmarks/pixel_gridnavi.py`'s settings, at
 # half of its 2M frames. After training: the meta-test next to the exact Bayes-optimal
 # returns, and the belief heatmap of the pixel agent (the reward decoder's goal probabilities
 # from the belief at every step, Fig 3a of the paper) on the goal (4, 2).
 
 # %%
 config = compose_config(
-    ["env=gridworld", "env.observation=pixels", "algo=varibad", f"seed={SEED}",
-     f"env.num_envs={PIXEL_ENVS}", f"train.total_frames={PIXEL_FRAMES}", "train.eval_interval=0",
-     "train.eval_tasks=21", "train.checkpoint_interval=0", "train.progress_bar=false",
-     "train.figures=false"]
+    [*pixel_cli, f"seed={SEED}", f"train.total_frames={PIXEL_FRAMES}", "train.eval_interval=0",
+     "train.eval_tasks=21", "train.checkpoint_interval=0", "train.figures=false"]
 )  # fmt: skip
 pixel_run = OUT / "pixel_run"
 shutil.rmtree(pixel_run, ignore_errors=True)
 trainer = Trainer(config, pixel_run)
-trainer.train()
-result = trainer.evaluate(num_tasks=21)
-means = " ".join(f"{m:.2f}" for m in result.mean)
+final_eval = trainer.train()["eval"]  # train() ends with the meta-test on train.eval_tasks
+means = " ".join(f"{m:.2f}" for m in final_eval["mean"])
 bayes = " ".join(f"{r:.2f}" for r in bayes_optimal_returns(config, episodes=4))
 print(f"trained VariBAD on pixel GridNavi for {trainer.frames} frames")
 print(f"meta-test per episode (21 goals): {means}")

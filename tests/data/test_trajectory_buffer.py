@@ -330,3 +330,71 @@ def test_checkpoint_from_before_the_true_observation_resumes():
     assert new.extend_from_batch(batch) == 1
     last = new.buffer.storage[1]
     assert last["next", "true_observation"][:, 0].tolist() == [6.0, 9.0, 9.0]
+
+
+def test_whole_task_batches_take_the_reshape_and_store_the_same(monkeypatch):
+    """Batches of whole tasks end to end (the trainer's) skip the per-env loop; the buffer holds
+    exactly what the loop stores: the same trajectories, in the same order, all valid."""
+    horizon, num_envs, tasks_per_env = 3, 4, 2
+    total = horizon * tasks_per_env
+    ends = {env: list(range(horizon - 1, total, horizon)) for env in range(num_envs)}
+    (batch,) = stream(num_envs, total, ends, chunk=total)
+
+    fast = TrajectoryBuffer(capacity=20, horizon=horizon, keys=KEYS)
+    cut_calls = []
+    original_cut = TrajectoryBuffer._extend_cut
+    monkeypatch.setattr(
+        TrajectoryBuffer,
+        "_extend_cut",
+        lambda self, *a: cut_calls.append(1) or original_cut(self, *a),
+    )
+    assert fast.extend_from_batch(batch) == num_envs * tasks_per_env
+    assert cut_calls == []  # the reshape, not the loop
+
+    loop = TrajectoryBuffer(capacity=20, horizon=horizon, keys=KEYS)
+    done = batch.get(("next", "done")).reshape(batch.shape)
+    assert loop._extend_cut(batch.select(*KEYS), done) == num_envs * tasks_per_env
+    got, want = stored(fast), stored(loop)
+    assert got.batch_size == want.batch_size == torch.Size([num_envs * tasks_per_env, horizon])
+    assert set(got.keys(True, True)) == set(want.keys(True, True))
+    for key in want.keys(True, True):
+        assert torch.equal(got[key], want[key]), key
+    # env by env, in time: env 0's two tasks first
+    assert got["env_id"][:, 0, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert got["step"][:2, :, 0].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert fast.num_added == loop.num_added == 8
+
+
+@pytest.mark.parametrize("case", ["early_end", "not_a_multiple"])
+def test_batches_that_are_not_whole_tasks_are_cut(monkeypatch, case):
+    """A task that ends early, or a batch length that is not a multiple of the horizon, goes
+    through the cut-and-glue loop, and what it stores is the true trajectories."""
+    horizon, num_envs = 3, 2
+    if case == "early_end":  # env 1: a 2-step task, then a 3-step one, then a tail
+        (batch,) = stream(num_envs, 6, {0: [2, 5], 1: [1, 4]}, chunk=6)
+        lengths = [3, 3, 2, 3]
+    else:  # 4 steps: one task per env and a 1-step tail each
+        (batch,) = stream(num_envs, 4, {0: [2], 1: [2]}, chunk=4)
+        lengths = [3, 3]
+    buf = TrajectoryBuffer(capacity=20, horizon=horizon, keys=KEYS)
+    cut_calls = []
+    original_cut = TrajectoryBuffer._extend_cut
+    monkeypatch.setattr(
+        TrajectoryBuffer,
+        "_extend_cut",
+        lambda self, *a: cut_calls.append(1) or original_cut(self, *a),
+    )
+    assert buf.extend_from_batch(batch) == len(lengths)
+    assert cut_calls == [1]
+    assert stored(buf)["valid"].sum(-1).tolist() == lengths
+    assert len(buf._partial) == num_envs - (case == "early_end")
+
+
+def test_a_pending_tail_is_never_dropped_by_a_whole_task_looking_batch():
+    """A tail waits and the next batch looks like whole tasks: gluing them makes a trajectory
+    longer than the horizon, which is refused (the reshape would have dropped the tail)."""
+    buf = TrajectoryBuffer(capacity=20, horizon=3, keys=KEYS)
+    (full,) = stream(1, 4, {0: [3]}, chunk=4)
+    assert buf.extend_from_batch(full[:, :1]) == 0  # one step waits
+    with pytest.raises(ValueError, match="longer than the BAMDP horizon"):
+        buf.extend_from_batch(full[:, 1:])

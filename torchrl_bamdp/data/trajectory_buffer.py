@@ -92,6 +92,34 @@ class TrajectoryBuffer:
             raise ValueError(f"expected a [num_envs, T] batch, got {tuple(batch.batch_size)}")
         batch = batch.select(*self.keys)
         done = batch.get(("next", "done")).reshape(batch.shape)
+        if self._aligned(done):
+            return self._extend_aligned(batch)
+        return self._extend_cut(batch, done)
+
+    def _aligned(self, done: torch.Tensor) -> bool:
+        """Whether ``batch`` is whole BAMDPs end to end: no unfinished tail waits, and every env
+        ends a task exactly every ``horizon`` steps (a batch of whole tasks, as the trainer
+        collects them, unless an inner episode terminates early)."""
+        if self._partial or done.shape[1] % self.horizon:
+            return False
+        ends = torch.zeros(done.shape[1], dtype=torch.bool, device=done.device)
+        ends[self.horizon - 1 :: self.horizon] = True
+        return bool((done == ends).all())
+
+    def _extend_aligned(self, batch: TensorDictBase) -> int:
+        """:meth:`_extend_cut` for an aligned batch in one reshape: the same trajectories in the
+        same order (env by env, in time), without a Python loop over envs (at GridNavi's 64 envs
+        the loop cost ~29 ms per batch)."""
+        trajectories = batch.reshape(-1, self.horizon)
+        trajectories.set(
+            "valid", torch.ones(trajectories.shape, dtype=torch.bool, device=trajectories.device)
+        )
+        self.buffer.extend(trajectories)
+        self.num_added += trajectories.shape[0]
+        return trajectories.shape[0]
+
+    def _extend_cut(self, batch: TensorDictBase, done: torch.Tensor) -> int:
+        """Cut ``batch`` at every ``done``, glue pending tails to their continuation, pad."""
         finished = []
         for env in range(batch.shape[0]):
             start = 0

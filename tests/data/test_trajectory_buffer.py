@@ -332,6 +332,16 @@ def test_checkpoint_from_before_the_true_observation_resumes():
     assert last["next", "true_observation"][:, 0].tolist() == [6.0, 9.0, 9.0]
 
 
+def _count_cut_loops(monkeypatch) -> list[int]:
+    """A list that grows by one each time a buffer stores a batch through the cut-and-glue loop."""
+    calls: list[int] = []
+    original_cut = TrajectoryBuffer._extend_cut
+    monkeypatch.setattr(
+        TrajectoryBuffer, "_extend_cut", lambda self, *a: calls.append(1) or original_cut(self, *a)
+    )
+    return calls
+
+
 def test_whole_task_batches_take_the_reshape_and_store_the_same(monkeypatch):
     """Batches of whole tasks end to end (the trainer's) skip the per-env loop; the buffer holds
     exactly what the loop stores: the same trajectories, in the same order, all valid."""
@@ -341,13 +351,7 @@ def test_whole_task_batches_take_the_reshape_and_store_the_same(monkeypatch):
     (batch,) = stream(num_envs, total, ends, chunk=total)
 
     fast = TrajectoryBuffer(capacity=20, horizon=horizon, keys=KEYS)
-    cut_calls = []
-    original_cut = TrajectoryBuffer._extend_cut
-    monkeypatch.setattr(
-        TrajectoryBuffer,
-        "_extend_cut",
-        lambda self, *a: cut_calls.append(1) or original_cut(self, *a),
-    )
+    cut_calls = _count_cut_loops(monkeypatch)
     assert fast.extend_from_batch(batch) == num_envs * tasks_per_env
     assert cut_calls == []  # the reshape, not the loop
 
@@ -377,13 +381,7 @@ def test_batches_that_are_not_whole_tasks_are_cut(monkeypatch, case):
         (batch,) = stream(num_envs, 4, {0: [2], 1: [2]}, chunk=4)
         lengths = [3, 3]
     buf = TrajectoryBuffer(capacity=20, horizon=horizon, keys=KEYS)
-    cut_calls = []
-    original_cut = TrajectoryBuffer._extend_cut
-    monkeypatch.setattr(
-        TrajectoryBuffer,
-        "_extend_cut",
-        lambda self, *a: cut_calls.append(1) or original_cut(self, *a),
-    )
+    cut_calls = _count_cut_loops(monkeypatch)
     assert buf.extend_from_batch(batch) == len(lengths)
     assert cut_calls == [1]
     assert stored(buf)["valid"].sum(-1).tolist() == lengths

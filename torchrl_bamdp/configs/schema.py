@@ -807,6 +807,14 @@ stratified evaluation (every task is tested equally often), or set train.eval_st
     eval_episodes: int | None = None
     eval_deterministic: bool = True
     checkpoint_interval: int = 20
+    #: Keep the policy that scored best on a *validation* meta-test, run beside every
+    #: evaluation (``eval_interval``) and on the final policy: ``validation_tasks`` tasks of
+    #: the training distribution from their own seeded stream, apart from the test tasks'.
+    #: The run ends with that policy (its test result is ``train()``'s ``eval``); the
+    #: checkpoint keeps the last one too, so a resume continues training from it.
+    keep_best: bool = False
+    #: Tasks of each validation meta-test of ``keep_best`` (``null``: ``eval_tasks``).
+    validation_tasks: int | None = None
     progress_bar: bool = True
     num_threads: int = 1
     parallel_updates: bool = True
@@ -859,6 +867,19 @@ stratified evaluation (every task is tested equally often), or set train.eval_st
         if self.eval_episodes is not None:
             _at_least(path, "eval_episodes", self.eval_episodes, 1)
         _at_least(path, "checkpoint_interval", self.checkpoint_interval, 0)
+        if self.keep_best and self.eval_interval == 0:
+            raise ConfigError(
+                f"{path}.keep_best=true selects among the policies validated every "
+                f"{path}.eval_interval iterations, but {path}.eval_interval=0 validates only the "
+                f"final one: set {path}.eval_interval >= 1 or {path}.keep_best=false"
+            )
+        if self.validation_tasks is not None:
+            if not self.keep_best:
+                raise ConfigError(
+                    f"{path}.validation_tasks is an option of {path}.keep_best=true (got "
+                    f"{path}.keep_best=false): leave it null"
+                )
+            _at_least(path, "validation_tasks", self.validation_tasks, 1)
         _at_least(path, "num_threads", self.num_threads, 1)
         _choice(path, "on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         _at_least(path, "max_skipped_updates", self.max_skipped_updates, 1)
@@ -1028,6 +1049,13 @@ class Config:
                 f"train.eval_tasks ({self.train.eval_tasks}) must be a multiple of the {tasks} "
                 f"tasks of env.name={self.env.name!r}{of} with stratified evaluation (every task "
                 "is tested equally often), or set train.eval_stratified=false"
+            )
+        validation = self.train.validation_tasks
+        if self.eval_stratified and tasks and validation is not None and validation % tasks:
+            raise ConfigError(
+                f"train.validation_tasks ({validation}) must be a multiple of the {tasks} "
+                f"tasks of env.name={self.env.name!r} with stratified evaluation (every task "
+                "is validated equally often), or set train.eval_stratified=false"
             )
         for name in self.env.test_tasks if self.eval_stratified else ():
             count = self.num_tasks_of(name)

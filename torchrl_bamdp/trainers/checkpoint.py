@@ -39,7 +39,8 @@ REQUIRED_ENTRIES = (
 #: (older checkpoints), ``encoder`` (only RL2's recurrent memory is stored outside
 #: ``elbo_loss``), ``return_scaler`` (only with ``algo.ppo.normalize_reward``), and
 #: ``aux_losses`` and ``transforms`` (an agent's auxiliary losses and the state of its training
-#: env's transforms; checkpoints before 2026-12-02 lack them, and load without them).
+#: env's transforms; checkpoints before 2026-12-02 lack them, and load without them), and
+#: ``best`` (the policy ``train.keep_best`` selected: :func:`policy_state_dict`).
 OPTIONAL_ENTRIES = (
     "health",
     "train_seconds",
@@ -48,6 +49,7 @@ OPTIONAL_ENTRIES = (
     "return_scaler",
     "aux_losses",
     "transforms",
+    "best",
 )
 
 #: Config fields (dotted paths; a section means all its fields) that must be equal between the
@@ -434,6 +436,55 @@ def _owned_parts(trainer: Any) -> dict[str, tuple[nn.Module | None, list[nn.Modu
     }
 
 
+def policy_state_dict(trainer: Any) -> dict[str, Any]:
+    """A copy of everything that decides how the trainer's agent acts: its networks (actor,
+    critic, belief model, RL2's memory), auxiliary losses and training env's transforms; not
+    its optimisers, buffer or random streams. What ``train.keep_best`` keeps of the best policy.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from torchrl_bamdp.configs import load_config
+    >>> from torchrl_bamdp.trainers import Trainer
+    >>> config = load_config({"env": {"num_envs": 2}, "train": {"progress_bar": False}})
+    >>> trainer = Trainer(config, tempfile.mkdtemp())
+    >>> snapshot = policy_state_dict(trainer)
+    >>> sorted(snapshot)
+    ['actor', 'aux_losses', 'critic', 'elbo_loss', 'transforms']
+    >>> load_policy_state(trainer, snapshot)  # back to the same weights
+    """
+    parts = {
+        part: module.state_dict()
+        for part, module in _stateful_parts(trainer).items()
+        if module is not None
+        and not isinstance(module, torch.optim.Optimizer)
+        and part != "return_scaler"  # scales training rewards only; acting never reads it
+    }
+    parts.update(
+        (part, owned_state_dict(module, stored) if module is not None else {})
+        for part, (module, stored) in _owned_parts(trainer).items()
+    )
+    # state_dict() holds the live tensors: the snapshot must not follow later updates.
+    return {
+        part: {
+            key: value.detach().clone() if torch.is_tensor(value) else value
+            for key, value in state.items()
+        }
+        for part, state in parts.items()
+    }
+
+
+def load_policy_state(trainer: Any, snapshot: Mapping[str, Any]) -> None:
+    """Load a :func:`policy_state_dict` snapshot into the trainer's agent (in place)."""
+    stateful = _stateful_parts(trainer)
+    for part, (module, stored) in _owned_parts(trainer).items():
+        if module is not None and part in snapshot:
+            load_owned_state_dict(module, snapshot[part], stored)
+    for part, state in snapshot.items():
+        if part in stateful and stateful[part] is not None:
+            stateful[part].load_state_dict(state)
+
+
 def trainer_state_dict(trainer: Any) -> dict[str, Any]:
     """Everything a :class:`~torchrl_bamdp.trainers.Trainer` needs to continue exactly: config,
     counters, every module and optimiser of its agent (transforms and auxiliary losses
@@ -458,6 +509,8 @@ def trainer_state_dict(trainer: Any) -> dict[str, Any]:
         },
         "buffer": trainer.buffer.state_dict(),
         "health": trainer.health.state_dict(),
+        # train.keep_best: the best validated policy so far (with its frames and score).
+        "best": trainer.best,
         "rng": {
             "torch": torch.get_rng_state(),
             # Whole-task batches: the collector's next reset redraws these tasks on resume.
@@ -514,6 +567,10 @@ def load_trainer_checkpoint(trainer: Any, path: str | Path) -> None:
         if state["last_eval"] is not None and not isinstance(state["last_eval"], dict):
             raise TypeError(f"last_eval is a {type(state['last_eval']).__name__}, not a dict")
         trainer.last_eval = state["last_eval"]
+        best = state.get("best")
+        if best is not None and not isinstance(best, dict):
+            raise TypeError(f"best is a {type(best).__name__}, not a dict")
+        trainer.best = best
 
     def rng() -> None:
         # The states of CPU generators, which map_location moved to this run's device: a run

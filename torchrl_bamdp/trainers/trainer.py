@@ -44,7 +44,9 @@ from torchrl_bamdp.trainers.callbacks import ProgressBar, write_run_figures
 from torchrl_bamdp.trainers.checkpoint import (
     CHECKPOINT_NAME,
     NothingToTrainError,
+    load_policy_state,
     load_trainer_checkpoint,
+    policy_state_dict,
     save_trainer_checkpoint,
     trainer_state_dict,
 )
@@ -103,6 +105,9 @@ def environment_info(seed: int) -> dict[str, Any]:
 
 
 EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in training
+#: train.keep_best's validation tasks: a stream of their own, apart from the test tasks' (and
+#: from the training seeds, small integers), so that selecting a policy never reads the tests.
+VALIDATION_SEED = 2**21
 PPO_LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy")
 #: What ``ppo_update`` logs of ClipPPOLoss's output (those it returns), beside ``grad_norm``.
 PPO_LOGGED_TERMS = (*PPO_LOSS_TERMS, "entropy", "clip_fraction", "kl_approx")
@@ -127,6 +132,12 @@ class Trainer:
     or batch is skipped and counted (``health/skipped_updates_ppo``,
     ``health/skipped_updates_elbo``, ``health/skipped_batches``), or the run stops with a
     :class:`~torchrl_bamdp.trainers.health.NonFiniteError`.
+
+    With ``train.keep_best`` every evaluation is joined by a validation meta-test on tasks of
+    their own (``VALIDATION_SEED``), and the run ends with the best validated policy (the final
+    one competes too): :meth:`train` returns that policy's test result, and a ``read_only``
+    trainer (``bamdp-eval``) loads it. The checkpoint also keeps the last policy, which a resume
+    continues to train.
 
     Parameters
     ----------
@@ -245,6 +256,11 @@ class Trainer:
         # Wall-clock seconds spent in training iterations, summed over every resume of the run.
         self.train_seconds = 0.0
         self.last_eval: dict[str, Any] | None = None
+        # train.keep_best: {"frames", "iteration", "validation": result, "policy": snapshot,
+        # "validated_frames": the frames of the last validation}.
+        self.best: dict[str, Any] | None = None
+        # The last policy while the agent holds the selected one (after train(), keep_best).
+        self._last_policy: dict[str, Any] | None = None
         self.health = HealthMonitor(config.train.on_nonfinite, config.train.max_skipped_updates)
         self.checkpoint_path = self.run_dir / "checkpoints" / CHECKPOINT_NAME
         self.logger: MetricsLogger | None = None
@@ -252,6 +268,8 @@ class Trainer:
             if not self.checkpoint_path.exists():
                 raise FileNotFoundError(f"no checkpoint to evaluate at {self.checkpoint_path}")
             self.load_checkpoint(self.checkpoint_path)
+            if config.train.keep_best and self.best is not None:
+                load_policy_state(self, self.best["policy"])  # what the run ended with
             return
         # The checkpoint is checked before the run files are written: a resume with a mismatched
         # architecture must not overwrite the config.json that matches the checkpoint.
@@ -279,8 +297,13 @@ class Trainer:
         atomic_write_text(info_path, json.dumps(sessions, indent=2))
 
     def _truncate_eval_log(self, iteration: int) -> None:
-        """Keep only the evaluations of iterations up to ``iteration`` in ``eval.jsonl``."""
-        path = self.run_dir / "eval.jsonl"
+        """Keep only the evaluations of iterations up to ``iteration`` in ``eval.jsonl`` (and
+        the validations of ``train.keep_best`` in ``validation.jsonl``)."""
+        for name in ("eval.jsonl", "validation.jsonl"):
+            self._truncate_jsonl(self.run_dir / name, iteration)
+
+    @staticmethod
+    def _truncate_jsonl(path: Path, iteration: int) -> None:
         if not path.exists():
             return
         kept = []
@@ -299,11 +322,12 @@ class Trainer:
         episodes: int,
         distribution: str | None = None,
         env_changes: dict[str, Any] | None = None,
+        seed: int = EVAL_SEED,
     ) -> TransformedEnv:
         env_cfg = self.config.env
         env = make_env_from_config(
             env_cfg,
-            seed=EVAL_SEED,
+            seed=seed,
             device=self.device,
             num_envs=num_tasks,
             episodes_per_task=episodes,
@@ -483,6 +507,7 @@ class Trainer:
         policy: Any | None = None,
         distribution: str | None = None,
         env_changes: dict[str, Any] | None = None,
+        seed: int = EVAL_SEED,
     ) -> MetaTestResult:
         """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``).
 
@@ -496,12 +521,13 @@ class Trainer:
         :func:`~torchrl_bamdp.transforms.time_features`). ``env_changes`` replace fields of the
         test env (arguments of :func:`~torchrl_bamdp.envs.make_env`), e.g. ``{"switching_hazard":
         0.05, "episode_length": 200}`` with ``episodes=1`` meta-tests a fixed-task run on the
-        task-switching env (``trainers.runs.evaluate_run_switching``).
+        task-switching env (``trainers.runs.evaluate_run_switching``). ``seed`` draws the tasks
+        (default ``EVAL_SEED``: the test tasks; ``VALIDATION_SEED``: ``train.keep_best``'s).
         """
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
         env = self._make_eval_env(
-            num_tasks or train.eval_tasks, episodes, distribution, env_changes
+            num_tasks or train.eval_tasks, episodes, distribution, env_changes, seed
         )
         length = (env_changes or {}).get("episode_length", self.config.env.episode_length)
         try:
@@ -510,7 +536,7 @@ class Trainer:
                 self.agent.policy_for(env) if policy is None else policy,
                 episodes=episodes,
                 episode_length=length,
-                seed=EVAL_SEED,
+                seed=seed,
                 deterministic=train.eval_deterministic,
             )
         finally:
@@ -522,6 +548,9 @@ class Trainer:
         if self.read_only:
             raise RuntimeError("this Trainer was opened read_only (evaluation); it cannot train")
         cfg = self.config
+        if self._last_policy is not None:  # a second train(): continue from the last policy
+            load_policy_state(self, self._last_policy)
+            self._last_policy = None
         remaining = cfg.train.total_frames - self.frames
         finished = self._nothing_to_train()
         if finished is not None:
@@ -530,11 +559,17 @@ class Trainer:
             self._train_frames(remaining)
         if self.last_eval is None or self.last_eval.get("frames") != self.frames:
             self._run_eval()
-        self.save_checkpoint()
+        keep_best = cfg.train.keep_best and self.agent.trains_policy
+        if keep_best and (self.best is None or self.best["validated_frames"] != self.frames):
+            self._validate()  # the final policy competes too
+        self.save_checkpoint()  # the last policy (a resume trains on from it) and the best
+        result = {"frames": self.frames, "iterations": self.iteration, "eval": self.last_eval}
+        if keep_best:
+            result.update(self._use_best())
         if cfg.train.figures:
             self.write_figures()
         self.logger.close()
-        return {"frames": self.frames, "iterations": self.iteration, "eval": self.last_eval}
+        return result
 
     def _nothing_to_train(self) -> str | None:
         """Why a resumed run has nothing left to train (``None`` when it has)."""
@@ -613,6 +648,8 @@ class Trainer:
                 every = cfg.train.eval_interval
                 if every and self.iteration % every == 0:
                     metrics.update(self._run_eval(log=False))
+                    if cfg.train.keep_best:
+                        metrics.update(self._validate(log=False))
                 self.logger.log(metrics, step=self.frames, iteration=self.iteration)
                 every = cfg.train.checkpoint_interval
                 if every and self.iteration % every == 0:
@@ -700,6 +737,61 @@ class Trainer:
         if log:
             self.logger.log(metrics, step=self.frames, iteration=self.iteration)
         return metrics
+
+    def _validate(self, log: bool = True) -> dict[str, float]:
+        """Validation meta-test of the current policy (``train.keep_best``); keeps it if best.
+
+        The score is the return summed over the meta-test's episodes, on
+        ``train.validation_tasks`` tasks of the training distribution drawn from
+        ``VALIDATION_SEED``; a tie goes to the later, longer-trained policy.
+        """
+        train = self.config.train
+        result = self.evaluate(num_tasks=train.validation_tasks, seed=VALIDATION_SEED)
+        validation = result.to_dict()
+        if self.best is None or validation["total_mean"] >= self.best["validation"]["total_mean"]:
+            self.best = {
+                "frames": self.frames,
+                "iteration": self.iteration,
+                "validation": validation,
+                "policy": policy_state_dict(self),
+            }
+        self.best["validated_frames"] = self.frames  # the last policy validated, best or not
+        with (self.run_dir / "validation.jsonl").open("a") as f:
+            entry = {"iteration": self.iteration, "frames": self.frames, **validation}
+            f.write(json.dumps(entry) + "\n")
+        metrics = {
+            "validation/return_total": validation["total_mean"],
+            "validation/best_return_total": self.best["validation"]["total_mean"],
+            "validation/best_frames": float(self.best["frames"]),
+        }
+        if log:
+            self.logger.log(metrics, step=self.frames, iteration=self.iteration)
+        return metrics
+
+    def _use_best(self) -> dict[str, Any]:
+        """Load the best validated policy into the agent and meta-test it on the test tasks.
+
+        Returns ``train()``'s entries for it: ``eval`` (its test result, with ``selected``:
+        the frames, iteration and validation score it was kept at) and ``last_eval`` (the
+        last policy's test result).
+        """
+        assert self.best is not None
+        self._last_policy = policy_state_dict(self)
+        load_policy_state(self, self.best["policy"])
+        result = self.evaluate()
+        selected = {
+            "frames": self.best["frames"],
+            "iteration": self.best["iteration"],
+            "validation_total_mean": self.best["validation"]["total_mean"],
+            "validation_num_tasks": self.best["validation"]["num_tasks"],
+        }
+        evaluation = {"frames": self.frames, **result.to_dict(), "selected": selected}
+        atomic_write_text(self.run_dir / "selected.json", json.dumps(evaluation, indent=2))
+        metrics = {"selected/return_total": evaluation["total_mean"]}
+        metrics.update((f"selected/return_episode_{k + 1}", m) for k, m in enumerate(result.mean))
+        metrics["selected/frames"] = float(self.best["frames"])
+        self.logger.log(metrics, step=self.frames, iteration=self.iteration)
+        return {"eval": evaluation, "last_eval": self.last_eval}
 
     def write_figures(self) -> list[Path]:
         """This run's figures in ``<run_dir>/figures`` (PNG + PDF), also logged to W&B

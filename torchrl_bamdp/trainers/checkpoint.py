@@ -446,7 +446,7 @@ def policy_state_dict(trainer: Any) -> dict[str, Any]:
     >>> import tempfile
     >>> from torchrl_bamdp.configs import load_config
     >>> from torchrl_bamdp.trainers import Trainer
-    >>> config = load_config({"env": {"num_envs": 2}, "train": {"progress_bar": False}})
+    >>> config = load_config({"env": {"num_envs": 4}, "train": {"progress_bar": False}})
     >>> trainer = Trainer(config, tempfile.mkdtemp())
     >>> snapshot = policy_state_dict(trainer)
     >>> sorted(snapshot)

@@ -61,3 +61,47 @@ def test_one_run_trains_is_skipped_when_done_and_continues_to_a_larger_budget(
     assert first_curve and continued["learning_curve"][: len(first_curve)] == first_curve
     starts = json.loads((tmp_path / "runs" / "varibad" / "seed3" / "run_info.json").read_text())
     assert len(starts) == 2, starts  # one record per start of the run: trained, then resumed
+
+
+def test_best_evaluated_takes_the_largest_total_and_the_later_of_a_tie(load_script):
+    campaign = load_script(SCRIPT)
+    curve = [
+        {"frames": 100, "mean": [4.0, 11.0, 11.0, 11.0]},  # total 37.0
+        {"frames": 200, "mean": [4.0, 11.5, 11.0, 10.5]},  # 37.0 again: the later one wins
+        {"frames": 300, "mean": [3.0, 10.0, 10.0, 10.0]},  # the last, worse
+    ]
+    best = campaign.best_evaluated({"learning_curve": curve, "bayes_optimal": BAYES})
+    assert best["frames"] == 200 and best["mean"] == curve[1]["mean"]
+    assert best["within_1pct_every_episode"] is False  # 10.5 < 0.99 x 11.071
+    curve[1]["mean"] = [4.0, 11.071, 11.071, 10.97]  # >= 0.99 x 11.0714 = 10.9607
+    best = campaign.best_evaluated({"learning_curve": curve, "bayes_optimal": BAYES})
+    assert best["frames"] == 200 and best["within_1pct_every_episode"] is True
+
+
+def test_keep_best_variant_ends_with_the_learning_curves_best_policy(
+    tmp_path, load_script, monkeypatch
+):
+    """On GridNavi the validation score is the test score (same 21 goals, greedy, deterministic)
+    and validation does not change training: the keep_best run ends with exactly the policy the
+    summary reads off the learning curve of a run without it."""
+    campaign = load_script(SCRIPT)
+    monkeypatch.setattr(campaign, "EVAL_FRAMES", 960)  # a meta-test after every batch
+    variant, plain = "varibad+extras_terminated+keep_best", "varibad+extras_terminated"
+    # 16 envs and a large learning rate: on seed 2 the first policy is the best of 5, not the last.
+    for name in (variant, plain):
+        extra = ["algo.ppo.lr=0.03", "env.num_envs=16"]
+        monkeypatch.setitem(campaign.VARIANTS, name, [*campaign.VARIANTS[name], *extra])
+    common = ["--seeds", "2", "--frames", "4800", "--runs-root", str(tmp_path / "runs")]
+    campaign.main(["--variants", variant, *common, "--out-dir", str(tmp_path / "out")])
+    record = json.loads((tmp_path / "out" / f"{variant}_seed2.json").read_text())
+    assert record["config"]["train"]["keep_best"] is True
+    assert len(record["learning_curve"]) == 5
+    best = campaign.best_evaluated(record)
+    assert best["frames"] < record["frames"]  # the selection is not the last policy
+    assert record["selected"]["frames"] == best["frames"]
+    assert [round(m, 3) for m in record["mean"]] == best["mean"]  # the curve holds 3 decimals
+    campaign.main(["--variants", plain, *common, "--out-dir", str(tmp_path / "out")])
+    other = json.loads((tmp_path / "out" / f"{plain}_seed2.json").read_text())
+    assert other["learning_curve"] == record["learning_curve"]  # the same training
+    assert other["selected"] is None
+    assert other["mean"] != record["mean"]  # without keep_best: the last, worse policy

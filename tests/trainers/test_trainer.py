@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchrl_bamdp.configs import config_to_dict, load_config
+from torchrl_bamdp.configs import ConfigError, config_to_dict, load_config
 from torchrl_bamdp.trainers import MetricsLogger, Trainer
 
 NUM_ENVS = 4
@@ -248,6 +248,57 @@ def test_encoder_grad_reencoding_reproduces_stored_hyper_state(tmp_path):
         assert distance.max() < 1e-5
         observation = chunk["observation"]
         torch.testing.assert_close(chunk["hyper_state"][:, : observation.shape[-1]], observation)
+
+
+STEPS = {"ppo": {"encoder_grad": True, "minibatches": 3, "recurrent_minibatch": "steps"}}
+
+
+def test_step_minibatches_mix_tasks_and_are_reencoded_with_the_current_parameters(tmp_path):
+    """recurrent_minibatch=steps (the original's RL2 PPO): every minibatch is a random part of
+    all steps of all tasks, re-encoded with gradients by the parameters of that moment."""
+    trainer = make_trainer(tmp_path, algo=copy.deepcopy(STEPS))  # 3 does not divide 4 envs
+    batch = collect_batch(trainer)
+    with torch.no_grad():
+        trainer.gae(batch)
+    batch.set("step_id", torch.arange(batch.numel()).reshape(batch.shape))
+    stored = batch.reshape(-1)["hyper_state"]
+    generator = trainer._step_minibatches(batch, 3)
+    first = next(generator)
+    assert first.numel() == batch.numel() // 3 and first["hyper_state"].requires_grad
+    # Each row is its stored step re-encoded (the same values), from more than one task.
+    ids = first["step_id"]
+    torch.testing.assert_close(first["hyper_state"].detach(), stored[ids], atol=1e-5, rtol=0)
+    assert len(set((ids // HORIZON).tolist())) > 1
+    # After a parameter change the next minibatch is re-encoded by the new parameters.
+    with torch.no_grad():
+        for p in trainer.agent.encoder.parameters():
+            p.add_(0.05)
+    second = next(generator)
+    difference = (second["hyper_state"].detach() - stored[second["step_id"]]).abs().max()
+    assert difference > 1e-3
+    rest = list(generator)
+    ids = torch.cat([m["step_id"] for m in [first, second, *rest]])
+    assert len(rest) == 1 and sorted(ids.tolist()) == list(range(batch.numel()))
+
+
+def test_step_minibatches_train_the_memory(tmp_path):
+    trainer = make_trainer(tmp_path, algo=copy.deepcopy(STEPS))
+    encoder = params(trainer.agent.encoder)
+    out = trainer.ppo_update(collect_batch(trainer))
+    assert all(v == v for v in out.values())
+    assert changed(encoder, trainer.agent.encoder)
+
+
+def test_recurrent_minibatch_is_checked():
+    with pytest.raises(
+        ConfigError, match=r"recurrent_minibatch must be one of \['tasks', 'steps'\]"
+    ):
+        load_config(tiny(algo={"ppo": {"encoder_grad": True, "recurrent_minibatch": "task"}}))
+    with pytest.raises(ConfigError, match="recurrent_minibatch='steps' is an option of"):
+        load_config(tiny(algo={"ppo": {"recurrent_minibatch": "steps"}}))
+    with pytest.raises(ConfigError, match="must divide env.num_envs"):
+        load_config(tiny(algo={"ppo": {"encoder_grad": True, "minibatches": 3}}))
+    assert load_config(tiny(algo=copy.deepcopy(STEPS))).algo.ppo.minibatches == 3
 
 
 def test_elbo_update_moves_encoder_and_decoder_not_policy(tmp_path):

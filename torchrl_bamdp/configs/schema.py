@@ -74,6 +74,8 @@ BAMDP_ENDS = ("truncated", "terminated")
 CHECK_ACTIONS = ("full", "shape", "off")
 POLICY_DISTS = ("tanh_normal", "gaussian")
 ADVANTAGE_NORMS = ("minibatch", "batch")
+#: What a PPO minibatch of an agent whose PPO re-encodes its memory (``encoder_grad``) holds.
+RECURRENT_MINIBATCHES = ("tasks", "steps")
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
@@ -603,6 +605,12 @@ class PPOConfig:
     advantage_norm: str = "minibatch"
     #: Adam's eps of the PPO optimiser (the original: 1e-8).
     adam_eps: float = 1e-5
+    #: With ``encoder_grad`` (RL2: PPO trains the recurrent memory), what a minibatch is:
+    #: ``tasks`` (ours: whole tasks, each re-encoded with gradients; ``minibatches`` must
+    #: divide ``env.num_envs``) or ``steps`` (the original: the whole batch re-encoded with
+    #: gradients before every minibatch step, the minibatch a random subset of all its steps,
+    #: so every step mixes tasks; ``minibatches`` re-encodings of the batch per epoch).
+    recurrent_minibatch: str = "tasks"
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -611,6 +619,13 @@ class PPOConfig:
         _at_least(path, "input_embed", self.input_embed, 0)
         _choice(path, "advantage_norm", self.advantage_norm, ADVANTAGE_NORMS)
         _positive(path, "adam_eps", self.adam_eps)
+        _choice(path, "recurrent_minibatch", self.recurrent_minibatch, RECURRENT_MINIBATCHES)
+        if self.recurrent_minibatch == "steps" and not self.encoder_grad:
+            raise ConfigError(
+                f"{path}.recurrent_minibatch='steps' is an option of {path}.encoder_grad=true "
+                f"(PPO re-encodes the memory, e.g. algo=rl2); with {path}.encoder_grad=false "
+                "minibatches are random steps already: leave it 'tasks'"
+            )
         _at_least(path, "epochs", self.epochs, 1)
         _at_least(path, "minibatches", self.minibatches, 1)
         _in_open_unit(path, "clip_epsilon", self.clip_epsilon)
@@ -1072,9 +1087,12 @@ class Config:
                 f"algo.ppo.minibatches ({self.algo.ppo.minibatches}) must divide the batch of "
                 f"env.num_envs x steps_per_batch = {frames_per_batch} frames"
             )
-        if self.algo.ppo.encoder_grad and self.env.num_envs % self.algo.ppo.minibatches != 0:
+        ppo = self.algo.ppo
+        whole_tasks = ppo.encoder_grad and ppo.recurrent_minibatch == "tasks"
+        if whole_tasks and self.env.num_envs % ppo.minibatches != 0:
             raise ConfigError(
-                "with algo.ppo.encoder_grad=true PPO minibatches are whole trajectories: "
+                "with algo.ppo.encoder_grad=true and algo.ppo.recurrent_minibatch='tasks' PPO "
+                "minibatches are whole trajectories: "
                 f"algo.ppo.minibatches ({self.algo.ppo.minibatches}) must divide env.num_envs "
                 f"({self.env.num_envs})"
             )

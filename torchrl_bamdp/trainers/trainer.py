@@ -363,7 +363,9 @@ class Trainer:
         count = 0
         params = [p for g in self.ppo_optimizer.param_groups for p in g["params"]]
         for _ in range(ppo.epochs):
-            if self.agent.reencode is not None:
+            if self.agent.reencode is not None and ppo.recurrent_minibatch == "steps":
+                minibatches = self._step_minibatches(batch, ppo.minibatches)
+            elif self.agent.reencode is not None:
                 minibatches = self._trajectory_minibatches(batch, ppo.minibatches)
             else:
                 flat = batch.reshape(-1)
@@ -429,6 +431,24 @@ class Trainer:
             chunk = chunk.clone(False)
             chunk.set("hyper_state", self.agent.reencode(chunk))
             yield chunk.reshape(-1)
+
+    def _step_minibatches(self, batch: TensorDictBase, minibatches: int):
+        """Minibatches of random steps of every task (``algo.ppo.recurrent_minibatch=steps``).
+
+        Before each minibatch the whole batch is re-encoded with gradients (lazily: after the
+        previous minibatch's optimiser step, so every step sees the memory of the current
+        parameters, as the original does); the minibatch is one part of a random permutation
+        of all ``num_tasks x T`` steps, its gradient flowing back through the memory of each
+        step's task.
+        """
+        horizon = self.config.env.horizon
+        tasks = batch.reshape(-1, horizon) if batch.shape[1] != horizon else batch
+        steps = tasks.numel()
+        perm = torch.randperm(steps, device=tasks.device)
+        for index in perm.split(steps // minibatches):
+            encoded = tasks.clone(False)
+            encoded.set("hyper_state", self.agent.reencode(tasks))
+            yield encoded.reshape(-1)[index]
 
     def elbo_update(self) -> dict[str, float]:
         """``updates_per_iteration`` model steps on trajectories sampled from the buffer.

@@ -34,6 +34,7 @@ ORIGINAL_GRIDNAVI_RL2 = {
     "algo.encoder.action_embed": 0,  # action_embedding_size
     "algo.encoder.reward_embed": 8,  # reward_embedding_size
     "algo.ppo.encoder_grad": True,  # rlloss_through_encoder
+    "algo.ppo.recurrent_minibatch": "steps",  # feed_forward_generator + recompute_embeddings
     "algo.ppo.lr": 7e-4,  # lr_policy (= lr_vae)
     "algo.ppo.adam_eps": 1e-5,  # policy_eps
     "algo.ppo.epochs": 2,  # ppo_num_epochs

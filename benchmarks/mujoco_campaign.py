@@ -300,7 +300,7 @@ def write_figures(report: dict[str, Any], out_dir: Path) -> list[Path]:
             written += plot_learning_curves(
                 curves,
                 out_dir / family / "fig4_learning_curves",
-                title=f"{family}: test return during training (mean +- s.e. over seeds)",
+                title=f"{family}: test return during training\n(mean +- s.e. over seeds)",
                 ylabel="test return (sum over the meta-test's rollouts)",
             )
     return written

@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -54,8 +52,7 @@ from pathlib import Path
 from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.trainers.runs import learning_curve
-from torchrl_bamdp.trainers.trainer import environment_info
+from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
 from torchrl_bamdp.utils import write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +106,6 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
     evaluation = result["eval"]
     bayes = bayes_optimal_returns(config)
     ratios = [m / b for m, b in zip(evaluation["mean"], bayes, strict=True)]
-    versions = environment_info(seed)  # its git_commit is the run's commit
     return {
         "benchmark": "gridnavi_campaign",
         "variant": variant,
@@ -117,14 +113,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
         "seed": seed,
         "frames": result["frames"],
         "train_seconds": result["train_seconds"],
-        "commit": (versions["git_commit"] or "unknown")[:7],
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions,
+        **result_provenance(seed),
         "eval_tasks": evaluation["num_tasks"],
         "mean": evaluation["mean"],
         "stderr": evaluation["stderr"],

@@ -42,8 +42,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import re
 import statistics
 import time
@@ -52,8 +50,7 @@ from typing import Any
 
 from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
-from torchrl_bamdp.trainers.runs import learning_curve
-from torchrl_bamdp.trainers.trainer import environment_info
+from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
 from torchrl_bamdp.utils import write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,19 +104,11 @@ def run_one(
         return None
     config, _ = trained
     report = evaluate_run(run_dir, tasks=args.test_tasks, episodes=args.rollouts)
-    versions = environment_info(seed)
     return {
         "benchmark": "mujoco_campaign",
         "family": family,
         "overrides": overrides,
-        "commit": (versions["git_commit"] or "unknown")[:7],
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions,
+        **result_provenance(seed),
         **report,
         "deterministic": config.train.eval_deterministic,
         "learning_curve": learning_curve(run_dir),

@@ -47,16 +47,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
-from torchrl_bamdp.trainers.runs import learning_curve
-from torchrl_bamdp.trainers.trainer import environment_info
+from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
 from torchrl_bamdp.utils import write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,20 +151,12 @@ def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
     run_dir = Path(args.runs_root) / algo / f"seed{seed}"
     report = evaluate_run_ood(run_dir, tasks=family.tasks, episodes=family.episodes)
     config = json.loads((run_dir / "config.json").read_text())
-    versions = environment_info(seed)  # its git_commit is the run's commit
     return {
         "benchmark": "ood_campaign",
         "algo": algo,
         "seed": seed,
         "overrides": [f"algo={algo}", *family.split],
-        "commit": (versions["git_commit"] or "unknown")[:7],
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": versions,
+        **result_provenance(seed),
         **report,
         "learning_curve": learning_curve(run_dir),
         "config": config,

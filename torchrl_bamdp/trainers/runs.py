@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -170,6 +173,31 @@ def evaluate_run_switching(
         "horizon": horizon,
         "return_per_100": float(per_100.mean()),
         "stderr_per_100": stderr,
+    }
+
+
+def result_provenance(seed: int) -> dict[str, Any]:
+    """What produced a benchmark's result record: the fields every campaign record starts with.
+
+    ``commit`` (short; this process's, which is the run's when the campaign trained it),
+    ``date``, ``machine`` (platform, processor, CPU count) and ``versions``
+    (:func:`~torchrl_bamdp.trainers.trainer.environment_info`: packages, command line, time).
+
+    Examples
+    --------
+    >>> sorted(result_provenance(0))
+    ['commit', 'date', 'machine', 'versions']
+    """
+    versions = environment_info(seed)
+    return {
+        "commit": (versions["git_commit"] or "unknown")[:7],
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": versions,
     }
 
 

@@ -6,9 +6,11 @@ Five variants at one frame budget (default 8M frames), several seeds each, every
 - ``varibad``: our ``algo=varibad`` without the two extras that read GridNavi's task structure
   (``algo.ppo.critic_task=false``: no privileged critic; ``algo.policy_belief=latent``: the
   policy reads the belief's (mean, logvar), not the per-cell decoded goal probabilities);
-- ``varibad+extras``: our default GridNavi configuration, with both extras;
+- ``varibad+extras``: our GridNavi configuration, with both extras, and the end of a task
+  ``truncated`` (bootstrapped; our default until 2026-12-03);
 - ``varibad+extras_terminated``: the same with ``env.bamdp_end=terminated`` (no bootstrap at the
-  end of a task, as the original GridNavi), to choose our default end by measurement;
+  end of a task, as the original GridNavi), to choose our default end by measurement: since
+  2026-12-03 our default (``tuning_algo/varibad_gridworld.yaml``), chosen on these runs;
 - ``rl2_original``: ``algo=rl2_original``, the original's RL2 baseline;
 - ``varibad+extras_terminated+keep_best``: the same as ``varibad+extras_terminated`` with
   ``train.keep_best=true``: the run ends with its best *validated* policy, not its last.
@@ -59,8 +61,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS: dict[str, list[str]] = {
     "varibad_original": ["algo=varibad_original"],
-    "varibad": ["algo=varibad", "algo.ppo.critic_task=false", "algo.policy_belief=latent"],
-    "varibad+extras": ["algo=varibad"],
+    # The end of a task pinned: these two were run with the default of their time, truncated.
+    "varibad": [
+        "algo=varibad",
+        "algo.ppo.critic_task=false",
+        "algo.policy_belief=latent",
+        "env.bamdp_end=truncated",
+    ],
+    "varibad+extras": ["algo=varibad", "env.bamdp_end=truncated"],
     # Which end of a task our default should have (issue 17): the same agent, no bootstrap at the
     # end of the BAMDP (the original GridNavi's use_proper_time_limits=False).
     "varibad+extras_terminated": ["algo=varibad", "env.bamdp_end=terminated"],

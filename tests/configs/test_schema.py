@@ -405,8 +405,9 @@ def test_top_level_yaml_composes_to_defaults():
 
 @pytest.mark.parametrize(("group", "option"), [g for g in _group_options() if g[0] != "tuning"])
 def test_every_yaml_composes_and_validates(group, option):
-    # The algorithm files' values are checked on a family without tuning (which would win).
-    data = _compose(_untuned(option) if group == "algo" else [f"{group}={option}"])
+    # The algorithm files' values are checked on a family without tuning (which would win), the
+    # other groups' without the default algorithm's tuning on GridNavi (tuning_algo/, which wins).
+    data = _compose(_untuned(option) if group == "algo" else [f"{group}={option}", "~tuning_algo"])
     cfg = load_config(data)
     yaml_values = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml"))
     assert yaml_values, f"{group}/{option}.yaml is empty"

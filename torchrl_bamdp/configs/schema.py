@@ -175,8 +175,10 @@ of env.name='cheetah_vel' (its options: ['workers']): leave it null (got 7)
     grid_size: int | None = None
     workers: int = 0
     #: The end of a task: ``truncated`` (a time limit: value targets bootstrap from the last
-    #: state) or ``terminated`` (no bootstrap; the original on GridNavi).
-    bamdp_end: str = "truncated"
+    #: state) or ``terminated`` (no bootstrap; the original on GridNavi). Every ``env/*.yaml``
+    #: says ``truncated``; VariBAD on GridNavi, the default composition that these dataclass
+    #: defaults equal, is ``terminated`` (``tuning_algo/varibad_gridworld.yaml``: measured).
+    bamdp_end: str = "terminated"
     #: What every step checks of an action: ``full`` (values too: one host sync per step),
     #: ``shape`` (shape and dtype: no sync; for GPU runs), ``off``.
     check_actions: str = "full"

@@ -17,7 +17,7 @@ import torch
 
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import ConfigError, load_config, schema
-from torchrl_bamdp.envs import make_env
+from torchrl_bamdp.envs import make_env, make_env_from_config
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.agents import build_agent
 from torchrl_bamdp.transforms import rl2 as rl2_transforms
@@ -43,7 +43,9 @@ ORIGINAL_GRIDNAVI_RL2 = {
     "algo.ppo.value_clip": 0.05,  # ppo_use_clipped_value_loss
     "algo.ppo.entropy_coef": 0.1,  # policy_entropy_coef
     "algo.ppo.entropy_coef_final": None,
-    "algo.ppo.critic_coef": 0.5,  # policy_value_loss_coef
+    # policy_value_loss_coef 0.5 x the original's inner 0.5 * max(huber, huber_clipped)
+    "algo.ppo.critic_coef": 0.25,
+    "algo.ppo.grad_clip": "per_network",  # actor_critic and encoder clipped each on its own
     "algo.ppo.gamma": 0.95,  # policy_gamma
     "algo.ppo.lmbda": 0.95,  # policy_tau
     "algo.ppo.max_grad_norm": 0.5,  # policy_max_grad_norm
@@ -57,6 +59,33 @@ ORIGINAL_GRIDNAVI_RL2 = {
 }
 
 
+#: config/mujoco/args_cheetah_vel_rl2.py (same commit family): 2 rollouts of 200 steps per task.
+ORIGINAL_CHEETAH_VEL_RL2 = {
+    **ORIGINAL_GRIDNAVI_RL2,
+    "env.num_envs": 16,  # num_processes
+    "env.episode_length": 200,
+    "env.episodes_per_task": 2,  # max_rollouts_per_task
+    "steps_per_batch": 800,  # policy_num_steps: two tasks per env and update
+    "env.bamdp_end": "truncated",  # use_proper_time_limits=True
+    "train.total_frames": 100_000_000,  # num_frames
+    "algo.encoder.latent_dim": 128,  # "just a layer in the policy"
+    "algo.encoder.hidden_size": 128,  # encoder_gru_hidden_size
+    "algo.encoder.obs_embed": 32,  # state_embedding_size
+    "algo.encoder.action_embed": 16,  # action_embedding_size
+    "algo.encoder.reward_embed": 16,  # reward_embedding_size
+    "algo.ppo.adam_eps": 1e-8,  # policy_eps
+    "algo.ppo.clip_epsilon": 0.1,  # ppo_clip_param
+    "algo.ppo.value_clip": 0.1,
+    "algo.ppo.entropy_coef": 0.01,  # policy_entropy_coef
+    "algo.ppo.gamma": 0.97,  # policy_gamma
+    "algo.ppo.lmbda": 0.9,  # policy_tau
+    "algo.ppo.hidden": [128],  # policy_layers
+    "algo.ppo.policy_dist": "gaussian",  # DiagGaussian with a state-independent std
+    "algo.ppo.init_std": 1.0,  # policy_init_std
+}
+ORIGINAL_RL2 = {"gridworld": ORIGINAL_GRIDNAVI_RL2, "cheetah_vel": ORIGINAL_CHEETAH_VEL_RL2}
+
+
 def resolved(config, path: str):
     if "." not in path:
         return getattr(config, path)
@@ -66,20 +95,23 @@ def resolved(config, path: str):
     return value
 
 
-def test_resolved_values_are_the_original_file():
-    config = compose_config(["algo=rl2_original"])
+@pytest.mark.parametrize("env", sorted(ORIGINAL_RL2))
+def test_resolved_values_are_the_original_file(env):
+    config = compose_config(["algo=rl2_original", f"env={env}"])
     wrong = {
         path: (resolved(config, path), value)
-        for path, value in ORIGINAL_GRIDNAVI_RL2.items()
+        for path, value in ORIGINAL_RL2[env].items()
         if resolved(config, path) != value
     }
-    assert not wrong, f"(resolved, original) {wrong}"
+    assert not wrong, f"{env}: (resolved, original) {wrong}"
     assert config.algo.ppo.value_clip == config.algo.ppo.clip_epsilon
 
 
 def test_other_families_and_options_are_refused():
-    with pytest.raises(ConfigError, match="transcribed for env.name in \\['gridworld'\\] only"):
-        compose_config(["algo=rl2_original", "env=cheetah_vel"])
+    with pytest.raises(
+        ConfigError, match="transcribed for env.name in \\['gridworld', 'cheetah_vel'\\] only"
+    ):
+        compose_config(["algo=rl2_original", "env=cheetah_dir"])
     with pytest.raises(ConfigError, match="algo.rl2_memory and config.algo.policy_state are RL2"):
         load_config({"algo": {"name": "varibad", "policy_state": False}})
     with pytest.raises(ConfigError, match=r"algo.rl2_memory must be one of \['hidden'"):
@@ -113,6 +145,28 @@ def test_policy_reads_the_relu_latent_only_and_reencodes_it():
     reencoded.sum().backward()  # the RL loss reaches the GRU and the latent heads
     assert agent.encoder.mean_head.weight.grad is not None
     assert agent.encoder.gru.weight_ih_l0.grad.abs().sum() > 0
+
+
+def test_cheetah_vel_batch_of_two_tasks_reencodes_exactly():
+    """800 steps per env and update are two whole tasks: the online memory starts afresh at the
+    second, and PPO's re-encoding of the batch, one row per task, gives the same hyper-state."""
+    config = compose_config(["algo=rl2_original", "env=cheetah_vel", "env.num_envs=2"])
+    env = make_env_from_config(config.env, seed=0)
+    agent = build_agent(config, env)
+    assert agent.name == "rl2_original" and agent.elbo_loss is None and not agent.aux_losses
+    tenv = agent.transformed_env(env)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        rollout = tenv.rollout(config.steps_per_batch, agent.actor, break_when_any_done=False)
+    assert rollout.shape == (2, 800) and rollout["hyper_state"].shape[-1] == 256
+    assert not torch.equal(rollout["hyper_state"][:, 399], rollout["hyper_state"][:, 400])
+    # PPO re-encodes a batch as the trainer lays it out: one row per task
+    tasks = rollout.reshape(-1, config.env.horizon)
+    assert tasks.shape == (4, 400)
+    reencoded = agent.reencode(tasks)
+    torch.testing.assert_close(reencoded, tasks["hyper_state"], atol=1e-5, rtol=1e-5)
+    # the first step of the second task: the memory of the zero hidden state again
+    torch.testing.assert_close(rollout["hyper_state"][:, 400], rollout["hyper_state"][:, 0])
 
 
 def test_gridnavi_rl2_original_trains():

@@ -171,7 +171,9 @@ COMMON = {
     "algo.decoders.done_input": True,  # add_done_info: the decoders' states carry the flag
     "algo.elbo.lr": 1e-3,
     "algo.ppo.max_grad_norm": 0.5,
-    "algo.ppo.critic_coef": 0.5,
+    # value_loss_coef 0.5 x the original's inner 0.5 * max(huber, huber_clipped)
+    "algo.ppo.critic_coef": 0.25,
+    "algo.ppo.grad_clip": "per_network",
     "algo.ppo.advantage_norm": "batch",
     "algo.ppo.normalize_advantage": True,
     "algo.ppo.normalize_reward": True,  # rewards normalised for PPO only

@@ -289,6 +289,51 @@ def test_step_minibatches_train_the_memory(tmp_path):
     assert changed(encoder, trainer.agent.encoder)
 
 
+@pytest.mark.parametrize("grad_clip", ["joint", "per_network"])
+def test_grad_clip_per_network_clips_policy_and_encoder_each_on_their_own(tmp_path, grad_clip):
+    """algo.ppo.grad_clip: the norms each optimiser step sees, with a bound every raw norm
+    exceeds: the policy's and the encoder's each at the bound (per_network, the original) or
+    together at it (joint, ours)."""
+    bound = 1e-4
+    algo = {"ppo": {"encoder_grad": True, "minibatches": 2, "max_grad_norm": bound}}
+    algo["ppo"]["grad_clip"] = grad_clip
+    trainer = make_trainer(tmp_path, algo=algo)
+    encoder = list(trainer.agent.encoder.parameters())
+    encoder_ids = {id(p) for p in encoder}
+    policy = [p for p in trainer.agent.policy_parameters() if id(p) not in encoder_ids]
+    assert encoder and policy
+    seen = []
+    step = trainer.ppo_optimizer.step
+
+    def recording_step(*args, **kwargs):
+        seen.append(
+            [
+                torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in group if p.grad is not None])
+                )
+                for group in (policy, encoder)
+            ]
+        )
+        return step(*args, **kwargs)
+
+    trainer.ppo_optimizer.step = recording_step
+    metrics = trainer.ppo_update(collect_batch(trainer))
+    assert len(seen) == trainer.config.algo.ppo.epochs * 2
+    norms = torch.tensor(seen)
+    if grad_clip == "per_network":
+        torch.testing.assert_close(norms, torch.full_like(norms, bound), rtol=1e-4, atol=0)
+    else:
+        torch.testing.assert_close(norms.square().sum(1).sqrt(), torch.full((len(seen),), bound))
+        # the encoder's share of one bound: well below the bound it gets per network
+        assert bool((norms[:, 1] < bound * 0.99).all())
+    assert metrics["grad_norm"] > 100 * bound  # logged: the norm before clipping
+
+
+def test_grad_clip_is_checked():
+    with pytest.raises(ConfigError, match=r"grad_clip must be one of \['joint', 'per_network'\]"):
+        load_config(tiny(algo={"ppo": {"grad_clip": "encoder"}}))
+
+
 def test_recurrent_minibatch_is_checked():
     with pytest.raises(
         ConfigError, match=r"recurrent_minibatch must be one of \['tasks', 'steps'\]"

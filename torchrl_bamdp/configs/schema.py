@@ -76,6 +76,9 @@ POLICY_DISTS = ("tanh_normal", "gaussian")
 ADVANTAGE_NORMS = ("minibatch", "batch")
 #: What a PPO minibatch of an agent whose PPO re-encodes its memory (``encoder_grad``) holds.
 RECURRENT_MINIBATCHES = ("tasks", "steps")
+#: How PPO's gradient norm is clipped (``algo.ppo.grad_clip``): over all the parameters it
+#: trains at once, or per network (actor + critic; the encoder PPO trains, with encoder_grad).
+GRAD_CLIPS = ("joint", "per_network")
 #: Algorithms defined on GridNavi only (they compute the exact posterior over its goal cells).
 GRIDWORLD_ONLY_ALGOS = ("belief_oracle", "bayes_optimal")
 REWARD_DECODERS = ("auto", "grid_cells", "mse", "none")
@@ -92,7 +95,7 @@ RL2_ALGOS = ("rl2", "rl2_original")
 #: ``relu(cat(mean, logvar))`` of the encoder's latent heads (the original's).
 RL2_MEMORIES = ("hidden", "latent_relu")
 #: Task families whose original RL2 configuration is transcribed (``algo=rl2_original``).
-RL2_ORIGINAL_ENVS = ("gridworld",)
+RL2_ORIGINAL_ENVS = ("gridworld", "cheetah_vel")
 LOGGER_BACKENDS = ("csv", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 ACTIVATIONS = ("tanh", "relu", "elu")
@@ -613,6 +616,12 @@ class PPOConfig:
     #: gradients before every minibatch step, the minibatch a random subset of all its steps,
     #: so every step mixes tasks; ``minibatches`` re-encodings of the batch per epoch).
     recurrent_minibatch: str = "tasks"
+    #: ``joint``: one gradient norm over every parameter PPO trains, clipped at
+    #: ``max_grad_norm`` (ours). ``per_network`` (the original, which has one optimiser per
+    #: network): the actor + critic and, with ``encoder_grad``, the encoder each clipped at
+    #: ``max_grad_norm`` on their own, so a large gradient through a long GRU does not shrink
+    #: the policy's step. Without ``encoder_grad`` both are the same.
+    grad_clip: str = "joint"
 
     def validate(self, path: str) -> None:
         _positive(path, "lr", self.lr)
@@ -622,6 +631,7 @@ class PPOConfig:
         _choice(path, "advantage_norm", self.advantage_norm, ADVANTAGE_NORMS)
         _positive(path, "adam_eps", self.adam_eps)
         _choice(path, "recurrent_minibatch", self.recurrent_minibatch, RECURRENT_MINIBATCHES)
+        _choice(path, "grad_clip", self.grad_clip, GRAD_CLIPS)
         if self.recurrent_minibatch == "steps" and not self.encoder_grad:
             raise ConfigError(
                 f"{path}.recurrent_minibatch='steps' is an option of {path}.encoder_grad=true "

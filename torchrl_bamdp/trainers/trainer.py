@@ -361,7 +361,7 @@ class Trainer:
         keys: list[str] | None = None
         sums: torch.Tensor | None = None
         count = 0
-        params = [p for g in self.ppo_optimizer.param_groups for p in g["params"]]
+        clip_groups = self._ppo_clip_groups()
         for _ in range(ppo.epochs):
             if self.agent.reencode is not None and ppo.recurrent_minibatch == "steps":
                 minibatches = self._step_minibatches(batch, ppo.minibatches)
@@ -376,7 +376,11 @@ class Trainer:
                 loss = losses["loss_objective"] + losses["loss_critic"] + losses["loss_entropy"]
                 self.ppo_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
+                # The norm before clipping, over all of PPO's parameters either way.
+                norms = [nn.utils.clip_grad_norm_(g, ppo.max_grad_norm) for g in clip_groups]
+                grad_norm = (
+                    norms[0] if len(norms) == 1 else torch.stack(norms).square().sum().sqrt()
+                )
                 if not bool(torch.isfinite(loss.detach()) & torch.isfinite(grad_norm)):
                     self.ppo_optimizer.zero_grad(set_to_none=True)
                     terms = {k: losses[k] for k in PPO_LOSS_TERMS}
@@ -405,6 +409,24 @@ class Trainer:
             metrics = {k: v / count for k, v in zip(names, sums.tolist(), strict=True)}
         metrics["lr"] = self.ppo_optimizer.param_groups[0]["lr"]
         return metrics
+
+    def _ppo_clip_groups(self) -> list[list[nn.Parameter]]:
+        """The parameter groups whose gradient norms PPO clips, each at ``max_grad_norm``.
+
+        ``algo.ppo.grad_clip=joint``: all of them at once. ``per_network``: the actor and critic,
+        and the encoder PPO re-encodes through (RL2) on its own, as the original clips each of
+        its two optimisers' networks (``policy_max_grad_norm`` for both).
+        """
+        params = [p for g in self.ppo_optimizer.param_groups for p in g["params"]]
+        encoder = self.agent.encoder if self.agent.reencode is not None else None
+        if self.config.algo.ppo.grad_clip == "joint" or encoder is None:
+            return [params]
+        encoder_ids = {id(p) for p in encoder.parameters()}
+        groups = [
+            [p for p in params if id(p) not in encoder_ids],
+            [p for p in params if id(p) in encoder_ids],
+        ]
+        return [group for group in groups if group]
 
     def _skip_update(
         self, kind: str, what: str, terms: dict[str, Any], grad_norm: float | None = None

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from torchrl_bamdp.demo import machine_info
+from torchrl_bamdp.demo import demo_config_record, machine_info
 from torchrl_bamdp.utils import PACKAGE_ROOT, write_result_json
 
 DEFAULT_OUT = PACKAGE_ROOT / "benchmarks" / "results" / "demo_spread.json"
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         "jobs": args.jobs,
         "wall_seconds_this_invocation": time.perf_counter() - start,
         "machine": machine_info(),
+        # what the seeds trained: the demo prints a warning when its own config differs
+        "config": demo_config_record(args.frames),
         "per_episode": summarise(per_seed),
         "bayes_optimal": per_seed[0]["rows"]["Bayes-optimal (exact DP)"],
         "per_seed": [

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from torchrl_bamdp.configs import Config, load_config
+from torchrl_bamdp.configs import Config, config_to_dict, load_config
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.utils import PACKAGE_ROOT, write_result_json
@@ -36,6 +36,53 @@ def demo_config(frames: int, seed: int) -> Config:
     ('gridworld', 'varibad', 2, 3000000)
     """
     return load_config({"seed": seed, "train": {"total_frames": frames, "eval_interval": 50}})
+
+
+def demo_config_record(frames: int) -> dict[str, Any]:
+    """The demo's resolved configuration at ``frames`` as a flat ``{"a.b": value}`` dict, less
+    what differs per run (seed, run directory): what a reference spread records it trained.
+
+    Examples
+    --------
+    >>> record = demo_config_record(3_000_000)
+    >>> record["env.name"], record["train.total_frames"], "seed" in record
+    ('gridworld', 3000000, False)
+    """
+
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    # through JSON, as the committed record is read back (tuples become lists)
+    record = flat(json.loads(json.dumps(config_to_dict(demo_config(frames, seed=0)))))
+    for per_run in ("seed", "run_dir", "resume"):
+        record.pop(per_run, None)
+    return record
+
+
+def config_differences(reference: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``field: reference -> current`` for every field where two config records differ.
+
+    Examples
+    --------
+    >>> config_differences({"env.bamdp_end": "truncated", "seed": 0},
+    ...                    {"env.bamdp_end": "terminated", "seed": 0})
+    ["env.bamdp_end: 'truncated' -> 'terminated'"]
+    """
+
+    def shown(record: dict[str, Any], key: str) -> str:
+        return repr(record[key]) if key in record else "(absent)"
+
+    return [
+        f"{key}: {shown(reference, key)} -> {shown(current, key)}"
+        for key in sorted(set(reference) | set(current))
+        if key not in reference or key not in current or reference[key] != current[key]
+    ]
 
 
 def machine_info() -> dict[str, Any]:
@@ -93,6 +140,7 @@ def reference_lines(path: Path = SPREAD_FILE) -> list[str]:
     | min over seeds | 1.00 | 2.00 |
     | median over seeds | 1.50 | 2.50 |
     | max over seeds | 2.00 | 3.00 |
+    WARNING: this reference records no config (older defaults?); rerun benchmarks/demo_spread.py
     """
     if not path.exists():
         return [f"(no committed reference spread at {path}; benchmarks/demo_spread.py writes it)"]
@@ -110,6 +158,21 @@ def reference_lines(path: Path = SPREAD_FILE) -> list[str]:
     ]
     for name in ("min", "median", "max"):
         lines.append(f"| {name} over seeds | " + " | ".join(f"{v:.2f}" for v in stats[name]) + " |")
+    recorded = spread.get("config")
+    if recorded is None:
+        lines.append(
+            "WARNING: this reference records no config (older defaults?); "
+            "rerun benchmarks/demo_spread.py"
+        )
+    else:
+        changed = config_differences(recorded, demo_config_record(spread["frames"]))
+        if changed:
+            shown = "; ".join(changed[:5]) + ("; ..." if len(changed) > 5 else "")
+            lines.append(
+                f"WARNING: this reference was trained with another config than this demo's "
+                f"({len(changed)} fields, reference -> now: {shown}); "
+                "benchmarks/demo_spread.py regenerates it."
+            )
     return lines
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from torchrl_bamdp.demo import SPREAD_FILE, demo_config, reference_lines
+from torchrl_bamdp.demo import SPREAD_FILE, demo_config, demo_config_record, reference_lines
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "demo_spread.py"
 
@@ -29,6 +29,7 @@ def test_spread_of_two_tiny_seeds_and_resume(tmp_path, load_script, capsys):
     assert report["bayes_optimal"][0] == pytest.approx(4.0)
     assert report["machine"]["cpus"] >= 1 and report["machine"]["versions"]["torch"]
     assert str(tmp_path) not in out.read_text()  # portable paths only
+    assert report["config"] == demo_config_record(frames)  # what the seeds trained
     # each seed is the demo itself, with its own run directory and printed reference
     log = (tmp_path / "runs" / "seed0" / "demo.log").read_text()
     assert "Bayes-optimal (exact DP)" in log and reference_lines()[0] in log
@@ -42,11 +43,27 @@ def test_spread_of_two_tiny_seeds_and_resume(tmp_path, load_script, capsys):
 
 
 def test_the_committed_spread_is_the_demo_config():
+    """The reference make demo prints was trained with the demo's current config: a change of
+    the defaults fails here until benchmarks/demo_spread.py is rerun."""
     spread = json.loads(SPREAD_FILE.read_text())
     assert spread["frames"] == 3_000_000 and len(spread["seeds"]) >= 5
+    assert spread["config"] == demo_config_record(spread["frames"])
     lines = reference_lines()
     assert lines[0].startswith(f"Reference: {len(spread['seeds'])} seeds")
-    assert len(lines) == 7
+    assert len(lines) == 7 and not any("WARNING" in line for line in lines)
     for run in spread["per_seed"]:
         for k, value in enumerate(run["mean"]):
             assert spread["per_episode"]["min"][k] <= value <= spread["per_episode"]["max"][k]
+
+
+def test_a_reference_of_another_config_is_flagged(tmp_path):
+    spread = json.loads(SPREAD_FILE.read_text())
+    path = tmp_path / "spread.json"
+    spread["config"] = {**demo_config_record(spread["frames"]), "env.bamdp_end": "truncated"}
+    path.write_text(json.dumps(spread))
+    warning = reference_lines(path)[-1]
+    assert warning.startswith("WARNING: this reference was trained with another config")
+    assert "env.bamdp_end: 'truncated' -> 'terminated'" in warning
+    del spread["config"]
+    path.write_text(json.dumps(spread))
+    assert "records no config" in reference_lines(path)[-1]

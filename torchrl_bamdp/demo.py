@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from torchrl_bamdp.configs import Config, config_to_dict, load_config
+from torchrl_bamdp.configs import Config, config_to_dict, dotted_leaves, load_config
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec, uniform_random_policy
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.utils import PACKAGE_ROOT, write_result_json
@@ -48,18 +48,8 @@ def demo_config_record(frames: int) -> dict[str, Any]:
     >>> record["env.name"], record["train.total_frames"], "seed" in record
     ('gridworld', 3000000, False)
     """
-
-    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
     # through JSON, as the committed record is read back (tuples become lists)
-    record = flat(json.loads(json.dumps(config_to_dict(demo_config(frames, seed=0)))))
+    record = dotted_leaves(json.loads(json.dumps(config_to_dict(demo_config(frames, seed=0)))))
     for per_run in ("seed", "run_dir", "resume"):
         record.pop(per_run, None)
     return record

@@ -1472,6 +1472,26 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def dotted_leaves(value: Any, path: str = "") -> dict[str, Any]:
+    """The leaves of a nested config dict as ``{"a.b.c": value}``, under ``path`` if given.
+
+    Examples
+    --------
+    >>> dotted_leaves({"env": {"num_envs": 8, "kwargs": {}}, "seed": 0})
+    {'env.num_envs': 8, 'seed': 0}
+    >>> dotted_leaves({"latent_dim": 5}, "algo.encoder")
+    {'algo.encoder.latent_dim': 5}
+    >>> dotted_leaves(3, "seed")
+    {'seed': 3}
+    """
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(dotted_leaves(item, f"{path}.{key}" if path else str(key)))
+        return out
+    return {path: value}
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The raw ``config.json`` of a run directory, or a :class:`ConfigError` saying what is wrong.
 

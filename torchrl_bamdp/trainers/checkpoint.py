@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchrl_bamdp.configs import dotted_leaves
+
 #: File name of a run's checkpoint, in ``<run_dir>/checkpoints/``.
 CHECKPOINT_NAME = "last.pt"
 
@@ -225,15 +227,6 @@ def _lookup(config: Any, path: str) -> Any:
     return value
 
 
-def _leaves(value: Any, path: str) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            out.update(_leaves(item, f"{path}.{key}"))
-        return out
-    return {path: value}
-
-
 def _without_legacy_grid_size(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """Checkpoints before 2026-12-01 hold GridNavi's grid_size 5 for every family; for the
     families that do not declare that option it meant none (``EnvConfig.grid_size`` None)."""
@@ -298,7 +291,7 @@ def architecture_differences(
         if saved_value is _MISSING and path in LEGACY_ARCHITECTURE_VALUES:
             saved_value = LEGACY_ARCHITECTURE_VALUES[path]
             legacy = " (not recorded: older checkpoint)"
-        old, new = _leaves(saved_value, path), _leaves(_lookup(current, path), path)
+        old, new = dotted_leaves(saved_value, path), dotted_leaves(_lookup(current, path), path)
         for name in sorted(old.keys() | new.keys()):
             a, b = old.get(name, _MISSING), new.get(name, _MISSING)
             if a is _MISSING and name in LEGACY_ARCHITECTURE_VALUES:

@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_trainer import tiny
 
+from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.configs import ConfigError, load_config
 from torchrl_bamdp.configs.schema import ALGO_NAMES, ENV_NAMES, SWITCHING_ONLY_ALGOS
 from torchrl_bamdp.envs import make_env, make_env_from_config
@@ -13,6 +14,7 @@ from torchrl_bamdp.modules.actor_critic import find_input_normalizers
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers import Trainer, build_agent
 from torchrl_bamdp.trainers.agents import REFERENCE_ALGORITHMS, TRAINED_ALGORITHMS, Agent
+from torchrl_bamdp.transforms.time import TIME_FEATURES
 
 #: The trained algorithms defined on the fixed-task BAMDP these tests build (the ones defined on
 #: the task-switching env only are tested there: tests/trainers/test_switching_training.py).
@@ -84,6 +86,32 @@ def test_rl2_encoder_is_trained_by_ppo_only(tmp_path):
     trainer.ppo_update(batch)
     assert moved(before, trainer.agent.encoder)
     assert trainer.elbo_update() == {}
+
+
+@pytest.mark.parametrize(
+    ("env_name", "memory", "memory_dim"),
+    [("cheetah_dir", "latent_relu", 10), ("gridworld", "hidden", 64)],
+)
+def test_rl2_policy_reads_the_latent_on_mujoco_and_the_hidden_state_on_gridnavi(
+    env_name, memory, memory_dim
+):
+    """The shipped RL2: relu(mean, logvar) of the latent heads (algo/rl2.yaml, measured on
+    HalfCheetahDir); GridNavi keeps the whole hidden state its results were measured with."""
+    config = compose_config(
+        ["algo=rl2", f"env={env_name}", "env.num_envs=2", "algo.ppo.minibatches=2"]
+    )
+    assert config.algo.rl2_memory == memory
+    env = make_env_from_config(config.env, seed=0)
+    agent = build_agent(config, env)
+    td = agent.transformed_env(env).reset()
+    obs_dim = env.observation_spec["observation"].shape[-1]
+    times = TIME_FEATURES if config.algo.ppo.time_features else 0
+    assert td["hyper_state"].shape == (2, obs_dim + memory_dim + times)
+    if memory == "latent_relu":
+        heads = agent.encoder.latent_of(torch.zeros(agent.encoder.hidden_size))
+        torch.testing.assert_close(
+            td["hyper_state"][0, obs_dim:], torch.relu(torch.cat(heads)).detach()
+        )
 
 
 def test_rl2_requires_encoder_gradients():

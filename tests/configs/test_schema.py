@@ -615,6 +615,14 @@ def test_algorithm_specific_tuning_applies_to_that_algorithm_only():
     assert generic.algo.encoder.action_embed == 8
     assert not generic.algo.ppo.critic_task and not generic.algo.ppo.time_features
     assert generic.algo.ppo.entropy_coef_final is None
+    # tuning_algo/oracle_walker_rand_params.yaml: only the oracle embeds its 65-number task.
+    walker = {
+        a: load_config(_compose([f"algo={a}", "env=walker_rand_params"]))
+        for a in ("oracle", "varibad", "rl2")
+    }
+    assert walker["oracle"].algo.ppo.input_embed == 64
+    assert walker["varibad"].algo.ppo.input_embed == walker["rl2"].algo.ppo.input_embed == 0
+    assert load_config(_compose(["algo=oracle", "env=cheetah_vel"])).algo.ppo.input_embed == 0
 
 
 @pytest.mark.parametrize("env", TUNED_ENVS)

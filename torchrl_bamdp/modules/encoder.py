@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from torchrl_bamdp.modules.gru import gru_sequence
+
 
 class BeliefEncoder(nn.Module):
     """Recurrent encoder of q(m | tau_:t): one GRU step per transition (a_t, r_{t+1}, s_{t+1}).
@@ -244,6 +246,11 @@ class BeliefEncoder(nn.Module):
         belief at step s w.r.t. the inputs and the hidden states reaches back only to the start
         of its chunk. ``None`` (default): full backpropagation through the whole sequence.
 
+        With gradients on the CPU and at most ``FAST_GRU_MAX_BATCH`` trajectories (RL2's PPO
+        minibatches on MuJoCo), the GRU pass and its backward run in
+        :func:`~torchrl_bamdp.modules.gru.gru_sequence`: the same values and gradients as
+        ``nn.GRU`` up to float rounding, 2-4x faster there.
+
         Returns ``(mean, logvar, hidden)`` of shape ``[N, T + 1, ...]`` with the prior at index 0
         when ``with_prior`` (the default), else ``[N, T, ...]``.
         """
@@ -259,12 +266,12 @@ class BeliefEncoder(nn.Module):
             hidden = self.initial_hidden(n, device=next_obs.device)
         x = self.embed(actions, rewards, next_obs, done)
         if detach_every is None or detach_every >= x.shape[1]:
-            out, _ = self.gru(x, hidden.unsqueeze(0).contiguous())
+            out, _ = gru_sequence(self.gru, x, hidden.unsqueeze(0).contiguous())
         else:
             h = hidden.unsqueeze(0).contiguous()
             chunks = []
             for chunk in x.split(detach_every, dim=1):
-                chunk_out, h = self.gru(chunk, h)
+                chunk_out, h = gru_sequence(self.gru, chunk, h)
                 chunks.append(chunk_out)
                 h = h.detach()
             out = torch.cat(chunks, dim=1)

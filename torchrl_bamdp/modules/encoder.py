@@ -249,7 +249,7 @@ class BeliefEncoder(nn.Module):
         With gradients on the CPU and at most ``FAST_GRU_MAX_BATCH`` trajectories (RL2's PPO
         minibatches on MuJoCo), the GRU pass and its backward run in
         :func:`~torchrl_bamdp.modules.gru.gru_sequence`: the same values and gradients as
-        ``nn.GRU`` up to float rounding, 2-4x faster there.
+        ``nn.GRU`` up to float rounding, 2-4x faster there (``benchmarks/gru_backprop.py``).
 
         Returns ``(mean, logvar, hidden)`` of shape ``[N, T + 1, ...]`` with the prior at index 0
         when ``with_prior`` (the default), else ``[N, T, ...]``.

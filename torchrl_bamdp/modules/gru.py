@@ -7,9 +7,10 @@ step, each recorded for autograd, and at a batch of one or four rows almost all 
 per-operator overhead, not arithmetic. :func:`gru_sequence` computes the same recurrence and
 its exact gradient (backpropagation through time written out, one pass back) in NumPy, whose
 per-call overhead on small arrays is several times lower than torch's. Measured side by side
-on the 2-core CPU machine (``benchmarks/gru_backprop.py``): see :data:`FAST_GRU_MAX_BATCH` for
-where it is faster and by how much; larger batches, other devices and ``no_grad`` calls run
-``nn.GRU`` itself.
+on the 2-core CPU machine (``benchmarks/gru_backprop.py``): RL2's whole PPO update on
+``cheetah_vel`` (160 minibatches of one 400-step task) 3.0x faster; see
+:data:`FAST_GRU_MAX_BATCH` for where it is used. Larger batches, other devices and ``no_grad``
+calls run ``nn.GRU`` itself.
 
 The values and gradients equal ``nn.GRU``'s up to float rounding (tested against it, and with
 ``torch.autograd.gradcheck`` in float64).
@@ -22,10 +23,14 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-#: Largest number of sequences per call that :func:`gru_sequence` runs in NumPy. Below it the
-#: NumPy pass was faster than ``nn.GRU`` in ``benchmarks/gru_backprop.py`` (forward + backward,
-#: 400 steps, hidden 128, one torch thread); at 16 rows and more ``nn.GRU``'s batched operators
-#: win. The numbers are in ``benchmarks/results/gru_backprop.json``.
+#: Largest number of sequences per call that :func:`gru_sequence` runs in NumPy (0 turns the
+#: NumPy pass off). In ``benchmarks/gru_backprop.py`` (forward + backward, 400 steps, hidden
+#: 128, one torch thread; ``benchmarks/results/gru_backprop.json``) the NumPy pass was 2-5x
+#: faster than ``nn.GRU`` at 1-4 sequences, its lead shrinking with the batch (about 1.2-1.8x
+#: at 8-16) and gone at GridNavi's ELBO batch of 100 x 60 steps. Above 8 ``nn.GRU`` is kept
+#: for a second reason: VariBAD's ELBO re-encodes its 10-100 trajectories in a thread beside
+#: PPO (``train.parallel_updates``), and ``nn.GRU``'s step loop runs in C++ without the GIL,
+#: where a Python loop would compete with PPO's for it.
 FAST_GRU_MAX_BATCH = 8
 
 
@@ -59,7 +64,6 @@ class _GRUFunction(torch.autograd.Function):
         gi_t = torch.addmm(b_ih, x.reshape(batch * steps, -1), w_ih.t())
         gi = gi_t.view(batch, steps, 3 * hidden).transpose(0, 1).contiguous().numpy()
         w_hh_t = w_hh.t().contiguous()
-        b_hh_np = b_hh.detach().numpy()
         hs_t = x.new_empty(steps + 1, batch, hidden)
         hs_t[0] = h0
         gh_t = x.new_empty(steps, batch, 3 * hidden)  # W_h h + b_h
@@ -67,8 +71,7 @@ class _GRUFunction(torch.autograd.Function):
         hs, gh, gates = hs_t.numpy(), gh_t.numpy(), gates_t.numpy()
         tmp = np.empty((batch, hidden), dtype=hs.dtype)
         for t in range(steps):
-            torch.mm(hs_t[t], w_hh_t, out=gh_t[t])
-            gh[t] += b_hh_np
+            torch.addmm(b_hh, hs_t[t], w_hh_t, out=gh_t[t])
             rz = gates[t, :, :two]
             np.add(gi[t, :, :two], gh[t, :, :two], out=rz)
             _sigmoid(rz, rz)
@@ -99,36 +102,27 @@ class _GRUFunction(torch.autograd.Function):
         dh = dh_t.numpy()
         back_t = x.new_empty(batch, hidden)
         back = back_t.numpy()
-        one_minus = np.empty((batch, hidden), dtype=hs.dtype)
+        r, z, n = gates[:, :, :hidden], gates[:, :, hidden:two], gates[:, :, two:]
+        # The factors of each step's gate gradients that do not depend on dh, for all steps at
+        # once (a few large operations instead of a dozen small ones per step):
+        # dn = dh (1 - z)(1 - n^2), dz = dh (h - n) z (1 - z), dr = dn (W_hn h + b_hn) r (1 - r).
+        dn_factor = (1.0 - z) * (1.0 - n * n)
+        dz_factor = (hs[:-1] - n) * z * (1.0 - z)
+        dr_factor = ghn * r * (1.0 - r)
         for t in range(steps - 1, -1, -1):
             dh += grads[t]
-            r = gates[t, :, :hidden]
-            z = gates[t, :, hidden:two]
-            n = gates[t, :, two:]
-            dr, dz, dn = d_gi[t, :, :hidden], d_gi[t, :, hidden:two], d_gi[t, :, two:]
-            # dn = dh (1 - z) (1 - n^2)
-            np.subtract(1.0, z, out=one_minus)
-            np.multiply(dh, one_minus, out=dn)
-            np.multiply(n, n, out=one_minus)
-            np.subtract(1.0, one_minus, out=one_minus)
-            dn *= one_minus
-            # dz = dh (h - n) z (1 - z)
-            np.subtract(hs[t], n, out=dz)
-            dz *= dh
-            dz *= z
-            np.subtract(1.0, z, out=one_minus)
-            dz *= one_minus
-            # dr = dn (W_hn h + b_hn) r (1 - r)
-            np.multiply(dn, ghn[t], out=dr)
-            dr *= r
-            np.subtract(1.0, r, out=one_minus)
-            dr *= one_minus
-            d_gh[t, :, :two] = d_gi[t, :, :two]
-            np.multiply(dn, r, out=d_gh[t, :, two:])
+            # r and z: the same gradient for their input and hidden halves (copied to d_gi
+            # after the loop); n: d_gi gets dn, d_gh gets dn * r.
+            dn = d_gi[t, :, two:]
+            np.multiply(dh, dn_factor[t], out=dn)
+            np.multiply(dh, dz_factor[t], out=d_gh[t, :, hidden:two])
+            np.multiply(dn, dr_factor[t], out=d_gh[t, :, :hidden])
+            np.multiply(dn, r[t], out=d_gh[t, :, two:])
             # dh_prev = dh z + dgh W_hh
             torch.mm(d_gh_t[t], w_hh, out=back_t)
-            dh *= z
+            dh *= z[t]
             dh += back
+        d_gi[:, :, :two] = d_gh[:, :, :two]
         d_gi_flat = d_gi_t.transpose(0, 1).reshape(batch * steps, 3 * hidden)
         d_gh_flat = d_gh_t.view(steps * batch, 3 * hidden)
         dx = (d_gi_flat @ w_ih).view_as(x)

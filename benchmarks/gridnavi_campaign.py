@@ -121,7 +121,7 @@ def run_one(variant: str, seed: int, args: argparse.Namespace, deadline: float) 
         "seed": seed,
         "frames": result["frames"],
         "train_seconds": result["train_seconds"],
-        **result_provenance(seed),
+        **result_provenance(seed, run_dir),
         "eval_tasks": evaluation["num_tasks"],
         "mean": evaluation["mean"],
         "stderr": evaluation["stderr"],

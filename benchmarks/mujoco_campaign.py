@@ -108,7 +108,7 @@ def run_one(
         "benchmark": "mujoco_campaign",
         "family": family,
         "overrides": overrides,
-        **result_provenance(seed),
+        **result_provenance(seed, run_dir),
         **report,
         "deterministic": config.train.eval_deterministic,
         "learning_curve": learning_curve(run_dir),

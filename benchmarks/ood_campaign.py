@@ -156,7 +156,7 @@ def evaluate_one(algo: str, seed: int, args: argparse.Namespace) -> dict:
         "algo": algo,
         "seed": seed,
         "overrides": [f"algo={algo}", *family.split],
-        **result_provenance(seed),
+        **result_provenance(seed, run_dir),
         **report,
         "learning_curve": learning_curve(run_dir),
         "config": config,

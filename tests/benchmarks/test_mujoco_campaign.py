@@ -84,6 +84,8 @@ def test_tiny_campaign_trains_tests_summarises_and_skips_finished_runs(campaign,
     assert record["frames"] == 64 and record["num_tasks"] == 4 and len(record["mean"]) == 3
     assert record["overrides"][:3] == ["env=cheetah_vel", "algo=varibad", "seed=0"]
     assert record["learning_curve"], "meta-tested during training every --eval-frames"
+    # The code that trained it, per session, and this process's (read once, not at the end).
+    assert record["trained_commits"] == [record["commit"]]
     assert json.loads((out / "random_seed0.json").read_text())["frames"] == 0  # not trained
     for name in ("fig4_per_episode.png", "fig4_learning_curves.png"):
         assert (out / name).stat().st_size > 0

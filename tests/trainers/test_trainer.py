@@ -681,6 +681,27 @@ def test_run_info_records_versions_commit_and_seed_per_start(tmp_path):
     assert "git_commit" in sessions[0] and "argv" in sessions[0]
 
 
+def test_the_git_commit_is_read_once_per_process(monkeypatch):
+    """A long campaign records the commit its code came from, not HEAD after a later pull."""
+    import subprocess
+    import types
+
+    from torchrl_bamdp.trainers import trainer as trainer_module
+
+    heads = iter(["aaaaaaa1111", "bbbbbbb2222"])  # HEAD before and after a `git pull`
+
+    def fake_run(*args, **kwargs):
+        return types.SimpleNamespace(stdout=next(heads) + "\n")
+
+    trainer_module.process_git_commit.cache_clear()
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    try:
+        first = trainer_module.environment_info(0)["git_commit"]
+        assert trainer_module.environment_info(0)["git_commit"] == first == "aaaaaaa1111"
+    finally:
+        trainer_module.process_git_commit.cache_clear()
+
+
 # -- reward scaling for PPO only ---------------------------------------------------------------
 def test_normalize_reward_scales_ppo_rewards_only(tmp_path):
     plain = make_trainer(tmp_path / "plain")

@@ -176,12 +176,15 @@ def evaluate_run_switching(
     }
 
 
-def result_provenance(seed: int) -> dict[str, Any]:
+def result_provenance(seed: int, run_dir: str | Path | None = None) -> dict[str, Any]:
     """What produced a benchmark's result record: the fields every campaign record starts with.
 
-    ``commit`` (short; this process's, which is the run's when the campaign trained it),
-    ``date``, ``machine`` (platform, processor, CPU count) and ``versions``
+    ``commit`` (short; the code this process runs, read once per process: see
+    :func:`~torchrl_bamdp.trainers.trainer.process_git_commit`), ``date``, ``machine``
+    (platform, processor, CPU count) and ``versions``
     (:func:`~torchrl_bamdp.trainers.trainer.environment_info`: packages, command line, time).
+    With ``run_dir``, also ``trained_commits``: the short commit of each process that trained
+    the run, in order (from its ``run_info.json``; a resumed run has one per session).
 
     Examples
     --------
@@ -189,7 +192,7 @@ def result_provenance(seed: int) -> dict[str, Any]:
     ['commit', 'date', 'machine', 'versions']
     """
     versions = environment_info(seed)
-    return {
+    provenance: dict[str, Any] = {
         "commit": (versions["git_commit"] or "unknown")[:7],
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
@@ -199,6 +202,28 @@ def result_provenance(seed: int) -> dict[str, Any]:
         },
         "versions": versions,
     }
+    if run_dir is not None:
+        provenance["trained_commits"] = trained_commits(run_dir)
+    return provenance
+
+
+def trained_commits(run_dir: str | Path) -> list[str]:
+    """The short git commit of each session that trained ``run_dir`` (``run_info.json``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> sessions = [{"git_commit": "11826e0af243"}, {"git_commit": None}]
+    >>> _ = (run / "run_info.json").write_text(json.dumps(sessions))
+    >>> trained_commits(run)
+    ['11826e0', 'unknown']
+    """
+    path = Path(run_dir) / "run_info.json"
+    if not path.exists():
+        return []
+    sessions = json.loads(path.read_text())
+    return [(session.get("git_commit") or "unknown")[:7] for session in sessions]
 
 
 def learning_curve(run_dir: str | Path) -> list[dict[str, Any]]:

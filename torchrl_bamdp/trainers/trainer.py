@@ -7,6 +7,7 @@ for all of them.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -62,22 +63,24 @@ from torchrl_bamdp.trainers.schedules import Schedules
 from torchrl_bamdp.utils import atomic_write_text
 
 
-def environment_info(seed: int) -> dict[str, Any]:
-    """Versions, git commit, command line and time of this process (for ``run_info.json``).
+@functools.cache
+def process_git_commit() -> str | None:
+    """The git commit of the checkout this process's code was loaded from, read once.
+
+    Read on the first call and kept: a ``git pull`` in the same checkout while a long run goes
+    on changes the files on disk, not the code the process already runs, so a record written
+    at the end must not report the new HEAD. (The first call comes early in every trainer
+    process: a run's ``run_info.json`` is written when its ``Trainer`` starts.)
 
     Examples
     --------
-    >>> sorted(environment_info(0))[:3]
-    ['argv', 'git_commit', 'platform']
+    >>> process_git_commit() is process_git_commit()
+    True
     """
-    import platform
     import subprocess
 
-    import tensordict
-    import torchrl
-
     try:
-        commit = (
+        return (
             subprocess.run(
                 ["git", "rev-parse", "HEAD"],
                 cwd=Path(__file__).resolve().parent,
@@ -88,10 +91,25 @@ def environment_info(seed: int) -> dict[str, Any]:
             or None
         )
     except (OSError, subprocess.SubprocessError):
-        commit = None
+        return None
+
+
+def environment_info(seed: int) -> dict[str, Any]:
+    """Versions, git commit, command line and time of this process (for ``run_info.json``).
+
+    Examples
+    --------
+    >>> sorted(environment_info(0))[:3]
+    ['argv', 'git_commit', 'platform']
+    """
+    import platform
+
+    import tensordict
+    import torchrl
+
     return {
         "argv": sys.argv,
-        "git_commit": commit,
+        "git_commit": process_git_commit(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "seed": seed,

@@ -53,8 +53,8 @@ class _GRUFunction(torch.autograd.Function):
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) n + z h``.
 
     Buffers are torch tensors with NumPy views of the same memory: the per-step matrix products
-    run in torch (``torch.mm(..., out=)``, on torch's thread setting; NumPy's BLAS would start
-    threads of its own), the element-wise gate arithmetic in NumPy.
+    run in torch (``addmm`` / ``mm`` with ``out=``, on torch's thread setting; NumPy's BLAS
+    would start threads of its own), the element-wise gate arithmetic in NumPy.
     """
 
     @staticmethod

@@ -23,16 +23,19 @@ are medians and the median of the per-round ratios (``paired``). Run::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import os
 import platform
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensordict
 import torch
 import torchrl
@@ -57,6 +60,17 @@ SHAPES = (
     (100, 60, 40, 64),
 )
 FAMILIES = ("cheetah_vel", "cheetah_dir", "walker_rand_params", "gridworld")
+
+
+@contextlib.contextmanager
+def fast_path_limit(limit: int) -> Iterator[None]:
+    """``FAST_GRU_MAX_BATCH`` set to ``limit`` inside the block (0: ``nn.GRU`` everywhere)."""
+    saved = gru_module.FAST_GRU_MAX_BATCH
+    gru_module.FAST_GRU_MAX_BATCH = limit
+    try:
+        yield
+    finally:
+        gru_module.FAST_GRU_MAX_BATCH = saved
 
 
 def interleaved(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -95,12 +109,8 @@ def gru_variants(batch: int, steps: int, inputs: int, hidden: int) -> dict[str, 
         out.sum().backward()
 
     def numpy_gru() -> None:
-        limit = gru_module.FAST_GRU_MAX_BATCH
-        gru_module.FAST_GRU_MAX_BATCH = batch
-        try:
+        with fast_path_limit(batch):
             out, _ = gru_module.gru_sequence(gru, x, h0)
-        finally:
-            gru_module.FAST_GRU_MAX_BATCH = limit
         out.sum().backward()
 
     return {"nn.GRU": torch_gru, "gru_sequence": numpy_gru}
@@ -140,12 +150,8 @@ def ppo_variants(family: str) -> tuple[dict[str, Callable[[], Any]], dict[str, A
             modules.load_state_dict(state["agent"])
             trainer.ppo_optimizer.load_state_dict(state["optim"])
             torch.set_rng_state(rng)
-            saved = gru_module.FAST_GRU_MAX_BATCH
-            gru_module.FAST_GRU_MAX_BATCH = limit
-            try:
+            with fast_path_limit(limit):
                 trainer.ppo_update(batch.clone())
-            finally:
-                gru_module.FAST_GRU_MAX_BATCH = saved
 
         return run
 
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
             "torchrl": torchrl.__version__,
             "tensordict": tensordict.__version__,
-            "numpy": __import__("numpy").__version__,
+            "numpy": np.__version__,
         },
         "platform": {
             "platform": platform.platform(),
@@ -233,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _loadavg() -> list[float] | None:
     try:
-        return [round(v, 2) for v in __import__("os").getloadavg()]
+        return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
 

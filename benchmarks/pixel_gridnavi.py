@@ -34,7 +34,7 @@ from pathlib import Path
 
 from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
-from torchrl_bamdp.trainers.runs import evaluate_run, learning_curve
+from torchrl_bamdp.trainers.runs import evaluate_run, learning_curve, trained_commits
 from torchrl_bamdp.trainers.trainer import environment_info
 from torchrl_bamdp.utils import write_result_json
 
@@ -68,7 +68,7 @@ def record(args: argparse.Namespace, run_dir: Path) -> dict:
     report = evaluate_run(run_dir)
     config = read_run_config(run_dir)
     versions = environment_info(args.seed)
-    sessions = json.loads((run_dir / "run_info.json").read_text())
+    commits = trained_commits(run_dir)  # one per invocation that trained the run
     optimal = bayes_optimal_returns(config, config.env.episodes_per_task)
     return {
         "benchmark": "pixel_gridnavi",
@@ -79,8 +79,8 @@ def record(args: argparse.Namespace, run_dir: Path) -> dict:
         f"{args.frames} --seed {args.seed} --tag {args.tag}",
         "overrides": [*TASK, f"algo.cnn.policy={config.algo.cnn.policy}", f"seed={args.seed}"],
         # The commit the run trained with (its first start), not this process's.
-        "commit": (sessions[0].get("git_commit") or "unknown")[:7],
-        "commits": sorted({(s.get("git_commit") or "unknown")[:7] for s in sessions}),
+        "commit": commits[0],
+        "commits": sorted(set(commits)),
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "platform": platform.platform(),
@@ -92,7 +92,7 @@ def record(args: argparse.Namespace, run_dir: Path) -> dict:
         "frames": report["frames"],
         "train_minutes": round(report["train_seconds"] / 60.0, 2),
         "frames_per_second": round(report["frames"] / max(report["train_seconds"], 1e-9), 1),
-        "invocations": len(sessions),
+        "invocations": len(commits),
         "bayes_optimal": [round(r, 4) for r in optimal],
         "per_episode": {"mean": report["mean"], "stderr": report["stderr"]},
         "meta_test": report,

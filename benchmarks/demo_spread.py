@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from torchrl_bamdp.demo import demo_config_record, machine_info
-from torchrl_bamdp.utils import PACKAGE_ROOT, write_result_json
+from torchrl_bamdp.utils import PACKAGE_ROOT, Job, run_jobs, write_result_json
 
 DEFAULT_OUT = PACKAGE_ROOT / "benchmarks" / "results" / "demo_spread.json"
 
@@ -77,41 +77,34 @@ def main(argv: list[str] | None = None) -> dict:
     pending = [s for s in args.seeds if not finished(s)]
     for seed in sorted(set(args.seeds) - set(pending)):
         print(f"seed {seed}: finished before, kept", flush=True)
-    running: list[tuple[int, subprocess.Popen, float]] = []
+
+    def job(seed: int) -> Job:
+        run_dir = args.runs_dir / f"seed{seed}"
+        command = [
+            sys.executable,
+            "-m",
+            "torchrl_bamdp.demo",
+            f"--frames={args.frames}",
+            f"--seed={seed}",
+            f"--run-dir={run_dir}",
+            f"--json={result_path(seed)}",
+        ]
+        return Job(f"seed {seed}", command, run_dir / "demo.log")
+
     failed = []
+
+    def report_seed(job: Job, returncode: int, seconds: float) -> None:
+        seed = int(job.name.removeprefix("seed "))
+        if returncode == 0 and finished(seed):
+            means = json.loads(result_path(seed).read_text())["mean"]
+            shown = ", ".join(f"{m:.2f}" for m in means)
+            print(f"seed {seed}: done in {seconds:.0f} s: [{shown}]", flush=True)
+        else:
+            failed.append(seed)
+            print(f"seed {seed}: FAILED (exit {returncode}), see its demo.log", flush=True)
+
     start = time.perf_counter()
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            seed = pending.pop(0)
-            run_dir = args.runs_dir / f"seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            command = [
-                sys.executable,
-                "-m",
-                "torchrl_bamdp.demo",
-                f"--frames={args.frames}",
-                f"--seed={seed}",
-                f"--run-dir={run_dir}",
-                f"--json={result_path(seed)}",
-            ]
-            log = (run_dir / "demo.log").open("a")
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            running.append((seed, proc, time.perf_counter()))
-            print(f"seed {seed}: started -> {run_dir}", flush=True)
-        time.sleep(2.0)
-        for item in list(running):
-            seed, proc, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            took = time.perf_counter() - started
-            if proc.returncode == 0 and finished(seed):
-                means = json.loads(result_path(seed).read_text())["mean"]
-                shown = ", ".join(f"{m:.2f}" for m in means)
-                print(f"seed {seed}: done in {took:.0f} s: [{shown}]", flush=True)
-            else:
-                failed.append(seed)
-                print(f"seed {seed}: FAILED (exit {proc.returncode}), see its demo.log", flush=True)
+    run_jobs([job(seed) for seed in pending], args.jobs, on_done=report_seed, poll_seconds=2.0)
     if failed:
         raise SystemExit(f"seeds {failed} failed; rerun to retry them (finished seeds are kept)")
     per_seed = [json.loads(result_path(s).read_text()) for s in args.seeds]

@@ -37,9 +37,12 @@ The campaign is resumable and splits across sessions: each (variant, seed) train
 a killed run resumes from its last one) and writes ``<out-dir>/<variant>_seed<k>.json`` when
 done; finished pairs are skipped. ``--max-minutes`` bounds one invocation (the run in progress
 checkpoints and stops; the next invocation continues it). Runs go one at a time, interleaved by
-seed (seed 0 of every variant first), so an interrupted campaign has comparable seeds::
+seed (seed 0 of every variant first), so an interrupted campaign has comparable seeds; with
+``--jobs N``, N at a time in that order, each in a child process of this script (its output in
+``<runs-root>/<variant>/seed<k>.log``)::
 
     .venv/bin/python benchmarks/gridnavi_campaign.py --seeds 0 1 2 3 4 --max-minutes 150
+    .venv/bin/python benchmarks/gridnavi_campaign.py --seeds 0 1 2 3 4 --jobs 2
     .venv/bin/python benchmarks/gridnavi_campaign.py --summary   # the table of what is done
 """
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -55,7 +59,7 @@ from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
-from torchrl_bamdp.utils import write_result_json
+from torchrl_bamdp.utils import Job, run_jobs, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,6 +201,16 @@ def print_summary(report: dict) -> None:
             )
 
 
+def child_job(args: argparse.Namespace, variant: str, seed: int, deadline: float) -> Job:
+    """One run of a ``--jobs`` campaign as a child invocation of this script."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--variants", variant]
+    command += ["--seeds", str(seed), "--frames", str(args.frames)]
+    command += ["--runs-root", str(args.runs_root), "--out-dir", str(args.out_dir)]
+    command += ["--deadline", repr(deadline), "--no-summary"]
+    log = Path(args.runs_root) / variant / f"seed{seed}.log"
+    return Job(f"{variant} seed {seed}", command, log)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -208,28 +222,50 @@ def main(argv: list[str] | None = None) -> dict:
         default=600.0,
         help="wall-clock bound of this invocation (resume with the same command)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process (output in <runs-root>/<variant>/"
+        "seed<k>.log); 1: one after another in this process",
+    )
     parser.add_argument("--runs-root", default="runs/gridnavi_campaign")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/gridnavi_campaign"))
     parser.add_argument("--summary", action="store_true", help="only print the finished runs")
+    # Set by a --jobs parent for its children: its deadline, and no summary of their own.
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1 (got {args.jobs})")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + 60 * args.max_minutes
-    if not args.summary:
-        for seed in args.seeds:
-            for variant in args.variants:
+    deadline = args.deadline or time.time() + 60 * args.max_minutes
+    runs = [
+        (variant, seed)
+        for seed in ([] if args.summary else args.seeds)
+        for variant in args.variants
+        if not (out_dir / f"{variant}_seed{seed}.json").exists()
+    ]
+    failed = []
+    if args.jobs > 1:
+        failed = run_jobs([child_job(args, v, s, deadline) for v, s in runs], args.jobs)
+    else:
+        for variant, seed in runs:
+            if time.time() > deadline - 60:
+                break
+            result = run_one(variant, seed, args, deadline)
+            if result is not None:
                 out = out_dir / f"{variant}_seed{seed}.json"
-                if out.exists():
-                    continue
-                if time.time() > deadline - 60:
-                    break
-                result = run_one(variant, seed, args, deadline)
-                if result is not None:
-                    write_result_json(out, result)
-                    print(f"  wrote {out}: {[round(m, 3) for m in result['mean']]}", flush=True)
+                write_result_json(out, result)
+                print(f"  wrote {out}: {[round(m, 3) for m in result['mean']]}", flush=True)
+    if args.no_summary:
+        return {}
     report = summary(out_dir)
     write_result_json(out_dir / "summary.json", report)
     print_summary(report)
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
     return report
 
 

@@ -26,8 +26,6 @@ run, 2 processes; about 75 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +33,7 @@ from pathlib import Path
 import torch
 
 from torchrl_bamdp.configs.schema import ENV_NAMES
-from torchrl_bamdp.utils import write_result_json
+from torchrl_bamdp.utils import Job, run_jobs, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ("varibad", "rl2", "oracle", "belief_oracle")
@@ -74,31 +72,12 @@ def train_all(args: argparse.Namespace) -> list[Path]:
                 "train.progress_bar=false",
                 *args.override,
             ]
-            pending.append((run_dir, command))
-    running: list[tuple[Path, subprocess.Popen, float]] = []
-    failed = []
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            run_dir, command = pending.pop(0)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log = (run_dir / "train.log").open("a")
-            print(f"start  {run_dir}", flush=True)
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            running.append((run_dir, proc, time.perf_counter()))
-        time.sleep(1.0)
-        for item in list(running):
-            run_dir, proc, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            took = time.perf_counter() - started
-            status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
-            print(f"{status:6} {run_dir} after {took:.0f} s", flush=True)
-            if proc.returncode != 0:
-                failed.append(run_dir)
+            pending.append(Job(str(run_dir), command, run_dir / "train.log"))
+    failed = run_jobs(pending, args.jobs)
     if failed:
-        raise SystemExit(f"{len(failed)} runs failed; see train.log in {failed}")
+        raise SystemExit(
+            f"{len(failed)} runs failed; see train.log in {[j.log.parent for j in failed]}"
+        )
     return runs
 
 

@@ -30,10 +30,13 @@ README's MuJoCo section regenerates from this one command.
 Resumable and split across sessions: each (family, algorithm, seed) trains in
 ``<runs-root>/<family>/<algo>/seed<k>`` (checkpointed; a killed run resumes) and, at its budget,
 is meta-tested and written to ``<out-dir>/<family>/<algo>_seed<k>.json``; runs with a JSON are
-skipped. ``--max-minutes`` bounds one invocation. Runs go one at a time, seed 0 of everything
-first::
+skipped. ``--max-minutes`` bounds one invocation. Runs go one at a time in this process, seed 0
+of everything first, or with ``--jobs N`` N at a time, each in a child process of this script
+(its output in ``<runs-root>/<family>/<algo>/seed<k>.log``; on 2 cores 2 jobs, or 4 when they
+are single-threaded RL2 runs, keep both cores busy)::
 
     .venv/bin/python benchmarks/mujoco_campaign.py --seeds 0 1 2 --max-minutes 150
+    .venv/bin/python benchmarks/mujoco_campaign.py --algos rl2 --seeds 0 1 2 --jobs 2
     .venv/bin/python benchmarks/mujoco_campaign.py --summary --readme README.md
 """
 
@@ -44,6 +47,7 @@ import json
 import math
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -51,7 +55,7 @@ from typing import Any
 from torchrl_bamdp.cli import train_to_budget
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
-from torchrl_bamdp.utils import write_result_json
+from torchrl_bamdp.utils import Job, run_jobs, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("cheetah_dir", "cheetah_vel", "walker_rand_params")
@@ -341,12 +345,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=600.0,
         help="wall-clock bound of this invocation (resume with the same command)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process (output in <runs-root>/<family>/"
+        "<algo>/seed<k>.log); 1: one after another in this process",
+    )
     parser.add_argument("--runs-root", default="runs/mujoco_campaign")
     parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/mujoco_campaign"))
     parser.add_argument("--summary", action="store_true", help="only rebuild the summary")
     parser.add_argument("--readme", type=Path, help="README whose campaign block is rewritten")
+    # Set by a --jobs parent for its children: its deadline, and no summary of their own.
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("frames", "test_tasks", "rollouts", "eval_frames"):
+    for name in ("frames", "test_tasks", "rollouts", "eval_frames", "jobs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     if args.readme is not None and (problem := check_readme(args.readme)) is not None:
@@ -354,34 +368,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    out_dir = Path(args.out_dir)
-    deadline = time.time() + 60 * args.max_minutes
-    for seed in [] if args.summary else args.seeds:
+def pending_runs(args: argparse.Namespace) -> list[tuple[str, str, int]]:
+    """The (family, algorithm, seed) runs without a record yet, seed 0 of everything first."""
+    runs = []
+    for seed in args.seeds:
         for family in args.families:
             algos = list(args.algos)
             if family in args.original_on and "varibad_original" not in algos:
                 algos.append("varibad_original")
             for algo in algos:
+                if not (Path(args.out_dir) / family / f"{algo}_seed{seed}.json").exists():
+                    runs.append((family, algo, seed))
+    return runs
+
+
+def child_job(args: argparse.Namespace, family: str, algo: str, seed: int, deadline: float) -> Job:
+    """One run of a ``--jobs`` campaign as a child invocation of this script."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--families", family]
+    command += ["--algos", algo, "--original-on", "--seeds", str(seed)]
+    for name in ("frames", "test_tasks", "rollouts", "eval_frames", "runs_root", "out_dir"):
+        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    command += ["--deadline", repr(deadline), "--no-summary", "--override", *args.override]
+    log = run_dir_of(args, family, algo, seed).with_suffix(".log")
+    return Job(f"{family} {algo} seed {seed}", command, log)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    out_dir = Path(args.out_dir)
+    deadline = args.deadline or time.time() + 60 * args.max_minutes
+    runs = [] if args.summary else pending_runs(args)
+    failed = []
+    if args.jobs > 1:
+        jobs = [child_job(args, family, algo, seed, deadline) for family, algo, seed in runs]
+        failed = run_jobs(jobs, args.jobs)
+    else:
+        for family, algo, seed in runs:
+            if time.time() > deadline - 60:
+                break
+            record = run_one(family, algo, seed, args, deadline)
+            if record is not None:
                 out = out_dir / family / f"{algo}_seed{seed}.json"
-                if out.exists() or time.time() > deadline - 60:
-                    continue
-                record = run_one(family, algo, seed, args, deadline)
-                if record is not None:
-                    write_result_json(out, record)
-                    print(f"  wrote {out}: {[round(m, 1) for m in record['mean']]}", flush=True)
+                write_result_json(out, record)
+                print(f"  wrote {out}: {[round(m, 1) for m in record['mean']]}", flush=True)
+    if args.no_summary:
+        return {}
     report = summary(out_dir)
-    if not report["families"]:
+    if report["families"]:
+        write_result_json(out_dir / "summary.json", report)
+        table = markdown(report)
+        (out_dir / "summary.md").write_text(table)
+        write_figures(report, out_dir)
+        if args.readme is not None:
+            update_readme(args.readme, table)
+        print(table)
+    else:
         print("no finished runs yet")
-        return report
-    write_result_json(out_dir / "summary.json", report)
-    table = markdown(report)
-    (out_dir / "summary.md").write_text(table)
-    write_figures(report, out_dir)
-    if args.readme is not None:
-        update_readme(args.readme, table)
-    print(table)
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
     return report
 
 

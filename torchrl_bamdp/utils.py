@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +123,130 @@ def write_result_json(path: str | Path, report: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(portable_paths(report), indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One command for :func:`run_jobs`: what it is called, what it runs, where its output goes.
+
+    Parameters
+    ----------
+    name : str
+        How the progress lines call it (e.g. ``"cheetah_vel rl2 seed 0"``).
+    command : sequence of str
+        The program and its arguments (no shell).
+    log : Path
+        The file its stdout and stderr are appended to (its folder is created).
+    env : mapping, optional
+        Extra environment variables, on top of this process's.
+
+    Examples
+    --------
+    >>> import sys
+    >>> job = Job("hello", [sys.executable, "-c", "print('hi')"], Path("hello.log"))
+    >>> job.name, job.command[1:]
+    ('hello', ['-c', "print('hi')"])
+    """
+
+    name: str
+    command: Sequence[str]
+    log: Path
+    env: Mapping[str, str] | None = None
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    processes: int,
+    *,
+    on_done: Callable[[Job, int, float], None] | None = None,
+    poll_seconds: float = 1.0,
+) -> list[Job]:
+    """Run ``jobs`` as child processes, at most ``processes`` at a time, in the given order.
+
+    The process pool of the benchmark scripts that train several runs at once (campaigns,
+    baselines, the demo's seed spread): each job's output goes to its own log, a line is printed
+    when it starts and when it ends. On an interrupt (Ctrl-C) the running children are stopped
+    (SIGTERM, then SIGKILL after 30 s) before it is re-raised, so that none is left orphaned; a
+    training run loses only the work since its last checkpoint.
+
+    Parameters
+    ----------
+    jobs : sequence of Job
+        What to run, first come first started.
+    processes : int
+        How many run at once (>= 1).
+    on_done : callable, optional
+        Called as ``on_done(job, returncode, seconds)`` when a job ends, instead of the default
+        ``done`` / ``FAILED`` line.
+    poll_seconds : float
+        How often the children are polled.
+
+    Returns
+    -------
+    list of Job
+        The jobs that exited with a non-zero status, in the order they ended.
+
+    Examples
+    --------
+    >>> import sys
+    >>> logs = Path(tempfile.mkdtemp())
+    >>> def exits_with(code):
+    ...     command = [sys.executable, "-c", f"raise SystemExit({code})"]
+    ...     return Job(f"job {code}", command, logs / f"{code}.log")
+    >>> jobs = [exits_with(0), exits_with(3)]
+    >>> failed = run_jobs(jobs, processes=2, poll_seconds=0.05)  # doctest: +ELLIPSIS
+    start  job 0 -> ...0.log
+    start  job 3 -> ...3.log
+    ...
+    >>> [job.name for job in failed]
+    ['job 3']
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    pending = list(jobs)
+    running: list[tuple[Job, subprocess.Popen, float]] = []
+    failed: list[Job] = []
+    try:
+        while pending or running:
+            while pending and len(running) < processes:
+                job = pending.pop(0)
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                env = {**os.environ, "PYTHONUNBUFFERED": "1", **(job.env or {})}
+                with job.log.open("a") as log:  # the child keeps its own descriptor
+                    proc = subprocess.Popen(
+                        list(job.command), stdout=log, stderr=subprocess.STDOUT, env=env
+                    )
+                running.append((job, proc, time.perf_counter()))
+                print(f"start  {job.name} -> {job.log}", flush=True)
+            time.sleep(poll_seconds)
+            for item in list(running):
+                job, proc, started = item
+                if proc.poll() is None:
+                    continue
+                running.remove(item)
+                seconds = time.perf_counter() - started
+                if proc.returncode != 0:
+                    failed.append(job)
+                if on_done is not None:
+                    on_done(job, proc.returncode, seconds)
+                elif proc.returncode == 0:
+                    print(f"done   {job.name} after {seconds:.0f} s", flush=True)
+                else:
+                    print(
+                        f"FAILED {job.name} (exit {proc.returncode}) after {seconds:.0f} s, "
+                        f"see {job.log}",
+                        flush=True,
+                    )
+    except BaseException:
+        for _, proc, _ in running:
+            proc.terminate()
+        for _, proc, _ in running:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    return failed
 
 
 @torch.no_grad()

@@ -116,3 +116,14 @@ def test_keep_best_variant_ends_with_the_learning_curves_best_policy(
     assert other["learning_curve"] == record["learning_curve"]  # the same training
     assert other["selected"] is None
     assert other["mean"] != record["mean"]  # without keep_best: the last, worse policy
+
+
+def test_jobs_run_each_run_in_a_child_process(tmp_path, load_script):
+    campaign = load_script(SCRIPT)
+    args = ["--variants", "varibad", "--seeds", "3", "--frames", "3840", "--jobs", "2"]
+    args += ["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    report = campaign.main(args)
+    record = json.loads((tmp_path / "out" / "varibad_seed3.json").read_text())
+    assert record["frames"] == 3840 and record["overrides"] == campaign.VARIANTS["varibad"]
+    assert report["variants"]["varibad"]["seeds"] == [3]  # summarised once, by the parent
+    assert "train varibad seed 3" in (tmp_path / "runs" / "varibad" / "seed3.log").read_text()

@@ -114,3 +114,40 @@ def test_bad_arguments_are_refused_before_training(campaign, tmp_path, capsys):
         campaign.main(["--families", "ant_dir"])
     assert "invalid choice" in capsys.readouterr().err
     assert not (tmp_path / "cheetah_dir").exists()  # nothing was trained
+
+
+def test_jobs_train_each_run_in_its_own_process_and_summarise_once(campaign, tmp_path):
+    args = ["--families", "cheetah_vel", "--algos", "oracle", "random", "--original-on"]
+    args += ["--seeds", "0", "--frames", "32", "--test-tasks", "4", "--rollouts", "2"]
+    args += ["--eval-frames", "32", "--runs-root", str(tmp_path / "runs")]
+    args += ["--out-dir", str(tmp_path / "out"), "--jobs", "2", "--override", *TINY]
+    report = campaign.main(args)
+
+    assert list(report["families"]["cheetah_vel"]["algorithms"]) == ["oracle", "random"]
+    out = tmp_path / "out" / "cheetah_vel"
+    oracle = json.loads((out / "oracle_seed0.json").read_text())
+    assert oracle["frames"] == 64 and oracle["num_tasks"] == 4  # one batch; --override reached it
+    assert oracle["overrides"] == ["env=cheetah_vel", "algo=oracle", "seed=0", *TINY]
+    for algo in ("oracle", "random"):  # each child's output in its own log beside its run
+        assert (
+            f"train cheetah_vel {algo} seed 0"
+            in (tmp_path / "runs" / "cheetah_vel" / algo / "seed0.log").read_text()
+        )
+    # The children wrote no summary of their own; the parent wrote one of both runs.
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["families"]["cheetah_vel"]["algorithms"]) == ["oracle", "random"]
+
+    mtime = (out / "oracle_seed0.json").stat().st_mtime
+    assert campaign.pending_runs(campaign.parse_args(args)) == []  # finished: nothing to start
+    campaign.main(args)
+    assert (out / "oracle_seed0.json").stat().st_mtime == mtime
+
+
+def test_a_failed_child_fails_the_campaign_after_the_summary(campaign, tmp_path):
+    args = ["--families", "cheetah_vel", "--algos", "oracle", "--original-on", "--seeds", "0"]
+    args += ["--frames", "32", "--runs-root", str(tmp_path / "runs"), "--jobs", "2"]
+    args += ["--out-dir", str(tmp_path / "out"), "--override", "algo.ppo.lr=-1"]
+    with pytest.raises(SystemExit, match="1 runs failed"):
+        campaign.main(args)
+    log = (tmp_path / "runs" / "cheetah_vel" / "oracle" / "seed0.log").read_text()
+    assert "algo.ppo.lr" in log  # the child's own error, in its log

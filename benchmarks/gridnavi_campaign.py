@@ -55,7 +55,12 @@ import sys
 import time
 from pathlib import Path
 
-from torchrl_bamdp.cli import train_to_budget
+from torchrl_bamdp.cli import (
+    add_campaign_arguments,
+    campaign_child_arguments,
+    campaign_deadline,
+    train_to_budget,
+)
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
@@ -205,8 +210,7 @@ def child_job(args: argparse.Namespace, variant: str, seed: int, deadline: float
     """One run of a ``--jobs`` campaign as a child invocation of this script."""
     command = [sys.executable, str(Path(__file__).resolve()), "--variants", variant]
     command += ["--seeds", str(seed), "--frames", str(args.frames)]
-    command += ["--runs-root", str(args.runs_root), "--out-dir", str(args.out_dir)]
-    command += ["--deadline", repr(deadline), "--no-summary"]
+    command += campaign_child_arguments(args, deadline)
     log = Path(args.runs_root) / variant / f"seed{seed}.log"
     return Job(f"{variant} seed {seed}", command, log)
 
@@ -216,31 +220,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--frames", type=int, default=8_000_000)
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=600.0,
-        help="wall-clock bound of this invocation (resume with the same command)",
+    add_campaign_arguments(
+        parser,
+        runs_root="runs/gridnavi_campaign",
+        out_dir=str(ROOT / "benchmarks/results/gridnavi_campaign"),
+        log="<runs-root>/<variant>/seed<k>.log",
     )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="runs trained at once, each in its own process (output in <runs-root>/<variant>/"
-        "seed<k>.log); 1: one after another in this process",
-    )
-    parser.add_argument("--runs-root", default="runs/gridnavi_campaign")
-    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/gridnavi_campaign"))
     parser.add_argument("--summary", action="store_true", help="only print the finished runs")
-    # Set by a --jobs parent for its children: its deadline, and no summary of their own.
-    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1 (got {args.jobs})")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    deadline = args.deadline or time.time() + 60 * args.max_minutes
+    deadline = campaign_deadline(args)
     runs = [
         (variant, seed)
         for seed in ([] if args.summary else args.seeds)

@@ -52,7 +52,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchrl_bamdp.cli import train_to_budget
+from torchrl_bamdp.cli import (
+    add_campaign_arguments,
+    campaign_child_arguments,
+    campaign_deadline,
+    train_to_budget,
+)
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
 from torchrl_bamdp.utils import Job, run_jobs, write_result_json
@@ -339,28 +344,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         help="extra bamdp-train overrides of every new run (e.g. for a smoke test)",
     )
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=600.0,
-        help="wall-clock bound of this invocation (resume with the same command)",
+    add_campaign_arguments(
+        parser,
+        runs_root="runs/mujoco_campaign",
+        out_dir=str(ROOT / "benchmarks/results/mujoco_campaign"),
+        log="<runs-root>/<family>/<algo>/seed<k>.log",
     )
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="runs trained at once, each in its own process (output in <runs-root>/<family>/"
-        "<algo>/seed<k>.log); 1: one after another in this process",
-    )
-    parser.add_argument("--runs-root", default="runs/mujoco_campaign")
-    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/mujoco_campaign"))
     parser.add_argument("--summary", action="store_true", help="only rebuild the summary")
     parser.add_argument("--readme", type=Path, help="README whose campaign block is rewritten")
-    # Set by a --jobs parent for its children: its deadline, and no summary of their own.
-    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
-    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("frames", "test_tasks", "rollouts", "eval_frames", "jobs"):
+    for name in ("frames", "test_tasks", "rollouts", "eval_frames"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     if args.readme is not None and (problem := check_readme(args.readme)) is not None:
@@ -386,9 +379,9 @@ def child_job(args: argparse.Namespace, family: str, algo: str, seed: int, deadl
     """One run of a ``--jobs`` campaign as a child invocation of this script."""
     command = [sys.executable, str(Path(__file__).resolve()), "--families", family]
     command += ["--algos", algo, "--original-on", "--seeds", str(seed)]
-    for name in ("frames", "test_tasks", "rollouts", "eval_frames", "runs_root", "out_dir"):
+    for name in ("frames", "test_tasks", "rollouts", "eval_frames"):
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    command += ["--deadline", repr(deadline), "--no-summary", "--override", *args.override]
+    command += [*campaign_child_arguments(args, deadline), "--override", *args.override]
     log = run_dir_of(args, family, algo, seed).with_suffix(".log")
     return Job(f"{family} {algo} seed {seed}", command, log)
 
@@ -396,7 +389,7 @@ def child_job(args: argparse.Namespace, family: str, algo: str, seed: int, deadl
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     out_dir = Path(args.out_dir)
-    deadline = args.deadline or time.time() + 60 * args.max_minutes
+    deadline = campaign_deadline(args)
     runs = [] if args.summary else pending_runs(args)
     failed = []
     if args.jobs > 1:

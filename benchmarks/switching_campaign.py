@@ -28,7 +28,8 @@ Why this size: a 2.0M-frame run of (a) takes ~6-12 minutes on 2 cores shared wit
 about as long, (c) ~3; nine runs fit in ~90 minutes. Resumable, one run at a time, interleaved
 by seed: each (algo, seed) trains in ``<runs-root>/<algo>/seed<k>`` (checkpointed; a killed run
 resumes) and, once at its budget, is meta-tested and written to ``<out-dir>/<algo>_seed<k>.json``;
-runs with a JSON are skipped. ``--max-minutes`` bounds one invocation::
+runs with a JSON are skipped. ``--max-minutes`` bounds one invocation; ``--jobs N`` trains N runs
+at once, each in a child process of this script (output in ``<runs-root>/<algo>/seed<k>.log``)::
 
     nice -n 5 .venv/bin/python benchmarks/switching_campaign.py --seeds 0 1 2 --max-minutes 90
     .venv/bin/python benchmarks/switching_campaign.py --summary   # the table of what is done
@@ -41,6 +42,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -48,14 +50,20 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.envs import TransformedEnv
 
-from torchrl_bamdp.cli import compose_config, train_to_budget
+from torchrl_bamdp.cli import (
+    add_campaign_arguments,
+    campaign_child_arguments,
+    campaign_deadline,
+    compose_config,
+    train_to_budget,
+)
 from torchrl_bamdp.envs import make_env_from_config
 from torchrl_bamdp.evaluation.meta_test import meta_test
 from torchrl_bamdp.policies import uniform_random_policy
 from torchrl_bamdp.trainers.runs import evaluate_run_switching, learning_curve
 from torchrl_bamdp.trainers.trainer import EVAL_SEED, environment_info
 from torchrl_bamdp.transforms import BELIEF_PROBS, SwitchingGridBelief
-from torchrl_bamdp.utils import write_result_json
+from torchrl_bamdp.utils import Job, run_jobs, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -276,20 +284,27 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def child_job(args: argparse.Namespace, algo: str, seed: int, deadline: float) -> Job:
+    """One run of a ``--jobs`` campaign as a child invocation of this script."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--algos", algo]
+    command += ["--seeds", str(seed), "--frames", str(args.frames)]
+    command += campaign_child_arguments(args, deadline)
+    log = Path(args.runs_root) / algo / f"seed{seed}.log"
+    return Job(f"{algo} seed {seed}", command, log)
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     # 53 x 38,400: whole batches of both the switching env (64 x 200) and GridNavi (64 x 60).
     parser.add_argument("--frames", type=int, default=2_035_200)
-    parser.add_argument(
-        "--max-minutes",
-        type=float,
-        default=600.0,
-        help="wall-clock bound of this invocation (resume with the same command)",
+    add_campaign_arguments(
+        parser,
+        runs_root="runs/switching_campaign",
+        out_dir=str(ROOT / "benchmarks/results/switching"),
+        log="<runs-root>/<algo>/seed<k>.log",
     )
-    parser.add_argument("--runs-root", default="runs/switching_campaign")
-    parser.add_argument("--out-dir", default=str(ROOT / "benchmarks/results/switching"))
     parser.add_argument("--summary", action="store_true", help="only rebuild the summary")
     parser.add_argument(
         "--no-references", action="store_true", help="leave the untrained references out"
@@ -297,25 +312,36 @@ def main(argv: list[str] | None = None) -> dict | None:
     args = parser.parse_args(argv)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + 60 * args.max_minutes
-    for seed in [] if args.summary else args.seeds:
-        for algo in args.algos:
-            out = out_dir / f"{algo}_seed{seed}.json"
-            if out.exists() or time.time() > deadline - 60:
-                continue
-            if not train_one(algo, seed, args, deadline):
+    deadline = campaign_deadline(args)
+    runs = [
+        (algo, seed)
+        for seed in ([] if args.summary else args.seeds)
+        for algo in args.algos
+        if not (out_dir / f"{algo}_seed{seed}.json").exists()
+    ]
+    failed = []
+    if args.jobs > 1:
+        failed = run_jobs([child_job(args, algo, seed, deadline) for algo, seed in runs], args.jobs)
+    else:
+        for algo, seed in runs:
+            if time.time() > deadline - 60 or not train_one(algo, seed, args, deadline):
                 continue
             record = evaluate_one(algo, seed, args)
+            out = out_dir / f"{algo}_seed{seed}.json"
             write_result_json(out, record)
             print(f"  wrote {out}: return per 100 steps {record['return_per_100']}", flush=True)
+    if args.no_summary:
+        return None
     report = summary(out_dir, args.seeds, with_references=not args.no_references)
     if report is None:
         print("no finished runs yet")
-        return None
-    write_result_json(out_dir / "summary.json", report)
-    table = markdown(report)
-    (out_dir / "summary.md").write_text(table)
-    print(table)
+    else:
+        write_result_json(out_dir / "summary.json", report)
+        table = markdown(report)
+        (out_dir / "summary.md").write_text(table)
+        print(table)
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
     return report
 
 

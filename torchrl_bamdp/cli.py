@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
 import sys
@@ -361,6 +362,83 @@ def train_to_budget(
         (run_dir / marker).write_text(json.dumps(done))
     print(f"  trained {result['frames']:,} frames in {trainer.train_seconds / 60:.1f} min")
     return config, result
+
+
+def add_campaign_arguments(
+    parser: argparse.ArgumentParser, *, runs_root: str, out_dir: str, log: str
+) -> None:
+    """The options every campaign script (``benchmarks/*_campaign.py``) shares.
+
+    ``--max-minutes`` (this invocation's wall-clock bound), ``--jobs`` (runs trained at once,
+    each in a child process of the script: :func:`torchrl_bamdp.utils.run_jobs`),
+    ``--runs-root``, ``--out-dir``, and the two a ``--jobs`` parent gives its children:
+    ``--deadline`` (the parent's, so that no child outlives the bound) and ``--no-summary``
+    (the parent summarises once). :func:`campaign_deadline` reads the bound back.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The script's parser.
+    runs_root, out_dir : str
+        Defaults of ``--runs-root`` (run directories) and ``--out-dir`` (result JSON).
+    log : str
+        Where a child's output goes, for the help text (e.g. ``<runs-root>/<variant>/seed<k>.log``).
+
+    Examples
+    --------
+    >>> parser = argparse.ArgumentParser()
+    >>> add_campaign_arguments(parser, runs_root="runs/c", out_dir="out", log="<runs-root>/x.log")
+    >>> args = parser.parse_args(["--jobs", "2", "--max-minutes", "30"])
+    >>> args.jobs, args.runs_root, args.no_summary
+    (2, 'runs/c', False)
+    >>> campaign_deadline(args, now=1000.0)
+    2800.0
+    """
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=600.0,
+        help="wall-clock bound of this invocation (resume with the same command)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_at_least_one,
+        default=1,
+        help=f"runs trained at once, each in its own process (output in {log}); 1: one after "
+        "another in this process",
+    )
+    parser.add_argument("--runs-root", default=runs_root)
+    parser.add_argument("--out-dir", default=out_dir)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--no-summary", action="store_true", help=argparse.SUPPRESS)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def campaign_deadline(args: argparse.Namespace, now: float | None = None) -> float:
+    """The time (``time.time()`` seconds) by which a campaign invocation stops training:
+    its parent's ``--deadline``, else ``--max-minutes`` from ``now``."""
+    if args.deadline is not None:
+        return args.deadline
+    return (time.time() if now is None else now) + 60 * args.max_minutes
+
+
+def campaign_child_arguments(args: argparse.Namespace, deadline: float) -> list[str]:
+    """The options a ``--jobs`` parent passes on to each child besides its one run's."""
+    return [
+        "--runs-root",
+        str(args.runs_root),
+        "--out-dir",
+        str(args.out_dir),
+        "--deadline",
+        repr(deadline),
+        "--no-summary",
+    ]
 
 
 def _train(cfg) -> None:

@@ -105,6 +105,9 @@ def test_bad_arguments_are_refused_before_training(campaign, tmp_path, capsys):
     with pytest.raises(SystemExit):
         campaign.main(["--frames", "0", "--runs-root", str(tmp_path)])
     assert "--frames must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        campaign.main(["--jobs", "0", "--runs-root", str(tmp_path)])
+    assert "argument --jobs: must be >= 1 (got 0)" in capsys.readouterr().err
     readme = tmp_path / "README.md"
     readme.write_text("no markers here\n")
     with pytest.raises(SystemExit):

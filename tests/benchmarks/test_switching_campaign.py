@@ -55,3 +55,34 @@ def test_summary_of_the_committed_runs(tmp_path) -> None:
         # Nothing privileged in training, for any of the three agents.
         assert record["config"]["algo"]["ppo"]["critic_task"] is False
     assert "return per 100 steps" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_jobs_child_is_told_its_one_run_the_parents_deadline_and_no_summary(tmp_path) -> None:
+    # End to end, --jobs runs through the same utils.run_jobs as the MuJoCo and GridNavi
+    # campaigns (tests/benchmarks/test_mujoco_campaign.py); here: what a child is asked to do.
+    campaign = _campaign()
+    parent = ["--seeds", "0", "1", "--frames", "38400", "--jobs", "2"]
+    parent += ["--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out")]
+    captured = {}
+
+    def fake_run_jobs(jobs, processes):
+        captured["jobs"], captured["processes"] = list(jobs), processes
+        return []
+
+    campaign.run_jobs = fake_run_jobs
+    campaign.main(parent)
+    jobs = captured["jobs"]
+    assert captured["processes"] == 2
+    assert [job.name for job in jobs] == [
+        f"{algo} seed {seed}" for seed in (0, 1) for algo in campaign.ALGORITHMS
+    ]
+    job = jobs[1]
+    assert job.command[1] == str(SCRIPT) and job.log == tmp_path / "runs" / "varibad" / "seed0.log"
+    child = job.command[2:]
+    assert child[: child.index("--deadline")] == [
+        "--algos", "varibad", "--seeds", "0", "--frames", "38400",
+        "--runs-root", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert child[-1] == "--no-summary"
+    deadline = float(child[child.index("--deadline") + 1])
+    assert all(float(j.command[j.command.index("--deadline") + 1]) == deadline for j in jobs)

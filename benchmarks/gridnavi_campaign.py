@@ -59,12 +59,14 @@ from torchrl_bamdp.cli import (
     add_campaign_arguments,
     campaign_child_arguments,
     campaign_deadline,
+    fail_if_any,
+    train_campaign_runs,
     train_to_budget,
 )
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.policies import BayesOptimalGridNavi, GridNaviSpec
 from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
-from torchrl_bamdp.utils import Job, run_jobs, write_result_json
+from torchrl_bamdp.utils import Job, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -237,25 +239,24 @@ def main(argv: list[str] | None = None) -> dict:
         for variant in args.variants
         if not (out_dir / f"{variant}_seed{seed}.json").exists()
     ]
-    failed = []
-    if args.jobs > 1:
-        failed = run_jobs([child_job(args, v, s, deadline) for v, s in runs], args.jobs)
-    else:
-        for variant, seed in runs:
-            if time.time() > deadline - 60:
-                break
-            result = run_one(variant, seed, args, deadline)
-            if result is not None:
-                out = out_dir / f"{variant}_seed{seed}.json"
-                write_result_json(out, result)
-                print(f"  wrote {out}: {[round(m, 3) for m in result['mean']]}", flush=True)
+
+    def train(run: tuple[str, int]) -> None:
+        variant, seed = run
+        result = run_one(variant, seed, args, deadline)
+        if result is not None:
+            out = out_dir / f"{variant}_seed{seed}.json"
+            write_result_json(out, result)
+            print(f"  wrote {out}: {[round(m, 3) for m in result['mean']]}", flush=True)
+
+    failed = train_campaign_runs(
+        runs, args, deadline, child=lambda run: child_job(args, *run, deadline), train=train
+    )
     if args.no_summary:
         return {}
     report = summary(out_dir)
     write_result_json(out_dir / "summary.json", report)
     print_summary(report)
-    if failed:
-        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
+    fail_if_any(failed)
     return report
 
 

@@ -56,11 +56,13 @@ from torchrl_bamdp.cli import (
     add_campaign_arguments,
     campaign_child_arguments,
     campaign_deadline,
+    fail_if_any,
+    train_campaign_runs,
     train_to_budget,
 )
 from torchrl_bamdp.configs import config_to_dict
 from torchrl_bamdp.trainers.runs import learning_curve, result_provenance
-from torchrl_bamdp.utils import Job, run_jobs, write_result_json
+from torchrl_bamdp.utils import Job, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FAMILIES = ("cheetah_dir", "cheetah_vel", "walker_rand_params")
@@ -391,19 +393,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out_dir = Path(args.out_dir)
     deadline = campaign_deadline(args)
     runs = [] if args.summary else pending_runs(args)
-    failed = []
-    if args.jobs > 1:
-        jobs = [child_job(args, family, algo, seed, deadline) for family, algo, seed in runs]
-        failed = run_jobs(jobs, args.jobs)
-    else:
-        for family, algo, seed in runs:
-            if time.time() > deadline - 60:
-                break
-            record = run_one(family, algo, seed, args, deadline)
-            if record is not None:
-                out = out_dir / family / f"{algo}_seed{seed}.json"
-                write_result_json(out, record)
-                print(f"  wrote {out}: {[round(m, 1) for m in record['mean']]}", flush=True)
+
+    def train(run: tuple[str, str, int]) -> None:
+        record = run_one(*run, args, deadline)
+        if record is not None:
+            family, algo, seed = run
+            out = out_dir / family / f"{algo}_seed{seed}.json"
+            write_result_json(out, record)
+            print(f"  wrote {out}: {[round(m, 1) for m in record['mean']]}", flush=True)
+
+    failed = train_campaign_runs(
+        runs, args, deadline, child=lambda run: child_job(args, *run, deadline), train=train
+    )
     if args.no_summary:
         return {}
     report = summary(out_dir)
@@ -417,8 +418,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(table)
     else:
         print("no finished runs yet")
-    if failed:
-        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
+    fail_if_any(failed)
     return report
 
 

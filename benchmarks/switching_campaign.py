@@ -55,6 +55,8 @@ from torchrl_bamdp.cli import (
     campaign_child_arguments,
     campaign_deadline,
     compose_config,
+    fail_if_any,
+    train_campaign_runs,
     train_to_budget,
 )
 from torchrl_bamdp.envs import make_env_from_config
@@ -63,7 +65,7 @@ from torchrl_bamdp.policies import uniform_random_policy
 from torchrl_bamdp.trainers.runs import evaluate_run_switching, learning_curve
 from torchrl_bamdp.trainers.trainer import EVAL_SEED, environment_info
 from torchrl_bamdp.transforms import BELIEF_PROBS, SwitchingGridBelief
-from torchrl_bamdp.utils import Job, run_jobs, write_result_json
+from torchrl_bamdp.utils import Job, write_result_json
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -319,17 +321,18 @@ def main(argv: list[str] | None = None) -> dict | None:
         for algo in args.algos
         if not (out_dir / f"{algo}_seed{seed}.json").exists()
     ]
-    failed = []
-    if args.jobs > 1:
-        failed = run_jobs([child_job(args, algo, seed, deadline) for algo, seed in runs], args.jobs)
-    else:
-        for algo, seed in runs:
-            if time.time() > deadline - 60 or not train_one(algo, seed, args, deadline):
-                continue
+
+    def train(run: tuple[str, int]) -> None:
+        algo, seed = run
+        if train_one(algo, seed, args, deadline):
             record = evaluate_one(algo, seed, args)
             out = out_dir / f"{algo}_seed{seed}.json"
             write_result_json(out, record)
             print(f"  wrote {out}: return per 100 steps {record['return_per_100']}", flush=True)
+
+    failed = train_campaign_runs(
+        runs, args, deadline, child=lambda run: child_job(args, *run, deadline), train=train
+    )
     if args.no_summary:
         return None
     report = summary(out_dir, args.seeds, with_references=not args.no_references)
@@ -340,8 +343,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         table = markdown(report)
         (out_dir / "summary.md").write_text(table)
         print(table)
-    if failed:
-        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
+    fail_if_any(failed)
     return report
 
 

@@ -7,9 +7,9 @@ import difflib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchrl_bamdp.configs.compose import CONFIG_DIR, compose_dict, config_group_options
 from torchrl_bamdp.configs.schema import (
@@ -20,6 +20,9 @@ from torchrl_bamdp.configs.schema import (
     read_config_file,
     read_run_config,
 )
+
+if TYPE_CHECKING:
+    from torchrl_bamdp.utils import Job
 
 #: Exit codes of the console scripts besides 0: bad input (configuration, arguments, checkpoint)
 #: and a run stopped by NaN/inf (``train.on_nonfinite``).
@@ -439,6 +442,37 @@ def campaign_child_arguments(args: argparse.Namespace, deadline: float) -> list[
         repr(deadline),
         "--no-summary",
     ]
+
+
+def train_campaign_runs(
+    runs: Sequence[Any],
+    args: argparse.Namespace,
+    deadline: float,
+    *,
+    child: Callable[[Any], Job],
+    train: Callable[[Any], None],
+) -> list[Job]:
+    """Train a campaign's pending ``runs``: ``--jobs`` at a time in child processes
+    (``child(run)``: its :class:`~torchrl_bamdp.utils.Job`), or with ``--jobs 1`` one after another
+    in this process (``train(run)``) while a minute is left before ``deadline``.
+
+    Returns the child jobs that failed (none in-process: an error there propagates).
+    """
+    from torchrl_bamdp.utils import run_jobs  # imports torch: not on every console-script start
+
+    if args.jobs > 1:
+        return run_jobs([child(run) for run in runs], args.jobs)
+    for run in runs:
+        if time.time() > deadline - 60:
+            break
+        train(run)
+    return []
+
+
+def fail_if_any(failed: Sequence[Job]) -> None:
+    """Exit non-zero naming the logs of failed campaign runs (after the summary of the others)."""
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed; see {[str(job.log) for job in failed]}")
 
 
 def _train(cfg) -> None:

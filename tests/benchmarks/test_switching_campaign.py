@@ -57,7 +57,9 @@ def test_summary_of_the_committed_runs(tmp_path) -> None:
     assert "return per 100 steps" in (tmp_path / "summary.md").read_text()
 
 
-def test_a_jobs_child_is_told_its_one_run_the_parents_deadline_and_no_summary(tmp_path) -> None:
+def test_a_jobs_child_is_told_its_one_run_the_parents_deadline_and_no_summary(
+    tmp_path, monkeypatch
+) -> None:
     # End to end, --jobs runs through the same utils.run_jobs as the MuJoCo and GridNavi
     # campaigns (tests/benchmarks/test_mujoco_campaign.py); here: what a child is asked to do.
     campaign = _campaign()
@@ -69,7 +71,7 @@ def test_a_jobs_child_is_told_its_one_run_the_parents_deadline_and_no_summary(tm
         captured["jobs"], captured["processes"] = list(jobs), processes
         return []
 
-    campaign.run_jobs = fake_run_jobs
+    monkeypatch.setattr("torchrl_bamdp.utils.run_jobs", fake_run_jobs)
     campaign.main(parent)
     jobs = captured["jobs"]
     assert captured["processes"] == 2

@@ -21,6 +21,10 @@ class MetaTestResult:
         ``[num_tasks, episodes]`` undiscounted return of each inner episode of each task.
     tasks : torch.Tensor, optional
         ``[num_tasks, task_dim]``: the task of each row (what :func:`meta_test` records).
+    rollout : TensorDictBase, optional
+        The ``[num_tasks, episodes * episode_length]`` rollout itself, when
+        :func:`meta_test` was asked to keep it (``keep_rollout=True``), for analyses beyond the
+        returns (e.g. what the agent did in each task).
 
     Examples
     --------
@@ -34,6 +38,7 @@ class MetaTestResult:
 
     returns: torch.Tensor
     tasks: torch.Tensor | None = None
+    rollout: TensorDictBase | None = None
 
     def per_task(self) -> list[dict]:
         """Mean per-episode returns of each distinct task (in the order of first appearance):
@@ -159,6 +164,7 @@ def meta_test(
     episode_length: int,
     seed: int = 12345,
     deterministic: bool = True,
+    keep_rollout: bool = False,
 ) -> MetaTestResult:
     """Run one BAMDP of ``episodes`` inner episodes in each of the env's ``num_envs`` test tasks.
 
@@ -178,6 +184,8 @@ def meta_test(
         Seed of the test tasks.
     deterministic : bool
         Greedy (mode) actions if ``True``, sampled actions otherwise.
+    keep_rollout : bool
+        Keep the rollout in :attr:`MetaTestResult.rollout` (on the CPU).
 
     Examples
     --------
@@ -190,6 +198,10 @@ def meta_test(
     >>> result = meta_test(env, policy, episodes=2, episode_length=15)
     >>> result.num_tasks, result.to_dict()["episodes"], result.returns.shape
     (21, 2, torch.Size([21, 2]))
+    >>> result.rollout is None  # kept only on request: what the agent did, step by step
+    True
+    >>> meta_test(env, policy, episodes=2, episode_length=15, keep_rollout=True).rollout.shape
+    torch.Size([21, 30])
     """
     env.set_seed(seed)
     exploration = ExplorationType.DETERMINISTIC if deterministic else ExplorationType.RANDOM
@@ -204,4 +216,5 @@ def meta_test(
     return MetaTestResult(
         per_episode_returns(rollout, episodes).cpu(),
         None if tasks is None else tasks[:, 0].reshape(rollout.shape[0], -1).cpu(),
+        rollout.cpu() if keep_rollout else None,
     )

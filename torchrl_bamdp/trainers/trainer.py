@@ -568,6 +568,7 @@ class Trainer:
         distribution: str | None = None,
         env_changes: dict[str, Any] | None = None,
         seed: int = EVAL_SEED,
+        keep_rollout: bool = False,
     ) -> MetaTestResult:
         """Meta-test on the fixed test tasks (``train.eval_tasks``, ``train.eval_episodes``).
 
@@ -583,6 +584,7 @@ class Trainer:
         0.05, "episode_length": 200}`` with ``episodes=1`` meta-tests a fixed-task run on the
         task-switching env (``trainers.runs.evaluate_run_switching``). ``seed`` draws the tasks
         (default ``EVAL_SEED``: the test tasks; ``VALIDATION_SEED``: ``train.keep_best``'s).
+        ``keep_rollout`` keeps the whole rollout in the result's ``rollout``.
         """
         train = self.config.train
         episodes = episodes or train.eval_episodes or self.config.env.episodes_per_task
@@ -598,6 +600,7 @@ class Trainer:
                 episode_length=length,
                 seed=seed,
                 deterministic=train.eval_deterministic,
+                keep_rollout=keep_rollout,
             )
         finally:
             env.close()  # the simulators (and MuJoCo worker processes) of this evaluation

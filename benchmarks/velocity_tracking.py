@@ -9,7 +9,15 @@ forward velocity ``v`` (``qvel[0]``, element 8 of HalfCheetah-v5's observation, 
 rollout's steps). Per run and rollout it reports the least-squares line ``v = a + b g`` (slope
 ``b`` = 1 and ``R^2`` near 1: the agent tracks its task; ``b`` near 0: one speed for all), the
 mean ``|v - g|``, and beside them the same for the best single speed for these tasks (the median
-of ``g`` minimises the mean ``|v - g|``): what no adaptation at all would get at best::
+of ``g`` minimises the mean ``|v - g|``): what no adaptation at all would get at best.
+
+Where an agent does not track its task, the script also asks whether its memory knows the task:
+a linear probe of ``g`` from what the policy reads besides the state (RL2: its memory's latent,
+:data:`~torchrl_bamdp.transforms.rl2.RL2_LATENT`; VariBAD: the belief's mean and log-variance)
+at given steps of rollout 1, scored by its leave-one-out ``R^2`` over the test tasks (a probe
+that memorises 64 tasks with 10 numbers scores near 0 or below, not near 1). High ``R^2`` with
+slope ~0: the memory holds the task and the policy does not use it; low ``R^2``: the memory
+never learnt it::
 
     .venv/bin/python benchmarks/velocity_tracking.py \\
         --runs runs/mujoco_campaign/cheetah_vel/rl2/seed0 runs/mujoco_campaign/cheetah_vel/rl2/seed1
@@ -33,6 +41,37 @@ from torchrl_bamdp.utils import write_result_json
 FORWARD_VELOCITY = 8
 TEST_TASKS = 64
 ROLLOUTS = 2
+#: Steps of rollout 1 (0-based) at which the memory is probed.
+PROBE_STEPS = (10, 50, 199)
+#: What the policy reads of the task, per algorithm family: RL2's latent, VariBAD's belief.
+MEMORY_KEYS = {
+    "rl2": [("rl2", "latent")],
+    "varibad": [("belief", "mean"), ("belief", "logvar")],
+}
+
+
+def loo_r2(features: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> float:
+    """Leave-one-out ``R^2`` of a ridge-regularised linear probe (with intercept) of ``target``.
+
+    Each task's prediction comes from the fit on the other tasks (closed form through the hat
+    matrix), so a probe with as many features as tasks does not score 1 by memorising them.
+
+    Examples
+    --------
+    >>> x = torch.linspace(0, 1, 20).unsqueeze(1)
+    >>> round(loo_r2(x, 2 * x[:, 0] + 1), 4)  # exactly linear: predicted from the others
+    1.0
+    >>> noise = torch.randn(20, 1, generator=torch.Generator().manual_seed(0))
+    >>> loo_r2(noise, x[:, 0]) < 0.2  # unrelated features explain nothing out of sample
+    True
+    """
+    x = torch.cat([torch.ones(len(features), 1), features.double()], dim=1).double()
+    y = target.double()
+    penalty = ridge * torch.eye(x.shape[1], dtype=torch.float64)
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    hat = x @ torch.linalg.solve(x.T @ x + penalty, x.T)
+    residual = (y - hat @ y) / (1.0 - hat.diagonal())
+    return float(1.0 - residual.square().sum() / (y - y.mean()).square().sum())
 
 
 def fit_line(x: list[float], y: list[float]) -> dict[str, float]:
@@ -64,6 +103,13 @@ def velocities(run_dir: Path, tasks: int, rollouts: int) -> dict:
     per_rollout = torch.stack(
         [(forward * (episode == k)).sum(1) / (episode == k).sum(1) for k in range(rollouts)], 1
     )
+    probes = {}
+    keys = MEMORY_KEYS.get(trainer.config.algo.name.removesuffix("_original"))
+    if keys is not None:
+        memory = torch.cat([rollout.get(key) for key in keys], dim=-1)
+        for step in PROBE_STEPS:
+            if step < memory.shape[1]:
+                probes[str(step)] = loo_r2(memory[:, step], result.tasks[:, 0])
     return {
         "run_dir": str(run_dir),
         "algo": trainer.config.algo.name,
@@ -73,6 +119,7 @@ def velocities(run_dir: Path, tasks: int, rollouts: int) -> dict:
         "target": result.tasks[:, 0].tolist(),
         "velocity": per_rollout.tolist(),
         "returns": result.returns.tolist(),
+        "memory_probe_loo_r2": probes,
     }
 
 
@@ -120,6 +167,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"| {row['slope']:.2f} | {row['intercept']:.2f} | {row['r2']:.2f} "
                 f"| {row['mean_abs_error']:.2f} | {row['mean_return']:.1f} |"
             )
+    for run in runs:
+        probes = ", ".join(f"step {t}: {r2:.2f}" for t, r2 in run["memory_probe_loo_r2"].items())
+        print(f"{run['algo']} seed {run['seed']}: task from memory, leave-one-out R^2: {probes}")
     fit = runs[0]["fits"][0]
     print(
         f"best single speed for these tasks: {fit['best_single_speed']:.2f}, "

@@ -8,6 +8,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+import torch
 
 from torchrl_bamdp.cli import train_to_budget
 
@@ -58,4 +59,24 @@ def test_a_run_is_meta_tested_and_its_velocities_read(script, tmp_path):
     assert len(run["target"]) == 6 and np.array(run["velocity"]).shape == (6, 2)
     assert all(0.0 <= g < 3.0 for g in run["target"])
     assert [row["rollout"] for row in run["fits"]] == [1, 2]
+    assert run["memory_probe_loo_r2"] == {}  # the oracle reads the task: no memory to probe
     assert json.loads(out.read_text())["runs"][0]["velocity"] == run["velocity"]
+
+
+def test_the_probes_closed_form_equals_refitting_without_each_task(script):
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(12, 3, generator=generator, dtype=torch.float64)
+    target = features @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    target = target + 0.3 * torch.randn(12, generator=generator, dtype=torch.float64)
+    ridge = 0.1
+    x = torch.cat([torch.ones(12, 1, dtype=torch.float64), features], dim=1)
+    penalty = ridge * torch.eye(4, dtype=torch.float64)
+    penalty[0, 0] = 0.0
+    predictions = []
+    for i in range(12):  # refit on the other 11 tasks, predict task i
+        keep = torch.arange(12) != i
+        weights = torch.linalg.solve(x[keep].T @ x[keep] + penalty, x[keep].T @ target[keep])
+        predictions.append(x[i] @ weights)
+    residual = target - torch.stack(predictions)
+    expected = 1 - residual.square().sum() / (target - target.mean()).square().sum()
+    assert script.loo_r2(features, target, ridge=ridge) == pytest.approx(float(expected), abs=1e-9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import gymnasium
@@ -47,19 +48,21 @@ def test_fits_of_a_tracking_and_a_one_speed_agent(script):
 
 def test_a_run_is_meta_tested_and_its_velocities_read(script, tmp_path):
     run_dir = tmp_path / "run"
-    tiny = ["env=cheetah_vel", "algo=oracle", "env.num_envs=4", "env.episode_length=8"]
+    tiny = ["env=cheetah_vel", "algo=varibad", "env.num_envs=4", "env.episode_length=8"]
     tiny += ["train.eval_tasks=4", "algo.ppo.minibatches=2"]
     train_to_budget(run_dir, tiny, 64, 5.0, 64)
     out = tmp_path / "tracking.json"
     report = script.main(
-        ["--runs", str(run_dir), "--tasks", "6", "--rollouts", "2", "--out", str(out)]
+        ["--runs", str(run_dir), "--tasks", "16", "--rollouts", "2", "--out", str(out)]
     )
     (run,) = report["runs"]
-    assert run["algo"] == "oracle" and run["frames"] == 64
-    assert len(run["target"]) == 6 and np.array(run["velocity"]).shape == (6, 2)
+    assert run["algo"] == "varibad" and run["frames"] == 64
+    assert len(run["target"]) == 16 and np.array(run["velocity"]).shape == (16, 2)
     assert all(0.0 <= g < 3.0 for g in run["target"])
     assert [row["rollout"] for row in run["fits"]] == [1, 2]
-    assert run["memory_probe_loo_r2"] == {}  # the oracle reads the task: no memory to probe
+    # The belief probed at the steps the 16-step rollout has (10 of 10, 50, 199).
+    assert list(run["memory_probe_loo_r2"]) == ["10"]
+    assert math.isfinite(run["memory_probe_loo_r2"]["10"])
     assert json.loads(out.read_text())["runs"][0]["velocity"] == run["velocity"]
 
 

@@ -51,13 +51,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from torchrl_bamdp.cli import (
     add_campaign_arguments,
-    campaign_child_arguments,
+    campaign_child_command,
     campaign_deadline,
     fail_if_any,
     train_campaign_runs,
@@ -210,9 +209,8 @@ def print_summary(report: dict) -> None:
 
 def child_job(args: argparse.Namespace, variant: str, seed: int, deadline: float) -> Job:
     """One run of a ``--jobs`` campaign as a child invocation of this script."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--variants", variant]
-    command += ["--seeds", str(seed), "--frames", str(args.frames)]
-    command += campaign_child_arguments(args, deadline)
+    run = ["--variants", variant, "--seeds", str(seed), "--frames", str(args.frames)]
+    command = campaign_child_command(__file__, run, args, deadline)
     log = Path(args.runs_root) / variant / f"seed{seed}.log"
     return Job(f"{variant} seed {seed}", command, log)
 

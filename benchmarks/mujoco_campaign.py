@@ -47,14 +47,13 @@ import json
 import math
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from torchrl_bamdp.cli import (
     add_campaign_arguments,
-    campaign_child_arguments,
+    campaign_child_command,
     campaign_deadline,
     fail_if_any,
     train_campaign_runs,
@@ -379,11 +378,11 @@ def pending_runs(args: argparse.Namespace) -> list[tuple[str, str, int]]:
 
 def child_job(args: argparse.Namespace, family: str, algo: str, seed: int, deadline: float) -> Job:
     """One run of a ``--jobs`` campaign as a child invocation of this script."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--families", family]
-    command += ["--algos", algo, "--original-on", "--seeds", str(seed)]
+    run = ["--families", family, "--algos", algo, "--original-on", "--seeds", str(seed)]
     for name in ("frames", "test_tasks", "rollouts", "eval_frames"):
-        command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    command += [*campaign_child_arguments(args, deadline), "--override", *args.override]
+        run += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    command = campaign_child_command(__file__, run, args, deadline)
+    command += ["--override", *args.override]
     log = run_dir_of(args, family, algo, seed).with_suffix(".log")
     return Job(f"{family} {algo} seed {seed}", command, log)
 

@@ -42,7 +42,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from torchrl.envs import TransformedEnv
 
 from torchrl_bamdp.cli import (
     add_campaign_arguments,
-    campaign_child_arguments,
+    campaign_child_command,
     campaign_deadline,
     compose_config,
     fail_if_any,
@@ -288,9 +287,8 @@ def markdown(report: dict) -> str:
 
 def child_job(args: argparse.Namespace, algo: str, seed: int, deadline: float) -> Job:
     """One run of a ``--jobs`` campaign as a child invocation of this script."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--algos", algo]
-    command += ["--seeds", str(seed), "--frames", str(args.frames)]
-    command += campaign_child_arguments(args, deadline)
+    run = ["--algos", algo, "--seeds", str(seed), "--frames", str(args.frames)]
+    command = campaign_child_command(__file__, run, args, deadline)
     log = Path(args.runs_root) / algo / f"seed{seed}.log"
     return Job(f"{algo} seed {seed}", command, log)
 

@@ -65,7 +65,7 @@ def loo_r2(features: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) ->
     >>> loo_r2(noise, x[:, 0]) < 0.2  # unrelated features explain nothing out of sample
     True
     """
-    x = torch.cat([torch.ones(len(features), 1), features.double()], dim=1).double()
+    x = torch.cat([torch.ones(len(features), 1, dtype=torch.float64), features.double()], dim=1)
     y = target.double()
     penalty = ridge * torch.eye(x.shape[1], dtype=torch.float64)
     penalty[0, 0] = 0.0  # the intercept is not shrunk
@@ -82,13 +82,10 @@ def fit_line(x: list[float], y: list[float]) -> dict[str, float]:
     >>> fit_line([0.0, 1.0, 2.0], [1.0, 3.0, 5.0])
     {'slope': 2.0, 'intercept': 1.0, 'r2': 1.0}
     """
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxx = sum((a - mx) ** 2 for a in x)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    syy = sum((b - my) ** 2 for b in y)
-    slope = sxy / sxx
-    r2 = 1.0 if syy == 0 else sxy * sxy / (sxx * syy)
-    return {"slope": slope, "intercept": my - slope * mx, "r2": r2}
+    slope, intercept = statistics.linear_regression(x, y)
+    # A constant y (one speed for every task) is fit exactly by the flat line.
+    r2 = 1.0 if len(set(y)) == 1 else statistics.correlation(x, y) ** 2
+    return {"slope": slope, "intercept": intercept, "r2": r2}
 
 
 def velocities(run_dir: Path, tasks: int, rollouts: int) -> dict:

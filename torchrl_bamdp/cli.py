@@ -376,7 +376,8 @@ def add_campaign_arguments(
     each in a child process of the script: :func:`torchrl_bamdp.utils.run_jobs`),
     ``--runs-root``, ``--out-dir``, and the two a ``--jobs`` parent gives its children:
     ``--deadline`` (the parent's, so that no child outlives the bound) and ``--no-summary``
-    (the parent summarises once). :func:`campaign_deadline` reads the bound back.
+    (the parent summarises once; :func:`campaign_child_command`). :func:`campaign_deadline`
+    reads the bound back.
 
     Parameters
     ----------
@@ -431,9 +432,16 @@ def campaign_deadline(args: argparse.Namespace, now: float | None = None) -> flo
     return (time.time() if now is None else now) + 60 * args.max_minutes
 
 
-def campaign_child_arguments(args: argparse.Namespace, deadline: float) -> list[str]:
-    """The options a ``--jobs`` parent passes on to each child besides its one run's."""
+def campaign_child_command(
+    script: str | Path, run_arguments: Sequence[str], args: argparse.Namespace, deadline: float
+) -> list[str]:
+    """The command line of one ``--jobs`` child: ``script`` run by this interpreter with its one
+    run's ``run_arguments``, the parent's ``--runs-root``/``--out-dir``, its deadline and
+    ``--no-summary``."""
     return [
+        sys.executable,
+        str(Path(script).resolve()),
+        *run_arguments,
         "--runs-root",
         str(args.runs_root),
         "--out-dir",

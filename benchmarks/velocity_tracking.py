@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rollouts", type=int, default=ROLLOUTS)
     parser.add_argument("--out", type=Path, help="JSON file of the per-task numbers and fits")
     args = parser.parse_args(argv)
+    for name in ("tasks", "rollouts"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1 (got {getattr(args, name)})")
     torch.set_num_threads(1)
     runs = []
     for run_dir in args.runs:

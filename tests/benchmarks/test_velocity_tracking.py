@@ -83,3 +83,10 @@ def test_the_probes_closed_form_equals_refitting_without_each_task(script):
     residual = target - torch.stack(predictions)
     expected = 1 - residual.square().sum() / (target - target.mean()).square().sum()
     assert script.loo_r2(features, target, ridge=ridge) == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_bad_arguments_are_refused_before_any_run_is_opened(script, tmp_path, capsys):
+    for name in ("--tasks", "--rollouts"):
+        with pytest.raises(SystemExit):
+            script.main(["--runs", str(tmp_path / "missing"), name, "0"])
+        assert f"{name} must be >= 1 (got 0)" in capsys.readouterr().err

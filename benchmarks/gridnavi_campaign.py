@@ -1,8 +1,10 @@
 """GridNavi campaign of issue 17: the faithful agent, ours, and ours with GridNavi's extras.
 
-Five variants at one frame budget (default 8M frames), several seeds each, every run resumable:
+Seven variants at one frame budget (default 8M frames), several seeds each, every run resumable:
 
 - ``varibad_original``: ``algo=varibad_original``, the official implementation's configuration;
+- ``varibad_original_critic0.5``: the same with the critic loss weighted twice the original's,
+  as ``algo=varibad_original`` was before 2026-12-03 (its runs were trained then);
 - ``varibad``: our ``algo=varibad`` without the two extras that read GridNavi's task structure
   (``algo.ppo.critic_task=false``: no privileged critic; ``algo.policy_belief=latent``: the
   policy reads the belief's (mean, logvar), not the per-cell decoded goal probabilities);
@@ -71,6 +73,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 VARIANTS: dict[str, list[str]] = {
     "varibad_original": ["algo=varibad_original"],
+    # The faithful agent as it was before 95c2863 (2026-12-03) set the originals' critic_coef to
+    # 0.25: TorchRL's value loss has no inner 0.5, so 0.5 weighed the critic twice the original.
+    # Its five committed runs were trained as `algo=varibad_original` then (their records say
+    # so in `renamed_from`); kept beside the corrected agent's runs, under an honest name.
+    "varibad_original_critic0.5": ["algo=varibad_original", "algo.ppo.critic_coef=0.5"],
     # The end of a task pinned: these two were run with the default of their time, truncated.
     "varibad": [
         "algo=varibad",

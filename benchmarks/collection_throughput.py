@@ -20,6 +20,20 @@ thread (``torch.set_num_threads(1)``), under ``torch.no_grad()``:
   processes (``env.workers``); belief transform and policy stay batched in this process.
 * ``gym_async_vector``  -- (f) a second reference: ``gymnasium.vector.AsyncVectorEnv`` (one
   process per simulator, shared memory), random actions as (a).
+* ``varibad_collector_threads`` -- (g) (b) with the simulator loop split into ``--sim-threads``
+  contiguous shards stepped by Python threads at every step (``mujoco.mj_step`` releases the
+  GIL; gymnasium's ``_get_obs`` does not): the simulators' C code on both cores.
+* ``varibad_collector_rollout_<k>`` -- (h) (b) with the simulators stepped by MuJoCo's batched
+  ``mujoco.rollout.Rollout(nthread=k)``, one call per step, for k = 0 (MuJoCo's C loop in this
+  thread) and k = ``--sim-threads`` (its C thread pool); the observation is read from the
+  returned state (HalfCheetah v5: ``qpos[1:]``, ``qvel``), not by gymnasium's ``_get_obs``.
+
+(g) and (h) replace the simulator loop of the benchmark's own env only (benchmark code, not an
+env option); ``simulator_agreement`` reports how far their observations and rewards are from the
+in-process loop's over ``--steps`` steps of random actions: the threads are bit-identical;
+``mujoco.rollout`` starts every call without the solver's warm start (``qacc_warmstart`` is not
+part of the state it takes), so its trajectories drift away from the loop's over hundreds of
+steps.
 
 The collectors act with ``agent.acting_policy`` (``SamplingPolicy``: actions only; the trainer
 adds PPO's log-probabilities per batch), as ``Trainer`` does.
@@ -54,6 +68,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,7 +105,11 @@ DESCRIPTIONS = {
     "bamdp_rollout": "(d) BAMDPEnv.rollout, random actions, no transforms/policy",
     "varibad_collector_workers": "(e) (b) with the simulators in worker processes",
     "gym_async_vector": "(f) gymnasium AsyncVectorEnv (a process per env), random actions",
+    "varibad_collector_threads": "(g) (b) with the simulator loop in Python threads",
+    "varibad_collector_rollout_0": "(h) (b) with mujoco.rollout stepping, nthread=0",
 }
+#: (h) with its C thread pool: the description of ``varibad_collector_rollout_<k>``, k >= 1.
+ROLLOUT_THREADS_DESCRIPTION = "(h) (b) with mujoco.rollout stepping, nthread={k}"
 PURE_TORCH_DESCRIPTIONS = {
     "bamdp_rollout": "BAMDPEnv.rollout, random actions",
     "varibad_collector": "Collector, VariBAD transforms + policy",
@@ -211,6 +230,145 @@ def collector_variant(config: Config, steps: int) -> Variant:
 
     def close() -> None:
         collector.shutdown()
+        stack.train_env.close()
+
+    return Variant(run, close)
+
+
+# -- other ways of stepping the simulators (variants g, h) --------------------------------------
+def threaded_simulator(task_env: Any, threads: int) -> Callable[[], None]:
+    """Step ``task_env``'s simulators in ``threads`` contiguous shards, one per thread, at
+    every step (this thread takes the first); returns the function that stops the threads."""
+    n = task_env.num_envs
+    bounds = np.linspace(0, n, threads + 1).round().astype(int)
+    shards = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    pool = ThreadPoolExecutor(max(1, len(shards) - 1), thread_name_prefix="simulators")
+
+    def simulate(action: np.ndarray) -> tuple[np.ndarray, ...]:
+        pdim = task_env.position_dim
+        out = (np.empty((n, pdim)), np.empty((n, pdim)), np.ones(n, dtype=bool), np.zeros(n))
+        futures = [pool.submit(task_env._simulate_range, action, a, b, *out) for a, b in shards[1:]]
+        task_env._simulate_range(action, *shards[0], *out)
+        for future in futures:
+            future.result()
+        return out
+
+    task_env._simulate = simulate
+    return pool.shutdown
+
+
+def rollout_simulator(task_env: Any, nthread: int) -> Callable[[], None]:
+    """Step ``task_env``'s HalfCheetah simulators with ``mujoco.rollout`` (one call per step,
+    ``nthread`` C threads; 0: this thread); returns the function that stops its thread pool.
+
+    The state lives in an array between steps (the simulators' own ``MjData`` are read only at
+    resets), and the observation is HalfCheetah v5's from that state: ``qpos[1:]``, ``qvel``.
+    Each call starts the constraint solver cold (the warm start is not in the state), so the
+    numbers drift from the loop's over long rollouts: a speed measurement, not a simulator.
+    """
+    from mujoco import rollout
+
+    envs, n = task_env.envs, task_env.num_envs
+    model = envs[0].model
+    if task_env.gym_id != GYM_ID or task_env.has_contact or task_env.has_healthy:
+        raise ValueError(f"rollout_simulator reads {GYM_ID} observations (got {task_env.gym_id})")
+    spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    nstate, substeps = mujoco.mj_stateSize(model, spec), task_env.substeps
+    state = np.empty((n, nstate))
+    out = np.empty((n, substeps, nstate))
+    control = np.empty((n, substeps, model.nu))
+    models = [env.model for env in envs]
+    scratch = [mujoco.MjData(model) for _ in range(max(1, nthread))]
+    pool = rollout.Rollout(nthread=nthread)
+    nq, nv = model.nq, model.nv
+    obs = task_env._obs
+
+    def pull(indices: Any) -> None:
+        for i in indices:
+            mujoco.mj_getState(envs[i].model, envs[i].data, state[i], spec)
+
+    reset_loop = task_env._reset_simulators
+
+    def reset(indices: np.ndarray, tasks: np.ndarray) -> None:
+        reset_loop(indices, tasks)
+        pull(indices.tolist())
+
+    def simulate(action: np.ndarray) -> tuple[np.ndarray, ...]:
+        before = state[:, 1:2].copy()  # the state is (time, qpos, qvel, ...): qpos[0]
+        control[:] = action[:, None, :]
+        pool.rollout(
+            models,
+            scratch,
+            state,
+            control,
+            nstep=substeps,
+            skip_checks=True,
+            state=out,
+            control_spec=mujoco.mjtState.mjSTATE_CTRL.value,
+        )
+        state[:] = out[:, -1]
+        obs[:, : nq - 1] = state[:, 2 : 1 + nq]
+        obs[:, nq - 1 :] = state[:, 1 + nq : 1 + nq + nv]
+        return before, state[:, 1:2].copy(), np.ones(n, dtype=bool), np.zeros(n)
+
+    pull(range(n))
+    task_env._reset_simulators = reset
+    task_env._simulate = simulate
+    return pool.close
+
+
+def replace_simulator(task_env: Any, kind: str, threads: int) -> Callable[[], None]:
+    """``threads`` (g) or ``rollout`` (h) stepping in ``task_env``; returns its closer."""
+    if kind == "threads":
+        return threaded_simulator(task_env, threads)
+    return rollout_simulator(task_env, threads)
+
+
+def simulator_agreement(
+    config: Config, kind: str, threads: int, steps: int
+) -> dict[str, float | int]:
+    """Max |difference| of observations and rewards between the in-process loop and ``kind``
+    stepping, two BAMDP envs from the same seed stepped with the same random actions."""
+    loop = make_env_from_config(config.env, config.seed)
+    other = make_env_from_config(config.env, config.seed)
+    close = replace_simulator(other.task_env, kind, threads)
+    generator = torch.Generator().manual_seed(config.seed)
+    try:
+        a, b = loop.reset(), other.reset()
+        obs_diff = float((a["observation"] - b["observation"]).abs().max())
+        reward_diff = 0.0
+        low, high = loop.action_spec.low, loop.action_spec.high
+        for _ in range(steps):
+            action = low + torch.rand(low.shape, generator=generator) * (high - low)
+            step_a, a = loop.step_and_maybe_reset(a.set("action", action))
+            step_b, b = other.step_and_maybe_reset(b.set("action", action.clone()))
+            for key in ("observation", "reward"):
+                diff = float((step_a["next", key] - step_b["next", key]).abs().max())
+                if key == "observation":
+                    obs_diff = max(obs_diff, diff)
+                else:
+                    reward_diff = max(reward_diff, diff)
+    finally:
+        close()
+        loop.close()
+        other.close()
+    return {"steps": steps, "max_abs_observation": obs_diff, "max_abs_reward": reward_diff}
+
+
+def replaced_collector_variant(config: Config, steps: int, kind: str, threads: int) -> Variant:
+    """(b) with its simulators stepped by ``kind`` (``threads``: g, ``rollout``: h)."""
+    stack = Stack.build(config)
+    close_simulator = replace_simulator(stack.env.task_env, kind, threads)
+    collector = make_collector(stack)
+    batches = iter(collector)
+    num = collector_batches(steps, config.env.horizon)
+
+    def run() -> int:
+        return sum(next(batches).numel() for _ in range(num))
+
+    def close() -> None:
+        collector.shutdown()
+        close_simulator()
         stack.train_env.close()
 
     return Variant(run, close)
@@ -423,6 +581,8 @@ def run_cheetah(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         variants["varibad_collector_workers"] = collector_variant(with_workers, args.steps)
     if not args.no_async:
         variants["gym_async_vector"] = gym_async_vector(n, args.steps, varibad.seed)
+    if args.sim_threads:
+        variants.update(simulator_variants(varibad, args))
     try:
         results = measure_interleaved(variants, args.repeats)
     finally:
@@ -430,8 +590,25 @@ def run_cheetah(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
             variant.close()
     add_ratios(results, REFERENCE)
     for name, res in results.items():
-        res["description"] = DESCRIPTIONS[name]
+        res["description"] = DESCRIPTIONS.get(name) or ROLLOUT_THREADS_DESCRIPTION.format(
+            k=args.sim_threads
+        )
     return results
+
+
+def simulator_variant_kinds(sim_threads: int) -> dict[str, tuple[str, int]]:
+    """Variants (g) and (h) for ``--sim-threads``: name -> (kind, threads)."""
+    kinds = {"varibad_collector_threads": ("threads", sim_threads)}
+    kinds["varibad_collector_rollout_0"] = ("rollout", 0)
+    kinds[f"varibad_collector_rollout_{sim_threads}"] = ("rollout", sim_threads)
+    return kinds
+
+
+def simulator_variants(config: Config, args: argparse.Namespace) -> dict[str, Variant]:
+    return {
+        name: replaced_collector_variant(config, args.steps, kind, threads)
+        for name, (kind, threads) in simulator_variant_kinds(args.sim_threads).items()
+    }
 
 
 def run_pure_torch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -462,13 +639,15 @@ def run_pure_torch(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
+    width = max(len("variant"), *map(len, results))
     lines = [
-        f"{'variant':<18} {'frames':>8} {'frames/s':>10} {'x (a)':>7} {'paired':>7}  description",
-        "-" * 104,
+        f"{'variant':<{width}} {'frames':>8} {'frames/s':>10} {'x (a)':>7} {'paired':>7}  "
+        "description",
+        "-" * (width + 86),
     ]
     for name, res in results.items():
         lines.append(
-            f"{name:<18} {res['frames']:>8d} {res['frames_per_s']:>10,.0f} "
+            f"{name:<{width}} {res['frames']:>8d} {res['frames_per_s']:>10,.0f} "
             f"{res['ratio_to_reference']:>7.3f} {res['paired_ratio_median']:>7.3f}  "
             f"{res['description']}"
         )
@@ -523,6 +702,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-async", action="store_true", help="skip (f), gymnasium's AsyncVectorEnv"
     )
+    parser.add_argument(
+        "--sim-threads",
+        type=int,
+        default=2,
+        help="threads of variants (g) and (h) (0 skips them; 1 is refused: it is (b))",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     return parser.parse_args(argv)
 
@@ -534,6 +719,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--num-envs, --steps, --repeats and --episode-length must be >= 1")
     if args.workers < 0 or args.workers > args.num_envs:
         raise SystemExit("--workers must be in [0, --num-envs]")
+    if args.sim_threads == 1 or not 0 <= args.sim_threads <= args.num_envs:
+        raise SystemExit(
+            f"--sim-threads must be 0 (skip) or in [2, --num-envs={args.num_envs}] "
+            f"(got {args.sim_threads})"
+        )
     if args.pure_torch_num_envs < 0 or args.profile_batches < 1:
         raise SystemExit("--pure-torch-num-envs must be >= 0 and --profile-batches >= 1")
     previous_threads = torch.get_num_threads()
@@ -547,6 +737,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results = run_cheetah(args)
             load_after_main = os.getloadavg()
             pure = run_pure_torch(args) if args.pure_torch_num_envs else {}
+            agreement = {
+                name: simulator_agreement(varibad, kind, threads, args.steps)
+                for name, (kind, threads) in (
+                    simulator_variant_kinds(args.sim_threads) if args.sim_threads else {}
+                ).items()
+            }
             calls = max(10, min(args.steps, 200))
             components = component_costs(
                 varibad, calls, results["varibad_collector"]["frames_per_s"]
@@ -583,6 +779,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "pure_torch_num_envs": args.pure_torch_num_envs,
             "profile_batches": None if args.no_profile else args.profile_batches,
             "workers_of_variant_e": args.workers,
+            "threads_of_variants_g_h": args.sim_threads,
         },
         "seed": varibad.seed,
         "versions": {
@@ -611,6 +808,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "frames_per_s": {name: res["frames_per_s"] for name, res in results.items()},
         "ratios_to_reference": {name: res["ratio_to_reference"] for name, res in results.items()},
         "pure_torch": pure,
+        "simulator_agreement": agreement,
         "components_us_per_step": components,
         "profile": profile,
         "target": {**TARGET, "measured": ratio, "met": ratio >= TARGET["ratio_to_reference"]},
@@ -623,6 +821,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"torchrl {torchrl.__version__}"
     )
     print(format_table(results))
+    for name, agree in agreement.items():
+        print(
+            f"  {name}: max |obs - loop's| {agree['max_abs_observation']:.3g} over "
+            f"{agree['steps']} steps, reward {agree['max_abs_reward']:.3g}"
+        )
     if pure:
         print(f"\nPure-torch families at {args.pure_torch_num_envs} envs (one BAMDP per run):")
         print(format_pure_torch(pure))

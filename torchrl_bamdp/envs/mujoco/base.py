@@ -319,15 +319,31 @@ class MujocoTaskEnv(TaskEnv):
         one) and v5's contact cost (``[B]``, zero without one).
         """
         n, pdim = len(self.envs), self.position_dim
-        before = np.empty((n, pdim))
-        after = np.empty((n, pdim))
-        healthy = np.ones(n, dtype=bool)
-        contact = np.zeros(n)
+        outputs = (np.empty((n, pdim)), np.empty((n, pdim)), np.ones(n, dtype=bool), np.zeros(n))
+        self._simulate_range(action, 0, n, *outputs)
+        return outputs
+
+    def _simulate_range(
+        self,
+        action: np.ndarray,
+        start: int,
+        stop: int,
+        before: np.ndarray,
+        after: np.ndarray,
+        healthy: np.ndarray,
+        contact: np.ndarray,
+    ) -> None:
+        """:meth:`_simulate` for simulators ``start:stop`` only, into the given output rows.
+
+        Simulators are independent, so any split of ``range(B)`` gives the same numbers
+        (``benchmarks/collection_throughput.py`` steps shards of it in threads this way).
+        """
         obs = self._obs
         # Looked up once, not per simulator: this loop is the hot path of MuJoCo collection.
         position, substeps, mj_step = self._position, self.substeps, mujoco.mj_step
-        rne, has_healthy = self.has_contact, self.has_healthy
-        for i, env in enumerate(self.envs):
+        rne, has_healthy, envs = self.has_contact, self.has_healthy, self.envs
+        for i in range(start, stop):
+            env = envs[i]
             model, data = env.model, env.data
             before[i] = position(env)
             data.ctrl[:] = action[i]
@@ -339,7 +355,6 @@ class MujocoTaskEnv(TaskEnv):
             obs[i] = env._get_obs()
             if has_healthy:
                 healthy[i] = env.is_healthy
-        return before, after, healthy, contact
 
     def _reset_simulators(self, indices: np.ndarray, tasks: np.ndarray) -> None:
         """Put simulators ``indices`` (of :attr:`envs`) to a start state of ``tasks``.

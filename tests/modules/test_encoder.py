@@ -127,3 +127,26 @@ def test_logvar_is_clamped():
 def test_no_inputs_raises():
     with pytest.raises(ValueError, match="embed"):
         BeliefEncoder(obs_dim=2, action_dim=5, discrete_actions=True, obs_embed=0, reward_embed=0)
+
+
+def test_step_is_the_gru_modules_step_with_the_same_gradients():
+    """``step`` runs the GRU's cell operator on its weights: nn.GRU's values and gradients."""
+    torch.manual_seed(3)
+    encoder = BeliefEncoder(obs_dim=4, action_dim=2, discrete_actions=False, hidden_size=16)
+    n = 7
+    action, reward, obs = torch.randn(n, 2), torch.randn(n, 1), torch.randn(n, 4)
+    hidden = torch.randn(n, 16)
+
+    mean, logvar, h = encoder.step(action, reward, obs, hidden)
+    (mean.square().sum() + logvar.sum() + h.sum()).backward()
+    grads = [p.grad.clone() for p in encoder.gru.parameters()]
+    encoder.zero_grad()
+
+    x = encoder.embed(action, reward, obs, None).unsqueeze(1)
+    out, h_ref = encoder.gru(x, hidden.unsqueeze(0))
+    mean_ref, logvar_ref = encoder._heads(out.squeeze(1))
+    (mean_ref.square().sum() + logvar_ref.sum() + h_ref.sum()).backward()
+    torch.testing.assert_close(h, h_ref.squeeze(0), atol=1e-7, rtol=0)
+    torch.testing.assert_close(mean, mean_ref, atol=1e-7, rtol=0)
+    for grad, param in zip(grads, encoder.gru.parameters(), strict=True):
+        torch.testing.assert_close(grad, param.grad, atol=1e-6, rtol=1e-6)

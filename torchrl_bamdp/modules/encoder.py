@@ -219,10 +219,15 @@ class BeliefEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One belief update for a batch ``[B]`` from (a_t, r_{t+1}, true s_{t+1}[, d_{t+1}]):
         returns ``(mean, logvar, new_hidden)``."""
-        x = self.embed(action, reward, obs, done).unsqueeze(1)
-        out, h = self.gru(x, hidden.unsqueeze(0).contiguous())
-        mean, logvar = self._heads(out.squeeze(1))
-        return mean, logvar, h.squeeze(0)
+        x = self.embed(action, reward, obs, done)
+        gru = self.gru
+        # The GRU's own cell operator on its weights: nn.GRU's values for one step, without its
+        # sequence wrapper (95-110 instead of 150-170 us per call at 16 x 128 on one CPU thread).
+        h = torch.gru_cell(
+            x, hidden, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0
+        )
+        mean, logvar = self._heads(h)
+        return mean, logvar, h
 
     def sequence(
         self,

@@ -219,8 +219,15 @@ def make_collector(stack: Stack) -> Collector:
     )
 
 
-def collector_variant(config: Config, steps: int) -> Variant:
+def collector_variant(
+    config: Config, steps: int, simulator: tuple[str, int] | None = None
+) -> Variant:
+    """(b)'s collector over ``config``; ``simulator=(kind, threads)``: its simulators stepped
+    by ``kind`` (``threads``: variant g, ``rollout``: h; see :func:`replace_simulator`)."""
     stack = Stack.build(config)
+    close_simulator = (
+        replace_simulator(stack.env.task_env, *simulator) if simulator else (lambda: None)
+    )
     collector = make_collector(stack)
     batches = iter(collector)
     num = collector_batches(steps, config.env.horizon)
@@ -230,6 +237,7 @@ def collector_variant(config: Config, steps: int) -> Variant:
 
     def close() -> None:
         collector.shutdown()
+        close_simulator()
         stack.train_env.close()
 
     return Variant(run, close)
@@ -353,25 +361,6 @@ def simulator_agreement(
         loop.close()
         other.close()
     return {"steps": steps, "max_abs_observation": obs_diff, "max_abs_reward": reward_diff}
-
-
-def replaced_collector_variant(config: Config, steps: int, kind: str, threads: int) -> Variant:
-    """(b) with its simulators stepped by ``kind`` (``threads``: g, ``rollout``: h)."""
-    stack = Stack.build(config)
-    close_simulator = replace_simulator(stack.env.task_env, kind, threads)
-    collector = make_collector(stack)
-    batches = iter(collector)
-    num = collector_batches(steps, config.env.horizon)
-
-    def run() -> int:
-        return sum(next(batches).numel() for _ in range(num))
-
-    def close() -> None:
-        collector.shutdown()
-        close_simulator()
-        stack.train_env.close()
-
-    return Variant(run, close)
 
 
 # -- measurement -------------------------------------------------------------------------------
@@ -606,8 +595,8 @@ def simulator_variant_kinds(sim_threads: int) -> dict[str, tuple[str, int]]:
 
 def simulator_variants(config: Config, args: argparse.Namespace) -> dict[str, Variant]:
     return {
-        name: replaced_collector_variant(config, args.steps, kind, threads)
-        for name, (kind, threads) in simulator_variant_kinds(args.sim_threads).items()
+        name: collector_variant(config, args.steps, simulator)
+        for name, simulator in simulator_variant_kinds(args.sim_threads).items()
     }
 
 

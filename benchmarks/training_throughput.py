@@ -22,6 +22,14 @@ torch threads (default 1, ``train.num_threads``'s default):
 * ``train_loop_original_ppo`` -- the same with the original's PPO sample reuse (2 epochs x 8
   minibatches, lr 7e-4): how much of the loop the tuned 160 PPO steps per batch cost.
 
+Then, at the first ``--num-envs`` (16 by default), the loop in steady state with collection
+in this process (``train.collector=single``) and in one worker process that collects the next
+batch while the trainer updates on this one (``train.collector=process_async``): per round,
+each runs ``--steady-batches`` batches in one ``Trainer._train_frames`` call, and its rate is
+the median interval between the starts of two consecutive updates (a worker's start-up,
+seconds, is reported apart: it is paid once per run). Rounds interleave the two;
+``--steady-batches 0`` skips this part.
+
 Every variant runs once untimed, then ``--repeats`` interleaved rounds (a b c ... a b c ...),
 so that load from other processes hits all of them alike; reported are medians, ratios of
 medians to the reference and per-round (paired) ratios. Targets (issue 19): ``train_loop`` at
@@ -293,6 +301,85 @@ def format_table(num_envs: int, measured: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def steady_state(num_envs: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``train.collector=single`` against ``process_async``: batches per second in steady state
+    (median interval between the starts of two consecutive updates), interleaved rounds."""
+    from torchrl_bamdp.trainers import Trainer
+
+    collectors = ("single", "process_async")
+    trainers = {}
+    for collector in collectors:
+        config = training_config(num_envs, [f"train.collector={collector}"], args.episode_length)
+        trainers[collector] = Trainer(
+            config, Path(tempfile.mkdtemp(prefix="bamdp-training-throughput-"))
+        )
+    frames_per_batch = trainers["single"].config.frames_per_batch
+    intervals: dict[str, list[float]] = {c: [] for c in collectors}
+    startup: dict[str, list[float]] = {c: [] for c in collectors}
+    per_round: dict[str, list[float]] = {c: [] for c in collectors}
+    try:
+        for _ in range(args.repeats):
+            for collector, trainer in trainers.items():
+                starts: list[float] = []
+                update = trainer._update
+
+                def timed(*a: Any, _update=update, _starts=starts, **k: Any) -> Any:
+                    _starts.append(time.perf_counter())
+                    return _update(*a, **k)
+
+                trainer._update = timed
+                begin = time.perf_counter()
+                try:
+                    trainer._train_frames(args.steady_batches * frames_per_batch)
+                finally:
+                    trainer._update = update
+                gaps = [b - a for a, b in zip(starts[:-1], starts[1:], strict=True)]
+                intervals[collector] += gaps
+                per_round[collector].append(statistics.median(gaps))
+                startup[collector].append(starts[0] - begin)
+    finally:
+        for trainer in trainers.values():
+            if trainer.logger is not None:
+                trainer.logger.close()
+            trainer.train_env.close()
+    results = {}
+    for collector in collectors:
+        interval = statistics.median(intervals[collector])
+        results[collector] = {
+            "seconds_per_batch": interval,
+            "frames_per_s": frames_per_batch / interval,
+            "seconds_per_batch_per_round": per_round[collector],
+            "startup_s_median": statistics.median(startup[collector]),
+        }
+    paired = [s / a for s, a in zip(per_round["single"], per_round["process_async"], strict=True)]
+    return {
+        "num_envs": num_envs,
+        "frames_per_batch": frames_per_batch,
+        "batches_per_run": args.steady_batches,
+        "results": results,
+        "process_async_speedup": results["process_async"]["frames_per_s"]
+        / results["single"]["frames_per_s"],
+        "process_async_speedup_paired": statistics.median(paired),
+    }
+
+
+def format_steady(steady: dict[str, Any]) -> str:
+    lines = [
+        f"{steady['num_envs']} envs, steady state ({steady['batches_per_run']} batches per run):"
+    ]
+    for collector, res in steady["results"].items():
+        lines.append(
+            f"  train.collector={collector:<14} {res['frames_per_s']:>8,.0f} frames/s "
+            f"({res['seconds_per_batch']:.2f} s per batch; "
+            f"start-up {res['startup_s_median']:.1f} s)"
+        )
+    lines.append(
+        f"  process_async / single: {steady['process_async_speedup']:.2f}x "
+        f"(paired {steady['process_async_speedup_paired']:.2f}x)"
+    )
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-envs", type=int, nargs="+", default=[16, 64])
@@ -300,6 +387,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--rollout-threads", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--episode-length", type=int, default=None, help="tests: shorter BAMDP")
+    parser.add_argument(
+        "--steady-batches",
+        type=int,
+        default=8,
+        help="batches per steady-state run, single vs process_async (0 skips)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     return parser.parse_args(argv)
 
@@ -313,12 +406,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--episode-length must be >= 1")
     if any(k < 0 for k in args.rollout_threads):
         raise SystemExit("--rollout-threads must be >= 0")
+    if args.steady_batches == 1 or args.steady_batches < 0:
+        raise SystemExit(
+            f"--steady-batches must be 0 (skip) or >= 2: a rate needs two updates "
+            f"(got {args.steady_batches})"
+        )
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     wall_start = time.perf_counter()
     try:
         measured = {str(n): measure(n, args) for n in args.num_envs}
+        steady = steady_state(args.num_envs[0], args) if args.steady_batches else None
     finally:
         torch.set_num_threads(previous_threads)
     wall = time.perf_counter() - wall_start
@@ -367,6 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_clock_s": wall,
         "reference": REFERENCE,
         "measured": measured,
+        "steady_state": steady,
         "targets": targets,
     }
     print(
@@ -375,6 +475,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     for n, m in measured.items():
         print(format_table(int(n), m))
+    if steady is not None:
+        print(format_steady(steady))
     if "train_loop_measured" in targets:
         print(
             f"targets at {at} envs: train loop {targets['train_loop_measured']:,.0f} frames/s "

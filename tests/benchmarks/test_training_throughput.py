@@ -24,6 +24,7 @@ def test_benchmark_report(bench, tmp_path):
     out = tmp_path / "training.json"
     argv = ["--num-envs", str(num_envs), "--episode-length", str(episode_length)]
     argv += ["--repeats", str(repeats), "--rollout-threads", "0", "2", "--out", str(out)]
+    argv += ["--steady-batches", "3"]
     returned = bench.main(argv)
 
     report = json.loads(out.read_text())
@@ -64,9 +65,22 @@ def test_benchmark_report(bench, tmp_path):
     assert tuned["phases_all_s"]["ppo_steps"] == [160] * repeats
     assert original["phases_all_s"]["ppo_steps"] == [16] * repeats
 
+    # Steady state, single vs process_async: 3 batches per run give 2 update intervals each.
+    steady = report["steady_state"]
+    assert steady["num_envs"] == num_envs and steady["batches_per_run"] == 3
+    assert steady["frames_per_batch"] == num_envs * horizon
+    assert list(steady["results"]) == ["single", "process_async"]
+    for res in steady["results"].values():
+        assert len(res["seconds_per_batch_per_round"]) == repeats
+        assert res["seconds_per_batch"] > 0 and res["startup_s_median"] > 0
+        assert res["frames_per_s"] == pytest.approx(num_envs * horizon / res["seconds_per_batch"])
+    assert steady["process_async_speedup"] > 0 and steady["process_async_speedup_paired"] > 0
+
 
 def test_bad_arguments_are_refused(bench):
     with pytest.raises(SystemExit, match="--num-envs"):
         bench.main(["--num-envs", "0"])
     with pytest.raises(SystemExit, match="--rollout-threads"):
         bench.main(["--rollout-threads", "-1"])
+    with pytest.raises(SystemExit, match="--steady-batches"):
+        bench.main(["--steady-batches", "1"])

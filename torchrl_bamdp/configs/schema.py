@@ -103,8 +103,10 @@ ON_NONFINITE = ("skip", "stop")
 #: ``train.collector``: where training collection runs (``trainers/collection.py``): ``single``,
 #: one TorchRL ``Collector`` in the training process; ``process``, ``train.num_collectors``
 #: worker processes (TorchRL's ``MultiSyncCollector``); ``ray``, as many Ray actors
-#: (TorchRL's ``RayCollector``, ``pip install '.[distributed]'``).
-COLLECTORS = ("single", "process", "ray")
+#: (TorchRL's ``RayCollector``, ``pip install '.[distributed]'``); ``process_async``, one worker
+#: process that collects the next batch while the trainer updates on this one (TorchRL's
+#: ``MultiAsyncCollector``; the policy acts one update behind).
+COLLECTORS = ("single", "process", "ray", "process_async")
 #: ``cpu``, ``cuda``, ``cuda:<index>``, ``mps`` (what ``torch.device`` accepts for this project).
 DEVICE_PATTERN = re.compile(r"(cpu|mps|cuda)(:\d+)?")
 MAX_SEED = 2**63 - 1  # torch.manual_seed and torch.Generator.manual_seed take a signed 64-bit int
@@ -815,7 +817,7 @@ class TrainConfig:
     ...     load_config({"train": {"collector": "threads"}})
     ... except ConfigError as err:
     ...     print(err)
-    config.train.collector must be one of ['single', 'process', 'ray'] (got 'threads')
+    config.train.collector must be one of ['single', 'process', 'ray', 'process_async'] (got 'threads')
     >>> try:
     ...     load_config({"train": {"eval_tasks": 20}})
     ... except ConfigError as err:
@@ -867,6 +869,12 @@ stratified evaluation (every task is tested equally often), or set train.eval_st
             raise ConfigError(
                 f"{path}.num_collectors={self.num_collectors} needs {path}.collector='process' or "
                 f"'ray' (got {path}.collector='single', which collects in this process)"
+            )
+        if self.collector == "process_async" and self.num_collectors != 1:
+            raise ConfigError(
+                f"{path}.num_collectors must be 1 with {path}.collector='process_async' (got "
+                f"{self.num_collectors}): its one worker collects every batch of all env.num_envs "
+                f"tasks while the trainer updates; several workers: {path}.collector='process'"
             )
         if self.ray_address is not None:
             if self.collector != "ray":

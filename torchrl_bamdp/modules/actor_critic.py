@@ -467,6 +467,11 @@ class SamplingPolicy(TensorDictModuleBase):
     ----------
     actor : ProbabilisticActor
         An actor made by :func:`make_actor_critic`.
+    log_prob : bool
+        Also write the log-probability of the sampled action (the actor's
+        ``log_prob_keys[0]``), for a collector whose actor may have changed by the time PPO
+        reads the batch (``train.collector=process_async``): PPO's ratio then starts from the
+        policy that acted. Default ``False``.
 
     Examples
     --------
@@ -477,10 +482,14 @@ class SamplingPolicy(TensorDictModuleBase):
     >>> td = policy(TensorDict({"hyper_state": torch.zeros(4, 12)}, [4]))
     >>> td["action"].shape, "action_log_prob" in td.keys()
     (torch.Size([4]), False)
+    >>> SamplingPolicy(actor, log_prob=True)(td)["action_log_prob"].shape
+    torch.Size([4])
     """
 
-    def __init__(self, actor: ProbabilisticActor) -> None:
+    def __init__(self, actor: ProbabilisticActor, log_prob: bool = False) -> None:
         super().__init__()
+        self.log_prob = bool(log_prob)
+        self._log_prob_key = actor.log_prob_keys[0]
         params_module, self._sampler = actor.module[0], actor.module[-1]
         (self._in_key,) = params_module.in_keys
         # TensorDictModule(net) with net -> logits, or net -> (loc, scale).
@@ -489,7 +498,7 @@ class SamplingPolicy(TensorDictModuleBase):
         self._distribution = self._sampler.distribution_class
         self._distribution_kwargs = dict(self._sampler.distribution_kwargs)
         self.in_keys = [self._in_key]
-        self.out_keys = ["action"]
+        self.out_keys = ["action", self._log_prob_key] if self.log_prob else ["action"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         params = self.net(tensordict.get(self._in_key))
@@ -500,6 +509,8 @@ class SamplingPolicy(TensorDictModuleBase):
         )
         action = self._sampler._dist_sample(dist, exploration_type())
         tensordict.set("action", action)
+        if self.log_prob:
+            tensordict.set(self._log_prob_key, dist.log_prob(action))
         return tensordict
 
 

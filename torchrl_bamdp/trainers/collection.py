@@ -26,9 +26,20 @@ connection step cannot address a model id with a dot in it (``env.transform``), 
 ``RayWeightSyncScheme`` times out in its gloo group. Hence the second path; without it the
 replicas would act on the belief of their initial, random encoder.
 
-Collection is synchronous (``sync=True``): the workers wait while the trainer updates, and the
-next batch starts only after both copies arrived, so every batch is collected with the weights of
-the update just before it, as with ``single``. Each worker's part of a batch is whole tasks
+With ``process`` and ``ray`` collection is synchronous (``sync=True``): the workers wait while
+the trainer updates, and the next batch starts only after both copies arrived, so every batch is
+collected with the weights of the update just before it, as with ``single``.
+
+``process_async`` overlaps the two: one worker process (TorchRL's ``MultiAsyncCollector``) with
+all ``env.num_envs`` tasks collects batch k+1 while the trainer updates on batch k, so batch k+1
+is collected with the weights from before update k, one update behind the policy PPO starts
+from. The worker records the log-probability of every action it takes
+(``SamplingPolicy(log_prob=True)``) and PPO's ratio starts from those, the behaviour policy's, as
+importance sampling needs; the belief stored with the batch is the worker's too, i.e. what the
+policy acted on. The weights are copied while the worker waits between two batches, never
+during one (:class:`_BetweenBatchesSyncCollector` says why), so a seed gives the same run. On
+2 cores this is the one backend that is faster than ``single`` (``benchmarks/README.md``,
+training throughput). Each worker's part of a batch is whole tasks
 (``steps_per_batch`` is a multiple of the BAMDP horizon, and TorchRL's collector resets an env
 only when its task is done); the parts are concatenated along the env dimension into one
 ``[env.num_envs, T]`` batch, so the trajectory buffer takes whole tasks and every frame is
@@ -48,6 +59,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,11 +68,12 @@ import numpy as np
 import torch
 from tensordict import TensorDictBase
 from torch import nn
-from torchrl.collectors import Collector
+from torchrl.collectors import Collector, MultiAsyncCollector
 from torchrl.envs import TransformedEnv
 
 from torchrl_bamdp.configs.schema import Config
 from torchrl_bamdp.envs import make_env_from_config
+from torchrl_bamdp.modules.actor_critic import SamplingPolicy
 from torchrl_bamdp.trainers.agents import build_agent
 
 #: The attribute of a worker's env holding :func:`hyper_state_modules` (what :meth:`sync` loads).
@@ -189,6 +202,31 @@ def whole_task_batch(batch: TensorDictBase, num_envs: int, steps: int) -> Tensor
     return batch
 
 
+class _BetweenBatchesSyncCollector(MultiAsyncCollector):
+    """TorchRL's ``MultiAsyncCollector`` (one worker, for ``train.collector=process_async``)
+    that copies the trainer's weights to the worker while it waits between two batches.
+
+    The worker starts its next batch as soon as the trainer has taken the last one, so it is
+    collecting while the trainer updates; a control message that reaches it then (TorchRL's
+    ``map_fn``, which loads the belief model) makes TorchRL drop the batch it is collecting and
+    wait for a ``continue`` that never comes. So the weights go at the one moment the worker
+    listens: when the trainer asks for the next batch, after that batch arrived and before the
+    worker is told to go on (``update_at_each_batch``). Batch k+1 is then collected with the
+    weights of update k-1, during update k: one update of lag, the same at every run of a seed.
+    """
+
+    def __init__(self, *args: Any, sync_fn: Callable[[], None], **kwargs: Any) -> None:
+        self._sync_fn: Callable[[], None] | None = None  # TorchRL's own first sync: plain
+        super().__init__(*args, update_at_each_batch=True, **kwargs)
+        self._sync_fn = sync_fn
+
+    def update_policy_weights_(self, policy_or_weights: Any = None, **kwargs: Any) -> None:
+        if policy_or_weights is None and not kwargs and self._sync_fn is not None:
+            self._sync_fn()  # the iterator's call between two batches: policy and belief model
+            return
+        super().update_policy_weights_(policy_or_weights, **kwargs)
+
+
 class TrainCollector:
     """The training collector of ``config.train.collector``, yielding ``[env.num_envs, T]``
     batches of whole tasks (see the module docstring for what runs where and what is synced).
@@ -259,22 +297,38 @@ class TrainCollector:
             WorkerEnvFactory(config, seed, self.num_envs // num, builder)
             for seed in worker_seeds(config.seed, num, frames)
         ]
-        if self.backend == "process":
+        if self.backend in ("process", "process_async"):
             from torchrl.weight_update import MultiProcessWeightSyncScheme
 
-            self.collector = Collector(
-                factories,
-                self._policy,
-                backend="process",
-                sync=True,
-                device=device,
-                cat_results=0,  # the workers' [n / k, T] parts along the env dimension
-                use_buffers=True,  # fixed specs (else TorchRL warns that it assumes so)
-                num_threads=config.train.num_threads,  # else TorchRL resets this process's
-                weight_sync_schemes={"policy": MultiProcessWeightSyncScheme()},
-                auto_register_policy_transforms=False,
+            options = {
+                "device": device,
+                "use_buffers": True,  # fixed specs (else TorchRL warns that it assumes so)
+                "num_threads": config.train.num_threads,  # else TorchRL resets this process's
+                "weight_sync_schemes": {"policy": MultiProcessWeightSyncScheme()},
+                "auto_register_policy_transforms": False,
                 **common,
-            )
+            }
+            if self.backend == "process":
+                self.collector = Collector(
+                    factories,
+                    self._policy,
+                    backend="process",
+                    sync=True,
+                    cat_results=0,  # the workers' [n / k, T] parts along the env dimension
+                    **options,
+                )
+            else:
+                if isinstance(self._policy, SamplingPolicy):
+                    # The worker acts one update behind the trainer: it records the behaviour
+                    # log-probabilities PPO's ratio must start from (the same actor, shared).
+                    self._policy = SamplingPolicy(agent.actor, log_prob=True)
+                # A copy for the worker: the tensors of the module given to a process collector
+                # go to shared memory, so the worker would act on the trainer's live weights,
+                # changing under it while PPO updates them (measured: a batch that left the
+                # weights of its start after 15 of its 60 steps). The sync copies them over.
+                self.collector = _BetweenBatchesSyncCollector(
+                    factories, copy.deepcopy(self._policy), sync_fn=self._send_weights, **options
+                )
         else:
             address = config.train.ray_address
             ray_init = (
@@ -306,14 +360,18 @@ class TrainCollector:
 
     def sync(self) -> None:
         """Copy the trainer's weights to every worker (after every update; no-op with
-        ``single``, whose collector reads the trainer's own modules).
+        ``single``, whose collector reads the trainer's own modules, and with
+        ``process_async``, whose collector copies them itself between two batches).
 
         The acting policy goes by TorchRL's weight sync scheme, the model of the hyper-state
         transforms (:func:`hyper_state_modules`) as a ``state_dict`` loaded by every worker's
         env replica. Both calls return once every worker holds the new weights.
         """
-        if self.backend == "single":
+        if self.backend in ("single", "process_async"):
             return
+        self._send_weights()
+
+    def _send_weights(self) -> None:
         self.collector.update_policy_weights_(self._policy)
         # A copy: sent as is, the live tensors would be moved to shared memory (processes).
         state = {k: v.detach().clone() for k, v in self._hyper_state.state_dict().items()}

@@ -359,9 +359,13 @@ class Trainer:
     def ppo_update(self, batch: TensorDictBase) -> dict[str, float]:
         """PPO epochs on a ``[num_envs, T]`` batch; returns mean loss terms."""
         ppo = self.config.algo.ppo
-        if isinstance(self.agent.acting_policy, SamplingPolicy):
+        if isinstance(self.agent.acting_policy, SamplingPolicy) and (
+            self.agent.actor.log_prob_keys[0] not in batch
+        ):
             # Collected by the lean SamplingPolicy: the behaviour log-probabilities, from the
             # very actor that acted (it is unchanged until this update), in one batched call.
+            # A batch that carries them (train.collector=process_async, whose worker acted one
+            # update behind) keeps the ones recorded while acting.
             add_log_probs(self.agent.actor, batch)
         if self.return_scaler is not None:
             # PPO sees scaled rewards; the batch itself (metrics, ELBO buffer) keeps raw ones.

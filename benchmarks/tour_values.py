@@ -8,7 +8,7 @@ which each goal is found in each episode: -0.1 per step before it, +1 per step o
 plateau tour is the optimum of the *discounted* objective PPO maximises or a local optimum::
 
     python benchmarks/tour_values.py \
-        benchmarks/results/gridnavi_campaign/tours_varibad_original_seed1.txt
+        benchmarks/results/gridnavi_campaign/tours_varibad_original_critic0.5_seed1.txt
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "tour_values.py"
-TOURS = ROOT / "benchmarks" / "results" / "gridnavi_campaign" / "tours_varibad_original_seed1.txt"
+TOURS = ROOT / "benchmarks/results/gridnavi_campaign/tours_varibad_original_critic0.5_seed1.txt"
 
 
 def test_undiscounted_values_are_the_printed_episode_returns(load_script):

@@ -791,7 +791,8 @@ def test_train_collector_defaults_to_single_in_process_collection():
     [
         (
             {"collector": "foo"},
-            "config.train.collector must be one of ['single', 'process', 'ray', 'process_async'] (got 'foo')",
+            "config.train.collector must be one of ['single', 'process', 'ray', 'process_async'] "
+            "(got 'foo')",
         ),
         (
             {"collector": "process", "num_collectors": 0},

@@ -817,7 +817,8 @@ class TrainConfig:
     ...     load_config({"train": {"collector": "threads"}})
     ... except ConfigError as err:
     ...     print(err)
-    config.train.collector must be one of ['single', 'process', 'ray', 'process_async'] (got 'threads')
+    config.train.collector must be one of ['single', 'process', 'ray', 'process_async'] \
+(got 'threads')
     >>> try:
     ...     load_config({"train": {"eval_tasks": 20}})
     ... except ConfigError as err:

@@ -1,6 +1,6 @@
 """GridNavi campaign of issue 17: the faithful agent, ours, and ours with GridNavi's extras.
 
-Seven variants at one frame budget (default 8M frames), several seeds each, every run resumable:
+Eight variants at one frame budget (default 8M frames), several seeds each, every run resumable:
 
 - ``varibad_original``: ``algo=varibad_original``, the official implementation's configuration;
 - ``varibad_original_critic0.5``: the same with the critic loss weighted twice the original's,
@@ -15,7 +15,11 @@ Seven variants at one frame budget (default 8M frames), several seeds each, ever
   2026-12-03 our default (``tuning_algo/varibad_gridworld.yaml``), chosen on these runs;
 - ``rl2_original``: ``algo=rl2_original``, the original's RL2 baseline;
 - ``varibad+extras_terminated+keep_best``: the same as ``varibad+extras_terminated`` with
-  ``train.keep_best=true``: the run ends with its best *validated* policy, not its last.
+  ``train.keep_best=true``: the run ends with its best *validated* policy, not its last;
+- ``varibad+extras_terminated_lambda1``: the same as ``varibad+extras_terminated`` with GAE's
+  lambda at 1 (``algo.ppo.lmbda=1.0``): the advantage of an episode-1 move then carries the whole
+  discounted return of episode 2 instead of leaning on the critic's value of belief states the
+  policy rarely visits (the border-sweep plateau; the privileged critic keeps the variance low).
 
 For each run the *final* greedy policy (what a user gets: the last one, or with
 ``train.keep_best`` the best validated one) is meta-tested on 210 stratified test tasks (every
@@ -96,6 +100,13 @@ VARIANTS: dict[str, list[str]] = {
         "algo=varibad",
         "env.bamdp_end=terminated",
         "train.keep_best=true",
+    ],
+    # Monte-Carlo advantages (issue 17: can episode-2 credit reach the episode-1 tour without the
+    # critic valuing unvisited belief states?).
+    "varibad+extras_terminated_lambda1": [
+        "algo=varibad",
+        "env.bamdp_end=terminated",
+        "algo.ppo.lmbda=1.0",
     ],
 }
 WITHIN = 0.01  # a run is "within 1%" of Bayes-optimal in every episode

@@ -21,7 +21,6 @@ import torch
 from tensordict import TensorDictBase
 from torch import nn
 from torchrl.envs import TransformedEnv
-from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.value import GAE
 
 from torchrl_bamdp.configs.schema import Config, config_to_dict
@@ -39,6 +38,7 @@ from torchrl_bamdp.modules.actor_critic import (
     unique_parameters,
 )
 from torchrl_bamdp.objectives.advantage import normalize_advantage
+from torchrl_bamdp.objectives.ppo import TensorClipPPOLoss
 from torchrl_bamdp.objectives.reward_scaling import ReturnScaler
 from torchrl_bamdp.trainers.agents import Agent, build_agent
 from torchrl_bamdp.trainers.callbacks import ProgressBar, write_run_figures
@@ -221,7 +221,9 @@ class Trainer:
             self.gae = GAE(
                 gamma=ppo.gamma, lmbda=ppo.lmbda, value_network=self.agent.critic, average_gae=False
             )
-            self.ppo_loss = ClipPPOLoss(
+            # TorchRL's ClipPPOLoss, its forward computed from the minibatch's tensors (same
+            # outputs and gradients, fewer tensordict round trips: objectives/ppo.py).
+            self.ppo_loss = TensorClipPPOLoss(
                 self.agent.actor,
                 self.agent.critic,
                 clip_epsilon=ppo.clip_epsilon,
@@ -231,11 +233,7 @@ class Trainer:
                 # Per minibatch here, or over the whole batch after GAE (algo.ppo.advantage_norm).
                 normalize_advantage=ppo.normalize_advantage and ppo.advantage_norm == "minibatch",
                 clip_value=ppo.value_clip,
-                # Functional mode swaps the actor's and critic's parameters into the modules on
-                # every call (TensorDictParams.to_module); we use no target or detached copies, so
-                # calling the modules directly gives bit-identical losses and gradients, cheaper
-                # (benchmarks/training_throughput.py).
-                functional=False,
+                diagnostics=False,  # PPO_LOGGED_TERMS only
             )
             # foreach: multi-tensor ops over all parameters at once instead of the CPU default's
             # Python loop over them; bit-identical to the loop.
@@ -391,6 +389,11 @@ class Trainer:
                 minibatches = self._trajectory_minibatches(batch, ppo.minibatches)
             else:
                 flat = batch.reshape(-1)
+                # Only the entries the loss reads are permuted (a tenth of a GridNavi batch's);
+                # a loss without the list (e.g. TorchRL's own) gets them all.
+                read = getattr(self.ppo_loss, "minibatch_keys", None)
+                if read is not None:
+                    flat = flat.select(*read, strict=False)
                 perm = torch.randperm(flat.shape[0], device=flat.device)
                 minibatches = flat[perm].split(flat.shape[0] // ppo.minibatches)
             for minibatch in minibatches:

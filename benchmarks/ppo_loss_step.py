@@ -28,20 +28,19 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import tensordict
 import torch
-import torchrl
 from torchrl.objectives import ClipPPOLoss
 
 from torchrl_bamdp.cli import compose_config
+from torchrl_bamdp.demo import machine_info
 from torchrl_bamdp.objectives import TensorClipPPOLoss
+from torchrl_bamdp.trainers.trainer import ppo_loss_arguments
 from torchrl_bamdp.utils import write_result_json
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "ppo_loss_step.json"
@@ -74,17 +73,11 @@ def make_trainer(family: str, num_envs: int | None = None):
 
 def loss_modules(trainer, config) -> dict[str, ClipPPOLoss]:
     """Both losses with the trainer's arguments (the trainer's own is the second)."""
-    ppo = config.algo.ppo
     reference = ClipPPOLoss(
         trainer.agent.actor,
         trainer.agent.critic,
-        clip_epsilon=ppo.clip_epsilon,
-        entropy_coeff=ppo.entropy_coef,
-        critic_coeff=ppo.critic_coef,
-        loss_critic_type="smooth_l1",
-        normalize_advantage=ppo.normalize_advantage and ppo.advantage_norm == "minibatch",
-        clip_value=ppo.value_clip,
         functional=False,
+        **ppo_loss_arguments(config.algo.ppo),
     )
     assert isinstance(trainer.ppo_loss, TensorClipPPOLoss)
     return {"clip_ppo_loss": reference, "tensor_clip_ppo_loss": trainer.ppo_loss}
@@ -218,18 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "statistic": "median over rounds; paired = median of per-round ratios",
             "torch_num_threads": 1,
         },
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torchrl": torchrl.__version__,
-            "tensordict": tensordict.__version__,
-        },
-        "platform": {
-            "system": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "load_average_start": list(load_start),
-            "load_average_end": list(os.getloadavg()),
-        },
+        "machine": machine_info(),
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "wall_clock_s": time.perf_counter() - wall,
         "measured": measured,
     }

@@ -17,6 +17,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.objectives import TensorClipPPOLoss
 from torchrl_bamdp.trainers import Trainer
+from torchrl_bamdp.trainers.trainer import ppo_loss_arguments
 
 COMMON = [
     "env.num_envs=4",
@@ -38,18 +39,9 @@ CONFIGS = {
 
 
 def _reference_loss(trainer: Trainer) -> ClipPPOLoss:
-    ppo = trainer.config.algo.ppo
-    return ClipPPOLoss(
-        trainer.agent.actor,
-        trainer.agent.critic,
-        clip_epsilon=ppo.clip_epsilon,
-        entropy_coeff=float(trainer.ppo_loss.entropy_coeff),
-        critic_coeff=ppo.critic_coef,
-        loss_critic_type="smooth_l1",
-        normalize_advantage=ppo.normalize_advantage and ppo.advantage_norm == "minibatch",
-        clip_value=ppo.value_clip,
-        functional=False,
-    )
+    arguments = ppo_loss_arguments(trainer.config.algo.ppo)
+    arguments["entropy_coeff"] = float(trainer.ppo_loss.entropy_coeff)  # after its schedule
+    return ClipPPOLoss(trainer.agent.actor, trainer.agent.critic, functional=False, **arguments)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -131,6 +131,27 @@ PPO_LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy")
 PPO_LOGGED_TERMS = (*PPO_LOSS_TERMS, "entropy", "clip_fraction", "kl_approx")
 
 
+def ppo_loss_arguments(ppo) -> dict[str, Any]:
+    """``ClipPPOLoss``'s keyword arguments for ``config.algo.ppo`` (the trainer's PPO loss).
+
+    Examples
+    --------
+    >>> from torchrl_bamdp.configs import load_config
+    >>> args = ppo_loss_arguments(load_config({}).algo.ppo)
+    >>> args["loss_critic_type"], args["normalize_advantage"]
+    ('smooth_l1', True)
+    """
+    return {
+        "clip_epsilon": ppo.clip_epsilon,
+        "entropy_coeff": ppo.entropy_coef,
+        "critic_coeff": ppo.critic_coef,
+        "loss_critic_type": "smooth_l1",
+        # Per minibatch here, or over the whole batch after GAE (algo.ppo.advantage_norm).
+        "normalize_advantage": ppo.normalize_advantage and ppo.advantage_norm == "minibatch",
+        "clip_value": ppo.value_clip,
+    }
+
+
 class Trainer:
     """Train any agent of ``config.algo``: collect whole tasks, PPO on ``hyper_state``, ELBO.
 
@@ -226,14 +247,8 @@ class Trainer:
             self.ppo_loss = TensorClipPPOLoss(
                 self.agent.actor,
                 self.agent.critic,
-                clip_epsilon=ppo.clip_epsilon,
-                entropy_coeff=ppo.entropy_coef,
-                critic_coeff=ppo.critic_coef,
-                loss_critic_type="smooth_l1",
-                # Per minibatch here, or over the whole batch after GAE (algo.ppo.advantage_norm).
-                normalize_advantage=ppo.normalize_advantage and ppo.advantage_norm == "minibatch",
-                clip_value=ppo.value_clip,
                 diagnostics=False,  # PPO_LOGGED_TERMS only
+                **ppo_loss_arguments(ppo),
             )
             # foreach: multi-tensor ops over all parameters at once instead of the CPU default's
             # Python loop over them; bit-identical to the loop.

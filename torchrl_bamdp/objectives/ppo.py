@@ -14,10 +14,12 @@ through ``ClipPPOLoss.forward``, 5.8-6.2 ms here. A PPO update is 64 (GridNavi) 
 and state dict); only ``forward`` differs: it reads the entries of the minibatch once, calls
 the actor's network and the critic's network directly and builds the policy distribution from
 the actor's own distribution class and keywords, as
-:class:`~torchrl_bamdp.modules.actor_critic.SamplingPolicy`
-does for acting. Every output of ``ClipPPOLoss.forward`` is computed by the same formula,
-including the logged diagnostics; ``tests/objectives/test_ppo_loss.py`` checks values and
-gradients against ``ClipPPOLoss.forward`` for every policy distribution of
+:class:`~torchrl_bamdp.modules.actor_critic.SamplingPolicy` does for acting. Every output of
+``ClipPPOLoss.forward`` is computed by the same formula, including the logged diagnostics, with
+one difference: no Monte-Carlo fallback where an analytic entropy is not finite (see
+``_entropy``: that test would read the device every minibatch).
+``tests/objectives/test_ppo_loss.py`` checks values and gradients against
+``ClipPPOLoss.forward`` for every policy distribution of
 :func:`~torchrl_bamdp.modules.actor_critic.make_actor_critic`, with and without value clipping and
 advantage normalisation, and with a Monte-Carlo entropy under the same random stream.
 
@@ -158,12 +160,13 @@ class TensorClipPPOLoss(ClipPPOLoss):
         )
 
     def _entropy(self, dist: torch.distributions.Distribution) -> torch.Tensor:
-        # ClipPPOLoss._get_entropy for one (non-composite) distribution, eagerly.
-        analytic = has_analytic_entropy(dist)
-        if analytic:
-            entropy = dist.entropy()
-            if bool(entropy.isfinite().all()):
-                return entropy.unsqueeze(-1)
+        # ClipPPOLoss._get_entropy for one (non-composite) distribution, but without its
+        # fallback to a Monte-Carlo estimate where an analytic entropy is not finite: that test
+        # reads the device on every minibatch (a host sync). A non-finite entropy makes the loss
+        # non-finite instead, and the trainer skips that step (train.on_nonfinite), as it does
+        # for any non-finite loss. With a finite entropy (every test) the two are the same.
+        if has_analytic_entropy(dist):
+            return dist.entropy().unsqueeze(-1)
         _, log_prob = sample_and_log_prob(
             dist, (self.samples_mc_entropy,), reparameterize=dist.has_rsample
         )

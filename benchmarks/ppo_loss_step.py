@@ -40,6 +40,7 @@ from torchrl.objectives import ClipPPOLoss
 from torchrl_bamdp.cli import compose_config
 from torchrl_bamdp.demo import machine_info
 from torchrl_bamdp.objectives import TensorClipPPOLoss
+from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.trainer import ppo_loss_arguments
 from torchrl_bamdp.utils import write_result_json
 
@@ -52,8 +53,6 @@ LOSSES = ("clip_ppo_loss", "tensor_clip_ppo_loss")
 
 
 def make_trainer(family: str, num_envs: int | None = None):
-    from torchrl_bamdp.trainers import Trainer
-
     envs = [] if num_envs is None else [f"env.num_envs={num_envs}"]
     config = compose_config(
         [

@@ -211,3 +211,12 @@ def test_minibatch_keys_are_what_forward_reads():
     full, lean = loss(batch.clone()), loss(selected)
     for key in full.keys():  # noqa: SIM118 (iterating a TensorDict walks its batch)
         torch.testing.assert_close(lean[key], full[key], msg=key)
+
+
+def test_state_dict_and_parameters_are_clip_ppo_loss_s():
+    """The networks are reached through the loss's own actor and critic, not registered again."""
+    actor, critic = _networks("tanh_normal", critic_extra=True, embeddings=True)
+    ours = TensorClipPPOLoss(actor, critic)
+    reference = ClipPPOLoss(actor, critic, functional=False)
+    assert list(ours.state_dict()) == list(reference.state_dict())
+    assert [p.shape for p in ours.parameters()] == [p.shape for p in reference.parameters()]

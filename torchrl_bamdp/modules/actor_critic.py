@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from tensordict import TensorDictBase
-from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from tensordict.nn import ProbabilisticTensorDictModule, TensorDictModule, TensorDictModuleBase
 from tensordict.nn.distributions import AddStateIndependentNormalScale
 from tensordict.utils import NestedKey
 from torch import nn
@@ -450,6 +450,53 @@ def make_actor_critic(
     return actor, critic
 
 
+class ActorDistribution:
+    """The policy distribution of a :func:`make_actor_critic` actor, from its input tensor.
+
+    The actor is a ``ProbabilisticActor`` of one ``TensorDictModule`` (input -> distribution
+    parameters) and a ``ProbabilisticTensorDictModule``; this calls the same network (shared,
+    not copied) and builds the same distribution class with the same keywords, without routing
+    the parameters through tensordicts. A plain object, not a module: whoever holds it does not
+    register the actor's parameters a second time. :class:`SamplingPolicy` acts with it,
+    :class:`~torchrl_bamdp.objectives.TensorClipPPOLoss` computes PPO's log-ratios with it.
+
+    Examples
+    --------
+    >>> actor, _ = make_actor_critic(3, Categorical(4, shape=(2,)))
+    >>> to_distribution = ActorDistribution(actor)
+    >>> to_distribution.in_key, type(to_distribution(torch.zeros(2, 3))).__name__
+    ('hyper_state', 'Categorical')
+    """
+
+    def __init__(self, actor: ProbabilisticActor) -> None:
+        params_module, sampler = actor.module[0], actor.module[-1]
+        if not (
+            len(actor.module) == 2
+            and isinstance(params_module, TensorDictModule)
+            and len(params_module.in_keys) == 1
+            and isinstance(sampler, ProbabilisticTensorDictModule)
+        ):
+            raise ValueError(
+                "ActorDistribution: actor must be a ProbabilisticActor of one TensorDictModule "
+                f"(input -> distribution parameters), as make_actor_critic builds (got {actor})"
+            )
+        (self.in_key,) = params_module.in_keys
+        # TensorDictModule(net) with net -> logits, or net -> (loc, scale).
+        self.net = params_module.module
+        self.sampler = sampler
+        self.param_names = [k[-1] if isinstance(k, tuple) else k for k in sampler.dist_keys]
+        self.distribution_class = sampler.distribution_class
+        self.distribution_kwargs = dict(sampler.distribution_kwargs)
+
+    def __call__(self, actor_input: torch.Tensor) -> torch.distributions.Distribution:
+        params = self.net(actor_input)
+        if not isinstance(params, tuple):
+            params = (params,)
+        return self.distribution_class(
+            **dict(zip(self.param_names, params, strict=True)), **self.distribution_kwargs
+        )
+
+
 class SamplingPolicy(TensorDictModuleBase):
     """The actor of :func:`make_actor_critic` as a lean acting policy: ``action`` only.
 
@@ -490,23 +537,15 @@ class SamplingPolicy(TensorDictModuleBase):
         super().__init__()
         self.log_prob = bool(log_prob)
         self._log_prob_key = actor.log_prob_keys[0]
-        params_module, self._sampler = actor.module[0], actor.module[-1]
-        (self._in_key,) = params_module.in_keys
-        # TensorDictModule(net) with net -> logits, or net -> (loc, scale).
-        self.net = params_module.module
-        self._param_names = list(self._sampler.in_keys)
-        self._distribution = self._sampler.distribution_class
-        self._distribution_kwargs = dict(self._sampler.distribution_kwargs)
+        self._to_distribution = ActorDistribution(actor)
+        self._in_key = self._to_distribution.in_key
+        # Registered here as before (the acting policy's modules are the actor's, shared).
+        self.net, self._sampler = self._to_distribution.net, self._to_distribution.sampler
         self.in_keys = [self._in_key]
         self.out_keys = ["action", self._log_prob_key] if self.log_prob else ["action"]
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        params = self.net(tensordict.get(self._in_key))
-        if not isinstance(params, tuple):
-            params = (params,)
-        dist = self._distribution(
-            **dict(zip(self._param_names, params, strict=True)), **self._distribution_kwargs
-        )
+        dist = self._to_distribution(tensordict.get(self._in_key))
         action = self._sampler._dist_sample(dist, exploration_type())
         tensordict.set("action", action)
         if self.log_prob:

@@ -13,8 +13,9 @@ through ``ClipPPOLoss.forward``, 5.8-6.2 ms here. A PPO update is 64 (GridNavi) 
 :class:`TensorClipPPOLoss` *is* a ``ClipPPOLoss`` (same constructor, keys, buffers, schedules
 and state dict); only ``forward`` differs: it reads the entries of the minibatch once, calls
 the actor's network and the critic's network directly and builds the policy distribution from
-the actor's own distribution class and keywords, as
-:class:`~torchrl_bamdp.modules.actor_critic.SamplingPolicy` does for acting. Every output of
+the actor's own distribution class and keywords
+(:class:`~torchrl_bamdp.modules.actor_critic.ActorDistribution`, which
+:class:`~torchrl_bamdp.modules.actor_critic.SamplingPolicy` acts with). Every output of
 ``ClipPPOLoss.forward`` is computed by the same formula, including the logged diagnostics, with
 one difference: no Monte-Carlo fallback where an analytic entropy is not finite (see
 ``_entropy``: that test would read the device every minibatch).
@@ -34,13 +35,12 @@ from __future__ import annotations
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from tensordict.nn import ProbabilisticTensorDictModule, TensorDictModule
+from tensordict.nn import TensorDictModule
 from torchrl.modules.distributions.utils import has_analytic_entropy, sample_and_log_prob
 from torchrl.objectives import ClipPPOLoss
 from torchrl.objectives.utils import distance_loss
 
-#: Where TorchRL's losses look for validity masks (``LossModule.loss_mask_key="auto"``).
-_AUTO_MASK_KEYS = (("collector", "mask"), "shifted_valid")
+from torchrl_bamdp.modules.actor_critic import ActorDistribution
 
 
 class TensorClipPPOLoss(ClipPPOLoss):
@@ -104,29 +104,13 @@ class TensorClipPPOLoss(ClipPPOLoss):
             raise ValueError(
                 f"TensorClipPPOLoss: reduction must be 'mean' (got {self.reduction!r})"
             )
-        params_module, sampler = actor_network.module[0], actor_network.module[-1]
-        if not (
-            isinstance(params_module, TensorDictModule)
-            and len(params_module.in_keys) == 1
-            and isinstance(sampler, ProbabilisticTensorDictModule)
-            and len(actor_network.module) == 2
-        ):
-            raise ValueError(
-                "TensorClipPPOLoss: actor_network must be a ProbabilisticActor of one "
-                "TensorDictModule (input -> distribution parameters), as make_actor_critic "
-                f"builds (got {actor_network})"
-            )
+        # Plain references, not submodules: the loss's state dict stays ClipPPOLoss's.
+        self._actor_distribution = ActorDistribution(actor_network)
         if not isinstance(critic_network, TensorDictModule) or len(critic_network.out_keys) != 1:
             raise ValueError(
                 "TensorClipPPOLoss: critic_network must be one TensorDictModule with one "
                 f"output, as make_actor_critic builds (got {critic_network})"
             )
-        (self._actor_in_key,) = params_module.in_keys
-        self._actor_net = params_module.module
-        self._param_names = [k[-1] if isinstance(k, tuple) else k for k in sampler.dist_keys]
-        self._distribution = sampler.distribution_class
-        self._distribution_kwargs = dict(sampler.distribution_kwargs)
-        self._critic_net = critic_network.module
         self._critic_in_keys = list(critic_network.in_keys)
 
     @property
@@ -136,7 +120,7 @@ class TensorClipPPOLoss(ClipPPOLoss):
         are not permuted and copied every epoch."""
         keys = self.tensor_keys
         wanted = [
-            self._actor_in_key,
+            self._actor_distribution.in_key,
             *self._critic_in_keys,
             keys.action,
             keys.sample_log_prob,
@@ -145,19 +129,8 @@ class TensorClipPPOLoss(ClipPPOLoss):
         ]
         if self.clip_value:
             wanted.append(keys.value)
-        if self.loss_mask_key == "auto":
-            wanted.extend(_AUTO_MASK_KEYS)
-        elif self.loss_mask_key is not None:
-            wanted.append(self.loss_mask_key)
+        wanted.extend(self._loss_mask_keys())  # TorchRL's validity masks, where present
         return list(dict.fromkeys(wanted))
-
-    def _distribution_of(self, actor_input: torch.Tensor) -> torch.distributions.Distribution:
-        params = self._actor_net(actor_input)
-        if not isinstance(params, tuple):
-            params = (params,)
-        return self._distribution(
-            **dict(zip(self._param_names, params, strict=True)), **self._distribution_kwargs
-        )
 
     def _entropy(self, dist: torch.distributions.Distribution) -> torch.Tensor:
         # ClipPPOLoss._get_entropy for one (non-composite) distribution, but without its
@@ -181,12 +154,10 @@ class TensorClipPPOLoss(ClipPPOLoss):
                 "the advantage (e.g. with GAE) before the loss"
             )
         mask = None
-        if self.loss_mask_key is not None:
-            mask_keys = _AUTO_MASK_KEYS if self.loss_mask_key == "auto" else (self.loss_mask_key,)
-            for key in mask_keys:
-                found = tensordict.get(key, None)
-                if found is not None:
-                    mask = found if mask is None else mask & found
+        for key in self._loss_mask_keys():  # as LossModule._reduce_loss finds them
+            found = tensordict.get(key, None)
+            if found is not None:
+                mask = found if mask is None else mask & found
         if self.normalize_advantage and advantage.numel() > 1:
             if mask is not None:
                 raise ValueError(
@@ -200,7 +171,7 @@ class TensorClipPPOLoss(ClipPPOLoss):
         previous_log_prob = tensordict.get(keys.sample_log_prob)
         if previous_log_prob.requires_grad:
             raise RuntimeError(f"tensordict stored {keys.sample_log_prob} requires grad.")
-        dist = self._distribution_of(tensordict.get(self._actor_in_key))
+        dist = self._actor_distribution(tensordict.get(self._actor_distribution.in_key))
         log_prob = dist.log_prob(tensordict.get(keys.action))
         log_weight = (log_prob - previous_log_prob).unsqueeze(-1)
         if advantage.shape != log_weight.shape:
@@ -232,7 +203,7 @@ class TensorClipPPOLoss(ClipPPOLoss):
         critic_inputs = [tensordict.get(k) for k in self._critic_in_keys]
         if self.separate_losses:
             critic_inputs = [x.detach() for x in critic_inputs]
-        state_value = self._critic_net(*critic_inputs)
+        state_value = self.critic_network.module(*critic_inputs)
         loss_value = distance_loss(target_return, state_value, loss_function=self.loss_critic_type)
         if self.clip_value:
             old_state_value = tensordict.get(keys.value)

@@ -4,11 +4,11 @@
 wrappers: every call routes the distribution parameters and the value through tensordicts and
 builds the distribution through ``ProbabilisticActor.get_dist``. On our networks (two hidden
 layers of 64-128 units, minibatches of 240-400 steps) that dispatch costs more than the
-networks' forward and backward passes together. Measured (2-core CPU, GridNavi, minibatch of
-240, forward + backward + Adam step, other runs sharing the cores): 9.6-10.4 ms per PPO step
-through ``ClipPPOLoss.forward``, 5.8-6.2 ms here. A PPO update is 64 (GridNavi) to 160
-(MuJoCo, tuned) such steps per batch, the largest part of a training iteration
-(``benchmarks/training_throughput.py``).
+networks' forward and backward passes together. Measured side by side on an idle 2-core CPU
+(``benchmarks/ppo_loss_step.py``, ``benchmarks/README.md``): one PPO update 1.44x faster on
+GridNavi and 1.37x on ``cheetah_vel``, with identical parameters after it. A PPO update is 64
+(GridNavi) to 160 (MuJoCo, tuned) such steps per batch, the largest part of a training
+iteration (``benchmarks/training_throughput.py``).
 
 :class:`TensorClipPPOLoss` *is* a ``ClipPPOLoss`` (same constructor, keys, buffers, schedules
 and state dict); only ``forward`` differs: it reads the entries of the minibatch once, calls

@@ -16,6 +16,7 @@ import torch
 
 from torchrl_bamdp.configs import ConfigError, config_to_dict, load_config
 from torchrl_bamdp.trainers import MetricsLogger, Trainer
+from torchrl_bamdp.trainers.trainer import SCALED_REWARD_KEY
 
 NUM_ENVS = 4
 HORIZON = 60
@@ -725,6 +726,62 @@ def test_normalize_reward_scales_ppo_rewards_only(tmp_path):
     torch.manual_seed(0)
     plain.ppo_update(batch)
     assert changed(params(plain.agent.critic), scaled.agent.critic)
+
+
+@pytest.mark.parametrize("minibatch", ["tasks", "steps"])
+def test_rl2_reencodes_the_raw_rewards_it_acted_on_when_ppo_rewards_are_scaled(
+    tmp_path, minibatch
+):
+    """RL2's memory reads the reward. With normalize_reward the re-encoding inside PPO must read
+    the raw rewards the belief transform read while acting, so the first minibatch's PPO ratio
+    is exactly 1 (the policy has not moved yet); GAE alone reads the scaled rewards.
+
+    Until 2026-12-07 the scaled rewards replaced ("next", "reward") in PPO's copy of the batch:
+    every task was re-encoded from rewards the policy never acted on (on walker_rand_params 35%
+    of a first minibatch's steps were already clipped, log-ratios up to 127)."""
+    minibatches = 2 if minibatch == "tasks" else 3
+    algo = {
+        "name": "rl2",
+        "ppo": {
+            "encoder_grad": True,
+            "normalize_reward": True,
+            "minibatches": minibatches,
+            "recurrent_minibatch": minibatch,
+        },
+    }
+    trainer = make_trainer(tmp_path, algo=algo)
+    # Train the scaler first, so that the scaled rewards differ from the raw ones a lot.
+    steps = (NUM_ENVS, HORIZON)
+    trainer.return_scaler.update(torch.full(steps, 5.0), torch.zeros(steps, dtype=torch.bool))
+    batch = collect_batch(trainer)
+    raw = batch.get(("next", "reward")).clone()
+    seen = []
+    forward = trainer.ppo_loss.forward
+
+    def recording_forward(minibatch_td):
+        seen.append(minibatch_td.get(("next", "reward")).clone())
+        out = forward(minibatch_td)
+        seen.append((out["kl_approx"].item(), out["clip_fraction"].item()))
+        return out
+
+    trainer.ppo_loss.forward = recording_forward
+    gae_inputs = []
+    gae = trainer.gae.forward
+
+    def recording_gae(td, *args, **kwargs):
+        gae_inputs.append(td.get(("next", SCALED_REWARD_KEY)).clone())
+        return gae(td, *args, **kwargs)
+
+    trainer.gae.forward = recording_gae
+    trainer.ppo_update(batch)
+    first_rewards, (kl, clip_fraction) = seen[0], seen[1]
+    assert abs(kl) < 1e-6 and clip_fraction == 0.0  # float rounding of sub-batch re-encoding
+    assert torch.isin(first_rewards, raw).all()  # the minibatch holds the raw rewards
+    assert torch.equal(batch.get(("next", "reward")), raw)
+    # GAE read the scaled ones: the raw rewards divided by the return scale, not themselves.
+    (scaled,) = gae_inputs
+    torch.testing.assert_close(scaled, trainer.return_scaler.scale(raw))
+    assert not torch.allclose(scaled, raw)
 
 
 def test_normalize_reward_state_is_checkpointed_and_resumes_exactly(tmp_path):

@@ -127,6 +127,9 @@ EVAL_SEED = 2**20  # test tasks are drawn from their own stream, never seen in t
 #: from the training seeds, small integers), so that selecting a policy never reads the tests.
 VALIDATION_SEED = 2**21
 PPO_LOSS_TERMS = ("loss_objective", "loss_critic", "loss_entropy")
+#: Where ``ppo_update`` puts the rewards scaled for PPO (``algo.ppo.normalize_reward``), under
+#: ``"next"``; GAE reads them there and ``("next", "reward")`` keeps the raw rewards.
+SCALED_REWARD_KEY = "reward_scaled_for_ppo"
 #: What ``ppo_update`` logs of ClipPPOLoss's output (those it returns), beside ``grad_norm``.
 PPO_LOGGED_TERMS = (*PPO_LOSS_TERMS, "entropy", "clip_fraction", "kl_approx")
 
@@ -257,6 +260,9 @@ class Trainer:
             )
             if ppo.normalize_reward:
                 self.return_scaler = ReturnScaler(ppo.gamma).to(self.device)
+                # GAE reads the scaled reward from its own entry; ("next", "reward") stays the
+                # raw one that acting saw (RL2's re-encoded memory reads it; see ppo_update).
+                self.gae.set_keys(reward=SCALED_REWARD_KEY)
         # The ELBO's own random stream (sub-sampling, latent samples): with it an ELBO update
         # draws the same numbers whether it runs after PPO or beside it (train.parallel_updates).
         # On the CPU, like the task and buffer generators: a seed draws the same numbers, and a
@@ -381,11 +387,14 @@ class Trainer:
             # update behind) keeps the ones recorded while acting.
             add_log_probs(self.agent.actor, batch)
         if self.return_scaler is not None:
-            # PPO sees scaled rewards; the batch itself (metrics, ELBO buffer) keeps raw ones.
+            # GAE sees scaled rewards, under their own key. The raw ones stay where they were:
+            # the memory PPO re-encodes with gradients (RL2) reads ("next", "reward") as the
+            # belief transform did while acting; overwritten, every stored task was re-encoded
+            # from rewards the policy never acted on, and PPO's ratios started far from 1.
             reward = batch.get(("next", "reward"))
             self.return_scaler.update(reward, batch.get(("next", "done")))
             batch = batch.clone(False)
-            batch.set(("next", "reward"), self.return_scaler.scale(reward))
+            batch.set(("next", SCALED_REWARD_KEY), self.return_scaler.scale(reward))
         with torch.no_grad():
             self.gae(batch)
             if ppo.normalize_advantage and ppo.advantage_norm == "batch":

@@ -623,9 +623,6 @@ def test_algorithm_specific_tuning_applies_to_that_algorithm_only():
     assert walker["oracle"].algo.ppo.input_embed == 64
     assert walker["varibad"].algo.ppo.input_embed == walker["rl2"].algo.ppo.input_embed == 0
     assert load_config(_compose(["algo=oracle", "env=cheetah_vel"])).algo.ppo.input_embed == 0
-    # tuning_algo/rl2_walker_rand_params.yaml: RL2's PPO on the walker takes 8 minibatches.
-    assert walker["rl2"].algo.ppo.minibatches == 8
-    assert walker["varibad"].algo.ppo.minibatches == walker["oracle"].algo.ppo.minibatches == 2
 
 
 @pytest.mark.parametrize("env", TUNED_ENVS)
@@ -633,12 +630,7 @@ def test_algorithm_specific_tuning_applies_to_that_algorithm_only():
 def test_tuning_is_applied_for_its_env_and_validates(env, algo):
     cfg = load_config(_compose([f"env={env}", f"algo={algo}"]))
     assert cfg.env.name == env and cfg.algo.name == algo
-    expected = OmegaConf.create(_tuning_values(env))
-    # tuning_algo/<algo>_<env>.yaml, merged after the env's tuning, wins where it sets a value.
-    specific = CONFIG_DIR / "tuning_algo" / f"{algo}_{env}.yaml"
-    if specific.exists():
-        expected = OmegaConf.merge(expected, _yaml(specific))
-    _assert_subset(OmegaConf.to_container(expected), config_to_dict(cfg), f"tuning/{env}.yaml")
+    _assert_subset(_tuning_values(env), config_to_dict(cfg), f"tuning/{env}.yaml")
     # The algorithm's own requirements survive the env's tuning.
     assert cfg.algo.ppo.encoder_grad == (algo == "rl2")
 

@@ -729,9 +729,7 @@ def test_normalize_reward_scales_ppo_rewards_only(tmp_path):
 
 
 @pytest.mark.parametrize("minibatch", ["tasks", "steps"])
-def test_rl2_reencodes_the_raw_rewards_it_acted_on_when_ppo_rewards_are_scaled(
-    tmp_path, minibatch
-):
+def test_rl2_reencodes_the_raw_rewards_it_acted_on_when_ppo_rewards_are_scaled(tmp_path, minibatch):
     """RL2's memory reads the reward. With normalize_reward the re-encoding inside PPO must read
     the raw rewards the belief transform read while acting, so the first minibatch's PPO ratio
     is exactly 1 (the policy has not moved yet); GAE alone reads the scaled rewards.

@@ -735,7 +735,7 @@ def test_rl2_reencodes_the_raw_rewards_it_acted_on_when_ppo_rewards_are_scaled(t
     is exactly 1 (the policy has not moved yet); GAE alone reads the scaled rewards.
 
     Until 2026-12-07 the scaled rewards replaced ("next", "reward") in PPO's copy of the batch:
-    every task was re-encoded from rewards the policy never acted on (on walker_rand_params 35%
+    every task was re-encoded from rewards the policy never acted on (on walker_rand_params 33%
     of a first minibatch's steps were already clipped, log-ratios up to 127)."""
     minibatches = 2 if minibatch == "tasks" else 3
     algo = {

@@ -753,13 +753,13 @@ def test_rl2_reencodes_the_raw_rewards_it_acted_on_when_ppo_rewards_are_scaled(t
     trainer.return_scaler.update(torch.full(steps, 5.0), torch.zeros(steps, dtype=torch.bool))
     batch = collect_batch(trainer)
     raw = batch.get(("next", "reward")).clone()
-    seen = []
+    minibatch_rewards, ratio_stats = [], []
     forward = trainer.ppo_loss.forward
 
     def recording_forward(minibatch_td):
-        seen.append(minibatch_td.get(("next", "reward")).clone())
+        minibatch_rewards.append(minibatch_td.get(("next", "reward")).clone())
         out = forward(minibatch_td)
-        seen.append((out["kl_approx"].item(), out["clip_fraction"].item()))
+        ratio_stats.append((out["kl_approx"].item(), out["clip_fraction"].item()))
         return out
 
     trainer.ppo_loss.forward = recording_forward
@@ -772,7 +772,7 @@ def test_rl2_reencodes_the_raw_rewards_it_acted_on_when_ppo_rewards_are_scaled(t
 
     trainer.gae.forward = recording_gae
     trainer.ppo_update(batch)
-    first_rewards, (kl, clip_fraction) = seen[0], seen[1]
+    first_rewards, (kl, clip_fraction) = minibatch_rewards[0], ratio_stats[0]
     assert abs(kl) < 1e-6 and clip_fraction == 0.0  # float rounding of sub-batch re-encoding
     assert torch.isin(first_rewards, raw).all()  # the minibatch holds the raw rewards
     assert torch.equal(batch.get(("next", "reward")), raw)

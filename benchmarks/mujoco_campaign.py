@@ -252,8 +252,8 @@ def markdown(report: dict[str, Any]) -> str:
         )
         if "above_rl2" in entry:
             text += (
-                f", RL2 {entry['rl2_rollout1_score']:.2f} "
-                f"({'above' if entry['above_rl2'] else 'not above'} RL2)"
+                f"; above RL2's {entry['rl2_rollout1_score']:.2f}: "
+                f"{'yes' if entry['above_rl2'] else 'no'}"
             )
         text += f"; rollout 2 >= rollout 1: {'yes' if entry['adapts'] else 'no'}."
         lines.append(text)

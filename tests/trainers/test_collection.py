@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import os
 import pickle
 
 import pytest
@@ -20,6 +21,7 @@ from torchrl_bamdp.configs import load_config
 from torchrl_bamdp.trainers import Trainer
 from torchrl_bamdp.trainers.collection import (
     HYPER_STATE_ATTR,
+    RAY_WORKER_NICENESS,
     WorkerEnvFactory,
     whole_task_batch,
     worker_seeds,
@@ -128,14 +130,20 @@ def test_process_workers_act_on_the_latest_weights(process_run):
         torch.testing.assert_close(batch["hyper_state"][:, 1:], again[:, 1:], msg=f"batch {i + 1}")
 
 
-def test_ray_backend_reproduces_the_process_run(process_run, tmp_path):
-    """Local Ray, 2 CPUs: the same run, number for number, as the worker processes."""
+def test_ray_backend_reproduces_the_process_run(process_run, tmp_path, monkeypatch):
+    """A local Ray started by the run (2 collectors, 2 CPUs): the same run, number for number,
+    as the worker processes. The run starts Ray's workers at niceness 0, not Ray's 15: at 15,
+    beside two busy training processes, they starved and TorchRL's 60 s weight-sync
+    rendezvous timed out."""
     ray = pytest.importorskip("ray")  # CI installs it (ci/setup.sh: the distributed extra)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    monkeypatch.delenv(RAY_WORKER_NICENESS, raising=False)
+    assert not ray.is_initialized()
     try:
         result, seen, metrics = _train("ray", tmp_path)
+        assert os.environ[RAY_WORKER_NICENESS] == "0"
     finally:
         ray.shutdown()
+        os.environ.pop(RAY_WORKER_NICENESS, None)
     process_result, process_seen, process_metrics, _ = process_run
     assert result["frames"] == 720
     assert metrics == process_metrics

@@ -60,6 +60,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,9 @@ HYPER_STATE_ATTR = "hyper_state_modules"
 #: The agent modules a replica's hyper-state transforms never read: the actor reaches the workers
 #: as the acting policy (TorchRL's weight sync), the critic is not used while collecting.
 _NOT_READ_BY_TRANSFORMS = ("actor", "critic")
+
+#: Ray's environment variable for its workers' niceness (Ray's default: 15).
+RAY_WORKER_NICENESS = "RAY_worker_niceness"
 
 
 def hyper_state_modules(agent: Any, env: TransformedEnv) -> nn.ModuleDict:
@@ -331,6 +335,13 @@ class TrainCollector:
                 )
         else:
             address = config.train.ray_address
+            if address is None:
+                # A local Ray starts its workers at niceness 15. The collectors are this run's
+                # main work, and beside other busy processes (nice 0) they were starved: TorchRL's
+                # 60 s weight-sync rendezvous timed out (tests/trainers/test_collection.py, two
+                # training runs on the 2 cores: failed at 15, passed in 33 s at 0). Set before
+                # Ray starts; RAY_worker_niceness in the environment still wins.
+                os.environ.setdefault(RAY_WORKER_NICENESS, "0")
             ray_init = (
                 {"address": address}
                 if address is not None

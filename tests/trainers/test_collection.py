@@ -23,6 +23,7 @@ from torchrl_bamdp.trainers.collection import (
     HYPER_STATE_ATTR,
     RAY_WORKER_NICENESS,
     WorkerEnvFactory,
+    local_ray_init,
     whole_task_batch,
     worker_seeds,
 )
@@ -140,10 +141,8 @@ def test_ray_backend_reproduces_the_process_run(process_run, tmp_path, monkeypat
     assert not ray.is_initialized()
     try:
         result, seen, metrics = _train("ray", tmp_path)
-        assert os.environ[RAY_WORKER_NICENESS] == "0"
     finally:
         ray.shutdown()
-        os.environ.pop(RAY_WORKER_NICENESS, None)
     process_result, process_seen, process_metrics, _ = process_run
     assert result["frames"] == 720
     assert metrics == process_metrics
@@ -191,3 +190,24 @@ def test_whole_task_batch_joins_the_workers_parts_in_order():
     assert batch.shape == (4, 3) and batch["worker"][:, 0].tolist() == [0, 0, 1, 1]
     with pytest.raises(RuntimeError, match=r"\[env.num_envs, steps_per_batch\] = \[4, 6\]"):
         whole_task_batch(parts, 4, 6)
+
+
+def test_local_ray_workers_run_at_niceness_zero_unless_the_environment_says(monkeypatch):
+    """What the run's local Ray gives its workers: niceness 0 (Ray's default is 15), or the
+    user's RAY_worker_niceness; the process environment is not changed."""
+    ray = pytest.importorskip("ray")
+    monkeypatch.delenv(RAY_WORKER_NICENESS, raising=False)
+
+    @ray.remote
+    def worker_niceness() -> int:
+        return os.nice(0)
+
+    for user_value, expected in ((None, 0), ("7", 7)):
+        if user_value is not None:
+            monkeypatch.setenv(RAY_WORKER_NICENESS, user_value)
+        ray.init(**local_ray_init(1), log_to_driver=False)
+        try:
+            assert ray.get(worker_niceness.remote()) == expected
+        finally:
+            ray.shutdown()
+        assert os.environ.get(RAY_WORKER_NICENESS) == user_value

@@ -87,6 +87,26 @@ _NOT_READ_BY_TRANSFORMS = ("actor", "critic")
 RAY_WORKER_NICENESS = "RAY_worker_niceness"
 
 
+def local_ray_init(num_cpus: int) -> dict[str, Any]:
+    """``ray.init`` arguments for the local Ray a run starts when no ``train.ray_address`` is set.
+
+    Its workers run at niceness 0, not Ray's 15: the collectors are the run's main work, and
+    at 15 beside other busy processes (nice 0) they starved until TorchRL's 60 s weight-sync
+    rendezvous timed out (``tests/trainers/test_collection.py`` beside two training runs on 2
+    cores: failed at 15, passed in 33 s at 0). A ``RAY_worker_niceness`` set in the
+    environment still wins; the process environment is left as it is.
+
+    Examples
+    --------
+    >>> local_ray_init(2)["num_cpus"]
+    2
+    """
+    config: dict[str, Any] = {"num_cpus": num_cpus, "include_dashboard": False}
+    if RAY_WORKER_NICENESS not in os.environ:
+        config["_system_config"] = {"worker_niceness": 0}
+    return config
+
+
 def hyper_state_modules(agent: Any, env: TransformedEnv) -> nn.ModuleDict:
     """The modules the hyper-state transforms of ``env`` read, as one module.
 
@@ -335,18 +355,7 @@ class TrainCollector:
                 )
         else:
             address = config.train.ray_address
-            if address is None:
-                # A local Ray starts its workers at niceness 15. The collectors are this run's
-                # main work, and beside other busy processes (nice 0) they were starved: TorchRL's
-                # 60 s weight-sync rendezvous timed out (tests/trainers/test_collection.py, two
-                # training runs on the 2 cores: failed at 15, passed in 33 s at 0). Set before
-                # Ray starts; RAY_worker_niceness in the environment still wins.
-                os.environ.setdefault(RAY_WORKER_NICENESS, "0")
-            ray_init = (
-                {"address": address}
-                if address is not None
-                else {"num_cpus": num, "include_dashboard": False}
-            )
+            ray_init = {"address": address} if address is not None else local_ray_init(num)
             self.collector = Collector(
                 factories,
                 self._policy,
